@@ -1,0 +1,9 @@
+"""pgkeep's catalog: privileges, jobs, schedules, external connections and cluster settings,
+stored in the upstream PostgreSQL (schema `pgkeep`, versioned migrations). Depends on nothing
+else in pgkeep."""
+from .db import Catalog
+from .errors import CatalogError, InvalidSettingValue, UnknownSetting
+from .settings import SETTINGS, Setting, format_value, lookup
+
+__all__ = ["Catalog", "CatalogError", "InvalidSettingValue", "UnknownSetting", "SETTINGS", "Setting",
+           "format_value", "lookup"]

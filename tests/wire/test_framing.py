@@ -1,0 +1,121 @@
+"""The sans-IO framing layer, fed byte streams split at every offset (and in 1-byte pieces)."""
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from proxy.errors import PgError
+from proxy.wire import messages as m
+from proxy.wire.framing import (PASS, DirectTLS, FrameScanner, GSSENCRequest, SSLRequest,
+                                StartupReader)
+
+FRAMES = [
+    m.frame(b"P", b"s1\0SELECT $1\0\0\0"),
+    m.frame(b"B", b"\0s1\0\0\0\0\x01\0\0\0\x011\0\0"),
+    m.frame(b"E", b"\0\0\0\0\0"),
+    m.frame(b"d", b"x" * 300),          # a CopyData that passes through
+    m.frame(b"Q", b"SELECT 1\0"),
+    m.frame(b"S"),
+    m.frame(b"Z", b"T"),
+]
+STREAM = b"".join(FRAMES)
+
+
+def _run(chunks, inspect):
+    scan = FrameScanner(1 << 20)
+    passed = bytearray()
+    inspected, completed = [], []
+    for chunk in chunks:
+        scan.feed(chunk)
+        while (ev := scan.next(inspect)) is not None:
+            kind, raw, types = ev
+            if kind == PASS:
+                passed += raw
+                completed += types
+            else:
+                inspected.append(raw)
+                completed.append(kind)
+    return bytes(passed), inspected, completed, scan
+
+
+@pytest.mark.parametrize("inspect", [frozenset(), frozenset(b"QP"), frozenset(range(256))])
+def test_every_split_point_gives_the_same_frames(inspect):
+    expected_inspected = [f for f in FRAMES if f[0] in inspect]
+    expected_passed = b"".join(f for f in FRAMES if f[0] not in inspect)
+    for cut in range(len(STREAM) + 1):
+        for chunks in ([STREAM[:cut], STREAM[cut:]],
+                       [STREAM[:cut], STREAM[cut:cut + 7], STREAM[cut + 7:]]):
+            passed, inspected, completed, scan = _run(chunks, inspect)
+            assert inspected == expected_inspected, cut
+            assert passed == expected_passed, cut
+            assert completed == [f[0] for f in FRAMES], cut
+            assert scan.at_boundary
+            assert scan.last_status == (b"T" if 90 not in inspect else b"I")
+
+
+def test_one_byte_at_a_time_keeps_order():
+    passed, inspected, completed, _ = _run([STREAM[i:i + 1] for i in range(len(STREAM))],
+                                            frozenset(b"Q"))
+    assert inspected == [FRAMES[4]]
+    assert completed == [f[0] for f in FRAMES]
+
+
+def test_inspect_set_can_change_between_frames():
+    scan = FrameScanner(1 << 20)
+    scan.feed(STREAM)
+    kind, raw, _ = scan.next(frozenset(b"P"))
+    assert raw == FRAMES[0]
+    # the decision on P makes the following Bind interesting at once
+    kind, raw, _ = scan.next(frozenset(b"PB"))
+    assert raw == FRAMES[1]
+
+
+def test_message_too_large_and_bad_length():
+    scan = FrameScanner(100)
+    scan.feed(m.frame(b"Q", b"x" * 200))
+    with pytest.raises(PgError) as e:
+        scan.next(frozenset())
+    assert e.value.sqlstate == "08P01"
+    scan = FrameScanner(100)
+    scan.feed(b"Q\0\0\0\x02")
+    with pytest.raises(PgError):
+        scan.next(frozenset())
+
+
+def _startup(params: dict[str, str], version=m.PROTOCOL_3_0) -> bytes:
+    body = struct.pack("!i", version) + b"".join(k.encode() + b"\0" + v.encode() + b"\0"
+                                                 for k, v in params.items()) + b"\0"
+    return struct.pack("!i", len(body) + 4) + body
+
+
+def test_startup_packets_at_every_split():
+    ssl_req = struct.pack("!ii", 8, m.SSL_REQUEST_CODE)
+    startup = _startup({"user": "alice", "database": "db", "application_name": "x"})
+    for cut in range(len(startup) + 1):
+        r = StartupReader()
+        assert r.feed(startup[:cut]) is None or cut == len(startup)
+        pkt = r.feed(startup[cut:]) if cut < len(startup) else r.feed(b"")
+        if cut == len(startup):
+            continue
+        assert isinstance(pkt, m.StartupMessage)
+        assert pkt.params == {"user": "alice", "database": "db", "application_name": "x"}
+        assert pkt.raw == startup
+    r = StartupReader()
+    assert isinstance(r.feed(ssl_req + b"junk"), SSLRequest) and r.leftover == b"junk"
+    assert isinstance(StartupReader().feed(struct.pack("!ii", 8, m.GSSENC_REQUEST_CODE)), GSSENCRequest)
+    cancel = StartupReader().feed(struct.pack("!iiI", 16, m.CANCEL_REQUEST_CODE, 42) + b"abcd")
+    assert cancel == m.CancelRequest(42, b"abcd")
+    assert isinstance(StartupReader().feed(b"\x16\x03\x01\x02\x00"), DirectTLS)
+
+
+def test_startup_limits():
+    with pytest.raises(PgError) as e:
+        StartupReader().feed(struct.pack("!ii", 20000, m.PROTOCOL_3_0))
+    assert e.value.sqlstate == "08P01"
+    with pytest.raises(PgError) as e:
+        StartupReader().feed(_startup({"database": "x"}))
+    assert e.value.sqlstate == "28000"
+    with pytest.raises(PgError) as e:
+        StartupReader().feed(_startup({"user": "x"}, version=2 << 16))
+    assert e.value.sqlstate == "0A000"

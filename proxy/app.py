@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
-from pathlib import Path
+import sys
 
 from catalog import Catalog
 
@@ -27,6 +28,10 @@ class App:
         self.upstream_address: UpstreamAddress | None = None
         self.catalog: Catalog | None = None
         self.server: Server | None = None
+        # --workers N: worker 0 is this process; it starts workers 1..N-1 as children that
+        # share the listen port (SO_REUSEPORT) and the upstream, and stops them on exit.
+        self.worker_index = int(os.environ.get("PGKEEP_WORKER_INDEX", "0"))
+        self._children: list[asyncio.subprocess.Process] = []
 
     async def start(self) -> None:
         cfg = self.config
@@ -42,6 +47,13 @@ class App:
         self.catalog = await Catalog.open(self.upstream_dsn)
         self.server = Server(self)
         await self.server.start()
+        if self.worker_index == 0:
+            for i in range(1, cfg.workers):
+                self._children.append(await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "proxy", "serve", "--upstream", self.upstream_dsn,
+                    env={**os.environ, "PGKEEP_WORKER_INDEX": str(i),
+                         "PGKEEP_LISTEN": f"{cfg.listen_host}:{self.server.port}",
+                         "PGKEEP_WORKERS": str(cfg.workers), "PGKEEP_DATA_DIR": str(cfg.data_path)}))
 
     def psql_command(self) -> str:
         a = self.upstream_address
@@ -49,8 +61,13 @@ class App:
         return f'psql "postgresql://{a.user}@{host}:{self.server.port}/{a.database}"'
 
     async def stop(self) -> None:
+        for child in self._children:
+            if child.returncode is None:
+                child.send_signal(signal.SIGTERM)
         if self.server is not None:
             await self.server.shutdown(self.config.shutdown_timeout)
+        for child in self._children:
+            await child.wait()
         if self.catalog is not None:
             await self.catalog.close()
         if self.embedded is not None:
@@ -58,9 +75,12 @@ class App:
 
     async def serve_forever(self) -> None:
         await self.start()
-        print(f"pgkeep is listening on {self.config.listen_host}:{self.server.port}, "
-              f"in front of {self.upstream_address.describe()}", flush=True)
-        print(f"connect with: {self.psql_command()}", flush=True)
+        if self.worker_index:
+            _log.info("worker %d is serving", self.worker_index)
+        else:
+            print(f"pgkeep is listening on {self.config.listen_host}:{self.server.port}, "
+                  f"in front of {self.upstream_address.describe()}", flush=True)
+            print(f"connect with: {self.psql_command()}", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

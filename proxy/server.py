@@ -2,7 +2,9 @@
 limit, TLS and graceful shutdown.
 
 Cancel keys: each session gets pgkeep's own (pid, secret), never the upstream's; a CancelRequest
-is matched in constant time and an unknown key does nothing. Shutdown: stop accepting, close idle
+is matched in constant time and an unknown key does nothing. With --workers N the pid's low bits
+name the worker process that owns the session: SO_REUSEPORT may hand the cancel connection to
+another worker, which relays the packet to the owner over a Unix datagram socket. Shutdown: stop accepting, close idle
 sessions at once, let busy ones finish within the timeout, then close the rest with 57P01.
 """
 from __future__ import annotations
@@ -10,8 +12,12 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import os
 import secrets
+import socket
 import ssl
+import struct
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import errors
@@ -36,6 +42,8 @@ class Server:
         self._keys: dict[int, tuple[bytes, Session]] = {}
         self._server: asyncio.base_events.Server | None = None
         self.port: int | None = None
+        self.worker_index = app.worker_index
+        self._relay: asyncio.DatagramTransport | None = None
 
     def _tls_context(self) -> ssl.SSLContext | None:
         if not self.config.tls_cert:
@@ -56,6 +64,23 @@ class Server:
             factory, self.config.listen_host, self.config.listen_port, backlog=1024,
             reuse_port=self.config.workers > 1, reuse_address=True)
         self.port = self._server.sockets[0].getsockname()[1]
+        if self.config.workers > 1:
+            path = self._relay_path(self.worker_index)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.unlink(missing_ok=True)
+            server = self
+
+            class _Relay(asyncio.DatagramProtocol):
+                def datagram_received(self, data, addr):
+                    pid = struct.unpack("!I", data[:4])[0]
+                    loop.create_task(server.cancel(pid, data[4:], relayed=True))
+
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            sock.bind(str(path))
+            self._relay, _ = await loop.create_datagram_endpoint(_Relay, sock=sock)
+
+    def _relay_path(self, index: int) -> Path:
+        return self.config.data_path / "run" / f"cancel-{self.config.listen_port}-{index}.sock"
 
     # ---- sessions --------------------------------------------------------------------------
 
@@ -72,15 +97,25 @@ class Server:
             del self._keys[session.key[0]]
 
     def register_key(self, session: Session, secret_len: int) -> tuple[int, bytes]:
+        workers = self.config.workers
         while True:
-            pid = secrets.randbits(31) or 1
-            if pid not in self._keys:
+            pid = (secrets.randbits(27) * 16 + self.worker_index) if workers > 1 else secrets.randbits(31)
+            if pid and pid not in self._keys:
                 break
         secret = secrets.token_bytes(max(4, secret_len))
         self._keys[pid] = (secret, session)
         return pid, secret
 
-    async def cancel(self, pid: int, secret: bytes) -> None:
+    async def cancel(self, pid: int, secret: bytes, relayed: bool = False) -> None:
+        owner = pid % 16
+        if self.config.workers > 1 and owner != self.worker_index and not relayed:
+            if owner < self.config.workers:
+                with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+                    try:
+                        s.sendto(struct.pack("!I", pid) + secret, str(self._relay_path(owner)))
+                    except OSError:
+                        _log.info("could not relay a cancel request to worker %d", owner)
+            return
         entry = self._keys.get(pid)
         if entry is None or not hmac.compare_digest(entry[0], secret):
             _log.info("ignored a cancel request with an unknown key")
@@ -106,3 +141,6 @@ class Server:
             s.fatal(errors.admin_shutdown())
         if self._server is not None:
             await self._server.wait_closed()
+        if self._relay is not None:
+            self._relay.close()
+            self._relay_path(self.worker_index).unlink(missing_ok=True)

@@ -45,6 +45,7 @@ _TERMINALS = {_P: b"1", _B: b"2", _C: b"3", _D: b"Tn", _E: b"CIs"}
 _TERMINAL_SETS = {k: frozenset(v) for k, v in _TERMINALS.items()}
 _SYNCING = frozenset((_S, _Q, _F))  # answered with ReadyForQuery
 _Z, _ERR = ord("Z"), ord("E")
+_FLUSH = m.frame(b"H")
 
 
 class State(Enum):
@@ -348,7 +349,12 @@ class Session:
         return q
 
     async def wait_drained(self) -> None:
-        """Return once the upstream has answered everything forwarded so far."""
+        """Return once the upstream has answered everything forwarded so far.
+
+        The upstream holds back answers to extended-protocol messages until a Flush or Sync,
+        and the client's own Flush may be queued behind the intercepted message: so flush."""
+        if self._inflight:
+            self.upstream.write(_FLUSH)
         while self._inflight:
             self._drained = self.loop.create_future()
             await self._drained

@@ -30,7 +30,7 @@ def token_text(sql: str, tok: Token) -> str:
     if tok.kind == IDENT:
         return tok.value
     if tok.kind == STRING and "://" in tok.value:
-        return redact_uri(tok.value)
+        return quote_string(redact_uri(tok.value))
     return sql[tok.start:tok.end]
 
 

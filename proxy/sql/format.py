@@ -13,9 +13,8 @@ from dataclasses import fields
 from engine.redact import redact_kms_uri, redact_uri
 
 from .errors import quote_string
-from .nodes import (BackupOptions, BoolLit, CheckConnectionOptions, FuncCall, NumLit,
-                    Placeholder, RestoreOptions, ScheduleOptions, ShowBackupOptions, StrLit,
-                    TablePattern, Targets)
+from .nodes import (BackupOptions, BoolLit, FuncCall, NumLit, Placeholder, StrLit, TablePattern,
+                    Targets)
 from .parser_base import RESERVED
 from .statements import (AlterBackupSchedule, AlterExternalConnection, Backup, CancelJobs,
                          CheckExternalConnection, CreateExternalConnection, CreateSchedule,
@@ -99,12 +98,14 @@ def _options(opts, redact: bool) -> list[str]:
     for f in fields(opts):
         value = getattr(opts, f.name)
         name = _DISPLAY.get(f.name, f.name)
-        if value is None or value is False:
+        if value is None:
             continue
-        if value is True:
-            out.append(name)
-        elif f.name == "detached" and isinstance(opts, BackupOptions):
+        if f.name == "detached" and isinstance(opts, BackupOptions):
             out.append("detached" if value else "detached = FALSE")
+        elif value is False:
+            continue
+        elif value is True:
+            out.append(name)
         elif f.name in _SECRET_FIELDS and redact:
             out.append(f"{name} = {PASSWORD_SUBSTITUTE}")
         elif isinstance(value, tuple):
@@ -337,9 +338,6 @@ _FORMATTERS = {
     + format_expr(s.uri, r, "uri") + _with_plain(s.options, r),
     SelectFromShow: lambda s, r: _query(s, r),
 }
-
-# Silence "imported but unused" for option classes referenced only through isinstance above.
-_OPTION_CLASSES = (RestoreOptions, ScheduleOptions, ShowBackupOptions, CheckConnectionOptions)
 
 
 def format_statement(stmt: Statement, *, redact: bool = False) -> str:

@@ -9,6 +9,7 @@ EXECUTION LOCALITY) to the dataclass field and the value kind:
     string   `= <string or placeholder>`
     strings  `= <string>` or `= (<string>, ...)` (kms, incremental_location)
     int      `= <integer or placeholder>`
+    enum     `= <string>` from a fixed set (schedule options), stored lowercased
 
 A repeated option is 42601 "<opt> specified multiple times"; an unknown option is a syntax
 error at its name; a value of the wrong type is 22023.

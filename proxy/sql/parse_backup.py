@@ -11,6 +11,7 @@ from .nodes import (BackupOptions, Expr, NumLit, RestoreOptions, ScheduleOptions
                     ShowBackupOptions, StrLit)
 from .options import (BACKUP_OPTIONS, RESTORE_OPTIONS, SCHEDULE_OPTIONS, SHOW_BACKUP_OPTIONS,
                       parse_one_option, parse_options, parse_with_options)
+from .parse_misc import parse_check_connection_tail
 from .parser_base import Parser
 from .statements import (AlterBackupSchedule, Backup, CreateSchedule, ExecuteImmediately,
                          Restore, SetFullBackup, SetInto, SetLabel, SetRecurring,
@@ -33,9 +34,9 @@ def _at_subdir(p: Parser) -> bool:
     return p.peek().kind in (STRING, PARAM) and p.at_kw("in", k=1)
 
 
-def _collection(p: Parser) -> tuple[Expr, ...]:
+def _collection(p: Parser, many_is_unsupported: bool = False) -> tuple[Expr, ...]:
     uris = p.string_list()
-    if p.at_op(","):
+    if many_is_unsupported and p.at_op(","):
         raise p.unsupported(p.peek(), "a list of backup collections is not supported; name "
                             "one collection, or a parenthesised list of locality URIs")
     return uris
@@ -116,7 +117,7 @@ def parse_restore(p: Parser) -> Restore:
         targets = p.targets()
     p.expect_kw("from")
     subdir, latest = _from_subdir(p, _RESTORE_HINT, "RESTORE")
-    collection = _collection(p)
+    collection = _collection(p, many_is_unsupported=True)
     as_of = p.opt_as_of()
     options = parse_with_options(p, RESTORE_OPTIONS, RestoreOptions())
     p.expect_end()
@@ -151,7 +152,7 @@ def parse_show_backups(p: Parser) -> ShowBackups:
 def parse_show_backup(p: Parser):
     p.expect_kw("show", "backup")
     if p.at_kw("connection"):
-        from .parse_misc import parse_check_connection_tail
+        # The older spelling of CHECK EXTERNAL CONNECTION.
         p.i += 1
         return parse_check_connection_tail(p)
     details = ""

@@ -334,6 +334,13 @@ def parse_grant(p: Parser):
     return RevokeOn(privileges, on, names, grantees, grant_option_for)
 
 
+def _dotted_list(p: Parser) -> tuple[str, ...]:
+    names = [p.dotted_name()]
+    while p.accept_op(","):
+        names.append(p.dotted_name())
+    return tuple(names)
+
+
 def parse_show_grants(p: Parser):
     p.expect_kw("show")
     if p.accept_kw("system"):
@@ -345,13 +352,9 @@ def parse_show_grants(p: Parser):
     on, names = None, ()
     if p.accept_kw("on"):
         if p.accept_kw("schema"):
-            on, names = "SCHEMA", tuple(p.dotted_name() for _ in [0])
-            while p.accept_op(","):
-                names += (p.dotted_name(),)
+            on, names = "SCHEMA", _dotted_list(p)
         elif p.accept_kw("type"):
-            on, names = "TYPE", (p.dotted_name(),)
-            while p.accept_op(","):
-                names += (p.dotted_name(),)
+            on, names = "TYPE", _dotted_list(p)
         elif p.accept_kw("role"):
             on = "ROLE"
             names = () if p.at_kw("for") or p.at_end() else p.role_list()

@@ -30,6 +30,8 @@ where window with
 BOOL_WORDS = {"true": True, "t": True, "on": True, "yes": True, "y": True, "1": True,
               "false": False, "f": False, "off": False, "no": False, "n": False, "0": False}
 
+_AOST_FUNCTIONS = frozenset({"follower_read_timestamp", "experimental_follower_read_timestamp",
+                             "with_min_timestamp", "with_max_staleness"})
 _ROLE_STOP = frozenset({"to", "from", "with", "for", "on", "as", "in", "granted", "cascade",
                         "restrict"})
 _QUERY_STARTS = frozenset({"select", "with", "values", "table"})
@@ -139,7 +141,12 @@ class Parser:
 
     def dotted_name(self) -> str:
         """A dotted name whose later parts may be any word (bulkio.backup.file_size)."""
-        parts = [self.name()]
+        first = self.peek()
+        if first.kind == IDENT and self.at_op(".", k=1):
+            self.i += 1  # before a '.', even a reserved word is unambiguous (some.ratio)
+            parts = [first.value]
+        else:
+            parts = [self.name()]
         while self.at_op("."):
             self.i += 1
             tok = self.peek()
@@ -223,7 +230,8 @@ class Parser:
             self.i += 1
             return StrLit(tok.value)
         if what and (tok.kind in (INT, DECIMAL, BITSTRING) or self.at_kw("true", "false")):
-            raise self.value_error(tok, f"{what}: expected a string value, got {self.sql[tok.start:tok.end]}")
+            got = self.sql[tok.start:tok.end]
+            raise self.value_error(tok, f"{what}: expected a string value, got {got}")
         raise self.error()
 
     def string_list(self, what: str | None = None) -> tuple[Expr, ...]:
@@ -288,7 +296,7 @@ class Parser:
         if tok.kind == OP and tok.value == "-" and self.peek(1).kind in (INT, DECIMAL):
             self.i += 2
             return NumLit("-" + self.tokens[self.i - 1].value)
-        if tok.kind == IDENT and self.at_op("(", k=1):
+        if tok.kind == IDENT and self.at_op("(", k=1) and tok.value in _AOST_FUNCTIONS:
             self.i += 2
             args: list[Expr] = []
             if not self.at_op(")"):

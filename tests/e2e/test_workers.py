@@ -1,0 +1,61 @@
+"""--workers N: several processes share the port; cancels reach the session wherever they land."""
+from __future__ import annotations
+
+import threading
+import time
+
+import psycopg
+import pytest
+
+from tests.support.pgkeep import PgkeepProcess
+
+
+@pytest.fixture(scope="module")
+def pgkeep_workers(workdir, pg18):
+    proc = PgkeepProcess(workdir / "workers", pg18.dsn(), args=["--workers", "3"]).start()
+    time.sleep(1.0)  # the two child workers bind right after the parent prints its banner
+    yield proc
+    assert proc.stop() == 0
+
+
+def test_connections_spread_over_workers_and_cancel_reaches_each(pgkeep_workers):
+    conns = [psycopg.connect(pgkeep_workers.dsn(), autocommit=True) for _ in range(12)]
+    try:
+        owners = {c.info.backend_pid % 16 for c in conns}
+        assert owners == {0, 1, 2}, "12 connections should land on all 3 workers"
+        results: dict[int, BaseException | None] = {}
+
+        def run(i, c):
+            try:
+                c.execute("SELECT pg_sleep(20)")
+                results[i] = None
+            except BaseException as e:  # noqa: BLE001
+                results[i] = e
+
+        threads = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate(conns)]
+        for t in threads:
+            t.start()
+        time.sleep(0.5)
+        started = time.monotonic()
+        for c in conns:
+            c.cancel_safe(timeout=5)
+        for t in threads:
+            t.join(15)
+        assert time.monotonic() - started < 10
+        assert all(isinstance(results[i], psycopg.errors.QueryCanceled) for i in range(12)), results
+        assert all(c.execute("SELECT 1").fetchone() == (1,) for c in conns)
+    finally:
+        for c in conns:
+            c.close()
+
+
+def test_workers_stop_with_the_parent(workdir, pg18):
+    import psutil
+    proc = PgkeepProcess(workdir / "workers-stop", pg18.dsn(), args=["--workers", "2"]).start()
+    time.sleep(1.0)
+    children = psutil.Process(proc.proc.pid).children()
+    assert len(children) == 1 and "proxy" in " ".join(children[0].cmdline())
+    with psycopg.connect(proc.dsn(), autocommit=True) as c:
+        assert c.execute("SELECT 1").fetchone() == (1,)
+    assert proc.stop() == 0
+    assert not children[0].is_running() or children[0].status() == psutil.STATUS_ZOMBIE

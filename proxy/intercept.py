@@ -158,6 +158,7 @@ class Interceptor:
                     self.s.write(m.error_response(errors.error_fields(e)))
                     if kind in _EXTENDED:
                         self._batch_failed = True
+                        await self.s.abort_transaction()
             # Frames that arrived while we worked are scanned with the right inspect set now.
             self.s.client_data(b"")
         except ConnectionError:
@@ -257,6 +258,7 @@ class Interceptor:
             raise
         except BaseException as e:  # noqa: BLE001
             self.s.write(m.error_response(errors.error_fields(e)))
+            await self.s.abort_transaction()
         self.s.write(m.ready_for_query(self.s.txn_status))
 
     async def _run(self, stmt: sql.Statement) -> Result:

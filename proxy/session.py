@@ -62,11 +62,12 @@ class InternalQuery:
     Query that also holds intercepted statements). Its answer is relayed except the final
     ReadyForQuery, which resolves `done` with whether an ErrorResponse came back."""
 
-    __slots__ = ("done", "failed")
+    __slots__ = ("done", "failed", "silent")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, silent: bool) -> None:
         self.done: asyncio.Future[bool] = loop.create_future()
         self.failed = False
+        self.silent = silent  # relay nothing of the answer
 
 
 class _ClientProtocol(asyncio.Protocol):
@@ -341,12 +342,21 @@ class Session:
         if kind in _TERMINAL_SETS or kind in _SYNCING:
             self._inflight.append(kind)
 
-    def send_internal_query(self, sql: str) -> InternalQuery:
-        q = InternalQuery(self.loop)
+    def send_internal_query(self, sql: str, *, silent: bool = False) -> InternalQuery:
+        q = InternalQuery(self.loop, silent)
         self._internal = q
         self._inflight.append(q)
         self.upstream.write(m.frame(b"Q", sql.encode() + b"\0"))
         return q
+
+    async def abort_transaction(self) -> None:
+        """An intercepted statement failed inside a transaction block: fail the upstream's
+        transaction too, so it is aborted exactly as PostgreSQL would have it (25P02 until
+        ROLLBACK) and ReadyForQuery says 'E'. The internal error is not shown to the client."""
+        if self.txn_status == b"T":
+            await self.send_internal_query(
+                "DO $pgkeep$BEGIN RAISE EXCEPTION 'pgkeep: the transaction is aborted'; END$pgkeep$",
+                silent=True).done
 
     async def wait_drained(self) -> None:
         """Return once the upstream has answered everything forwarded so far.
@@ -385,8 +395,11 @@ class Session:
                 if kind == _Z and inflight and inflight[0] is self._internal:
                     self._finish_internal(raw[5:6])
                     continue
-                if kind == _ERR and self._internal is not None:
-                    self._internal.failed = True
+                if self._internal is not None:
+                    if kind == _ERR:
+                        self._internal.failed = True
+                    if self._internal.silent:
+                        continue
             client.write(raw)
             for t in types:
                 self._last_upstream_type = t

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import errors, sql
 from .commands import CommandContext, Result, describe_statement, execute_statement
+from .commands.show_sources import rewrite_query
 from .wire import messages as m
 from .wire.values import OID, decode_text_param, encode_value
 
@@ -171,6 +172,13 @@ class Interceptor:
             await self._simple_query(decided)
         elif kind == _P:
             p, local = decided
+            if isinstance(local.stmt, sql.SelectFromShow):
+                # The upstream prepares the rewritten query; everything after is plain
+                # forwarding. The SHOW rows are those of Parse time (documented).
+                rewritten = await self._rewrite(local.stmt)
+                self._stmts.pop(p.name, None)
+                self.s.forward(_P, m.encode_parse(p.name, rewritten, p.param_types))
+                return
             self._stmts[p.name] = local
             if local.error is not None:
                 raise local.error
@@ -245,6 +253,11 @@ class Interceptor:
                     continue
                 if isinstance(item, BaseException):
                     raise item
+                if isinstance(item, sql.SelectFromShow):
+                    rewritten = await self._rewrite(item)
+                    if await self.s.send_internal_query(rewritten).done:
+                        break
+                    continue
                 result = await self._run(item)
                 out = []
                 if result.columns:
@@ -261,11 +274,20 @@ class Interceptor:
             await self.s.abort_transaction()
         self.s.write(m.ready_for_query(self.s.txn_status))
 
+    def _context(self) -> CommandContext:
+        return CommandContext(self.s.server.app, user=self.s.params.get("user", ""),
+                              database=self.s.params.get("database") or self.s.params.get("user", ""),
+                              txn_status=self.s.txn_status, notify=self._notice)
+
+    async def _rewrite(self, node: sql.SelectFromShow) -> str:
+        return await self._guarded(rewrite_query(self._context(), node))
+
     async def _run(self, stmt: sql.Statement) -> Result:
-        ctx = CommandContext(self.s.server.app, user=self.s.params.get("user", ""),
-                             database=self.s.params.get("database") or self.s.params.get("user", ""),
-                             txn_status=self.s.txn_status, notify=self._notice)
-        self._running = self.s.loop.create_task(execute_statement(ctx, stmt))
+        return await self._guarded(execute_statement(self._context(), stmt))
+
+    async def _guarded(self, coro):
+        """Run one command as its own task, so a CancelRequest can stop it with 57014."""
+        self._running = self.s.loop.create_task(coro)
         try:
             return await self._running
         except asyncio.CancelledError:

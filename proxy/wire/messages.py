@@ -21,7 +21,7 @@ __all__ = [
     "Column", "frame", "error_response", "notice_response", "ready_for_query", "row_description",
     "data_row", "command_complete", "parameter_description", "PARSE_COMPLETE", "BIND_COMPLETE",
     "CLOSE_COMPLETE", "NO_DATA", "EMPTY_QUERY", "PORTAL_SUSPENDED", "backend_key_data",
-    "strip_sasl_plus", "auth_code",
+    "strip_sasl_plus", "auth_code", "encode_parse",
 ]
 
 SSL_REQUEST_CODE = 80877103
@@ -269,6 +269,11 @@ def data_row(values: Iterable[bytes | None]) -> bytes:
 
 def command_complete(tag: str) -> bytes:
     return frame(b"C", tag.encode() + b"\0")
+
+
+def encode_parse(name: str, sql: str, param_types: Sequence[int]) -> bytes:
+    return frame(b"P", name.encode() + b"\0" + sql.encode() + b"\0" + _I16.pack(len(param_types))
+                 + b"".join(struct.pack("!I", t) for t in param_types))
 
 
 def parameter_description(oids: Sequence[int]) -> bytes:

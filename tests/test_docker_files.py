@@ -11,10 +11,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+import yaml  # PyYAML, in the test extras
 
 from proxy.config import OPTIONS
-
-yaml = pytest.importorskip("yaml", reason="PyYAML is in the test extras: pip install -e '.[test]'")
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKER = REPO / "docker"

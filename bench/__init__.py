@@ -1,0 +1,1 @@
+"""Benchmarks, each printing ratios against its anchor (see bench/README.md)."""

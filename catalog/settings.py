@@ -51,10 +51,25 @@ class Setting:
     minimum: int | None = None
 
 
+def _parse_int(text: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise InvalidSettingValue(f"invalid integer {text!r}") from None
+
+
 SETTINGS: dict[str, Setting] = {s.name: s for s in (
     Setting("bulkio.backup.file_size", "z", 128 << 20,
             "target size for individual data files produced during BACKUP",
             _parse_bytes, _format_bytes, minimum=1 << 20),
+    Setting("pgkeep.backup.parallelism", "i", 3,
+            "connections that read tables in parallel during BACKUP (one snapshot shared by all)",
+            _parse_int, str, minimum=1),
+    Setting("pgkeep.restore.parallelism", "i", 3,
+            "connections that load tables and build indexes in parallel during a database RESTORE",
+            _parse_int, str, minimum=1),
+    Setting("pgkeep.backup.compression_level", "i", 3,
+            "zstd level of backup files (1 fastest .. 19 smallest)", _parse_int, str, minimum=1),
 )}
 
 

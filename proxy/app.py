@@ -9,6 +9,8 @@ import signal
 import sys
 
 from catalog import Catalog
+from engine.service import Engine, UpstreamConnector
+from engine.spec import EngineSettings
 
 from .config import Config
 from .pgcluster import PgCluster
@@ -27,6 +29,7 @@ class App:
         self.upstream_dsn = config.upstream or ""
         self.upstream_address: UpstreamAddress | None = None
         self.catalog: Catalog | None = None
+        self.engine: Engine | None = None
         self.server: Server | None = None
         # --workers N: worker 0 is this process; it starts workers 1..N-1 as children that
         # share the listen port (SO_REUSEPORT) and the upstream, and stops them on exit.
@@ -45,6 +48,8 @@ class App:
                       self.embedded.datadir, self.embedded.port)
         self.upstream_address = parse_upstream(self.upstream_dsn)
         self.catalog = await Catalog.open(self.upstream_dsn)
+        self.engine = Engine(UpstreamConnector(self.upstream_dsn), cfg.nodelocal_path,
+                             self._engine_settings)
         self.server = Server(self)
         await self.server.start()
         if self.worker_index == 0:
@@ -54,6 +59,13 @@ class App:
                     env={**os.environ, "PGKEEP_WORKER_INDEX": str(i),
                          "PGKEEP_LISTEN": f"{cfg.listen_host}:{self.server.port}",
                          "PGKEEP_WORKERS": str(cfg.workers), "PGKEEP_DATA_DIR": str(cfg.data_path)}))
+
+    async def _engine_settings(self) -> EngineSettings:
+        get = self.catalog.settings.get
+        return EngineSettings(file_size=await get("bulkio.backup.file_size"),
+                              backup_parallelism=await get("pgkeep.backup.parallelism"),
+                              restore_parallelism=await get("pgkeep.restore.parallelism"),
+                              compression_level=await get("pgkeep.backup.compression_level"))
 
     def psql_command(self) -> str:
         a = self.upstream_address

@@ -26,6 +26,7 @@ from enum import Enum
 from typing import TYPE_CHECKING
 
 from . import errors
+from .sql import may_intercept_bytes
 from .wire import messages as m
 from .wire.framing import PASS, DirectTLS, FrameScanner, GSSENCRequest, SSLRequest, StartupReader
 
@@ -44,8 +45,15 @@ _EXT_INSPECT = frozenset((_Q, _P, _X, _B, _D, _E, _C))
 _TERMINALS = {_P: b"1", _B: b"2", _C: b"3", _D: b"Tn", _E: b"CIs"}
 _TERMINAL_SETS = {k: frozenset(v) for k, v in _TERMINALS.items()}
 _SYNCING = frozenset((_S, _Q, _F))  # answered with ReadyForQuery
+_EXPECTS_ANSWER = frozenset(_TERMINALS) | _SYNCING
 _Z, _ERR = ord("Z"), ord("E")
 _FLUSH = m.frame(b"H")
+_NOTHING: frozenset[int] = frozenset()
+
+
+def _interesting(kind: int, frame: bytes) -> bool:
+    """Could this Query or Parse be pgkeep's? A Terminate always is (the session must close)."""
+    return kind == _X or may_intercept_bytes(frame)
 
 
 class State(Enum):
@@ -305,10 +313,19 @@ class Session:
 
     def _client_ready(self, data: bytes) -> None:
         scan = self._cscan
-        scan.feed(data)
         icpt = self.interceptor
-        out: list[bytes] = []
         inflight = self._inflight
+        if data and not icpt.holding and not icpt.has_local:
+            types = scan.pass_all(data, _BASE_INSPECT, _interesting)
+            if types is not None:  # the hot path: nothing in this chunk can be pgkeep's
+                for t in types:
+                    if t in _EXPECTS_ANSWER:
+                        inflight.append(t)
+                self.upstream.write(data)
+                return
+        else:
+            scan.feed(data)
+        out: list[bytes] = []
         while True:
             inspect = ALL_TYPES if icpt.holding else (_EXT_INSPECT if icpt.has_local else _BASE_INSPECT)
             ev = scan.next(inspect)
@@ -318,7 +335,7 @@ class Session:
             if kind == PASS:
                 out.append(raw)
                 for t in types:
-                    if t in _TERMINAL_SETS or t in _SYNCING:
+                    if t in _EXPECTS_ANSWER:
                         inflight.append(t)
             elif icpt.holding:
                 icpt.hold(kind, raw)
@@ -339,7 +356,7 @@ class Session:
     def forward(self, kind: int, raw: bytes) -> None:
         """Send one client frame upstream and expect its answer (used by the interceptor)."""
         self.upstream.write(raw)
-        if kind in _TERMINAL_SETS or kind in _SYNCING:
+        if kind in _EXPECTS_ANSWER:
             self._inflight.append(kind)
 
     def send_internal_query(self, sql: str, *, silent: bool = False) -> InternalQuery:
@@ -376,17 +393,36 @@ class Session:
     # ---- upstream side ---------------------------------------------------------------------
 
     def upstream_data(self, data: bytes) -> None:
-        if self.state is State.AUTH:
-            self._upstream_auth(data)
-            return
         if self.state is not State.READY:
+            if self.state is State.AUTH:
+                self._upstream_auth(data)
             return
         scan = self._uscan
-        scan.feed(data)
-        client = self.client
         inflight = self._inflight
+        if self._internal is None:
+            types = scan.pass_all(data, _NOTHING, None)
+            if types is not None:  # the hot path: relay the chunk, count the answers in it
+                self.client.write(data)
+                if types:
+                    self._last_upstream_type = types[-1]
+                    for t in types:
+                        if not inflight:
+                            break
+                        head = inflight[0]
+                        if t != _Z and t != _ERR and head in _TERMINAL_SETS:
+                            if t in _TERMINAL_SETS[head]:
+                                inflight.popleft()
+                                if not inflight:
+                                    self._wake_drained()
+                        else:
+                            self._account(t, inflight)
+                self.txn_status = scan.last_status
+                return
+        else:
+            scan.feed(data)
+        client = self.client
         while True:
-            ev = scan.next(ALL_TYPES if self._internal is not None else ())
+            ev = scan.next(ALL_TYPES if self._internal is not None else _NOTHING)
             if ev is None:
                 break
             kind, raw, types = ev
@@ -405,8 +441,7 @@ class Session:
                 self._last_upstream_type = t
                 if inflight:
                     self._account(t, inflight)
-        if raw_status := scan.last_status:
-            self.txn_status = raw_status
+        self.txn_status = scan.last_status
 
     def _account(self, t: int, inflight: deque) -> None:
         head = inflight[0]
@@ -424,7 +459,11 @@ class Session:
             inflight.popleft()
         else:
             return
-        if not inflight and self._drained is not None and not self._drained.done():
+        if not inflight:
+            self._wake_drained()
+
+    def _wake_drained(self) -> None:
+        if self._drained is not None and not self._drained.done():
             self._drained.set_result(None)
 
     def _finish_internal(self, status: bytes) -> None:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from .. import errors, sql
 from .base import Command, CommandContext, Result
+from . import backup as _backup
 from . import settings as _settings
+from . import show_backup as _show_backup
 
 __all__ = ["Command", "CommandContext", "Result", "describe_statement", "execute_statement",
            "command_for"]
@@ -23,7 +25,7 @@ def _register(*commands: Command) -> None:
             _REGISTRY[t] = c
 
 
-_register(*_settings.COMMANDS)
+_register(*_settings.COMMANDS, *_backup.COMMANDS, *_show_backup.COMMANDS)
 
 
 def command_for(stmt: sql.Statement) -> Command:

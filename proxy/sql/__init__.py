@@ -52,14 +52,14 @@ from .format import format_statement
 from .nodes import (BackupOptions, BoolLit, CheckConnectionOptions, Expr, FuncCall, Node,
                     NumLit, Placeholder, RestoreOptions, ScheduleOptions, ShowBackupOptions,
                     ShowSource, StrLit, TablePattern, Targets)
-from .parser import may_intercept, parse_statement, split_statements
+from .parser import may_intercept, may_intercept_bytes, parse_statement, split_statements
 from .placeholders import bind_placeholders, count_placeholders
 from .show_sources import rewrite_show_sources
 from .statements import *  # noqa: F403 - the statement classes are part of the API
 from .statements import __all__ as _statement_names
 
 __all__ = [
-    "split_statements", "may_intercept", "parse_statement", "format_statement",
+    "split_statements", "may_intercept", "may_intercept_bytes", "parse_statement", "format_statement",
     "count_placeholders", "bind_placeholders", "rewrite_show_sources", "to_json",
     "SECRET_QUERY_PARAMS", "redact_uri",
     "Node", "Expr", "StrLit", "NumLit", "BoolLit", "Placeholder", "FuncCall",

@@ -32,11 +32,24 @@ INTERCEPT_WORDS = ("backup", "restore", "schedule", "job", "cluster", "external"
 Handler = Callable[[Parser], Statement]
 
 
+_INTERCEPT_BYTES = tuple(w.encode() for w in INTERCEPT_WORDS)
+
+
 def may_intercept(sql: str) -> bool:
     """A cheap necessary condition for parse_statement to claim any statement in `sql`:
     False means every statement in it is forwarded. O(len(sql)), no lexing."""
     s = sql.lower()
     for word in INTERCEPT_WORDS:
+        if word in s:
+            return True
+    return False
+
+
+def may_intercept_bytes(data: bytes) -> bool:
+    """may_intercept on raw protocol bytes (UTF-8): the intercept words are ASCII, so bytes
+    lowercasing finds exactly what str lowercasing would. Saves decoding on the hot path."""
+    s = data.lower()
+    for word in _INTERCEPT_BYTES:
         if word in s:
             return True
     return False

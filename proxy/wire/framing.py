@@ -15,6 +15,7 @@ split at every offset.
 """
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from typing import Union
 
@@ -26,6 +27,7 @@ __all__ = ["PASS", "FrameScanner", "StartupReader", "SSLRequest", "GSSENCRequest
            "StartupPacket", "MAX_STARTUP_PACKET"]
 
 PASS = -1  # event kind of a raw pass-through run
+_HEADER = struct.Struct("!BI")
 MAX_STARTUP_PACKET = 10000  # PostgreSQL's own limit for the startup packet
 
 
@@ -62,6 +64,55 @@ class FrameScanner:
         else:
             self._data = data
         self._pos = 0
+
+    def pass_all(self, data: bytes, inspect: frozenset[int], interesting) -> list[int] | None:
+        """Hot path: if no frame starting in the pending bytes plus `data` has a type in
+        `inspect` for which `interesting(kind, frame)` is true, consume everything and return
+        the completed frame types (the caller forwards `data` as is). Otherwise consume nothing,
+        keep `data` pending, and return None: the caller then walks events with `next`."""
+        if self._pos < len(self._data):
+            self.feed(data)
+            return None
+        n = len(data)
+        pos = 0
+        types: list[int] = []
+        passing, passing_type = self._passing, self._passing_type
+        if passing:
+            take = passing if passing < n else n
+            passing -= take
+            pos = take
+            if not passing:
+                types.append(passing_type)
+                if passing_type == 90:
+                    self.last_status = data[pos - 1:pos]
+        max_size = self.max_size
+        last_z = -1
+        unpack = _HEADER.unpack_from
+        while n - pos >= 5 and not passing:
+            kind, length = unpack(data, pos)
+            if length < 4 or length > max_size:
+                self.feed(data)
+                return None  # next() raises the proper error
+            end = pos + 1 + length
+            if kind in inspect and (end > n or interesting(kind, data[pos:end])):
+                self.feed(data)
+                return None
+            if end > n:
+                passing, passing_type = end - n, kind
+                pos = n
+                break
+            types.append(kind)
+            if kind == 90:
+                last_z = end
+            pos = end
+        if pos < n:  # a partial header: keep it, pass the rest
+            self.feed(data)
+            return None
+        if last_z > 0:
+            self.last_status = data[last_z - 1:last_z]
+        self._passing, self._passing_type = passing, passing_type
+        self._data, self._pos = b"", 0
+        return types
 
     def next(self, inspect: frozenset[int] | set[int]) -> tuple[int, bytes, list[int]] | None:
         data, pos = self._data, self._pos

@@ -119,3 +119,33 @@ def test_startup_limits():
     with pytest.raises(PgError) as e:
         StartupReader().feed(_startup({"user": "x"}, version=2 << 16))
     assert e.value.sqlstate == "0A000"
+
+
+@pytest.mark.parametrize("interesting_q", [False, True])
+def test_pass_all_fast_path_matches_next_at_every_split(interesting_q):
+    """pass_all either consumes a chunk whole (no interesting frame starts in it) or nothing,
+    after which next() sees the same stream; together they must yield the same bytes, types,
+    and inspected frames whatever the split."""
+    inspect = frozenset(b"Q")
+    for cut in range(len(STREAM) + 1):
+        scan = FrameScanner(1 << 20)
+        passed, inspected, completed = bytearray(), [], []
+        for chunk in (STREAM[:cut], STREAM[cut:]):
+            types = scan.pass_all(chunk, inspect, lambda k, f: interesting_q)
+            if types is not None:
+                passed += chunk
+                completed += types
+                continue
+            while (ev := scan.next(inspect if interesting_q else frozenset())) is not None:
+                kind, raw, t = ev
+                if kind == PASS:
+                    passed += raw
+                    completed += t
+                else:
+                    inspected.append(raw)
+                    completed.append(kind)
+        expect_inspected = [FRAMES[4]] if interesting_q else []
+        assert inspected == expect_inspected, cut
+        assert bytes(passed) == b"".join(f for f in FRAMES if f not in expect_inspected), cut
+        assert completed == [f[0] for f in FRAMES], cut
+        assert scan.last_status == b"T"

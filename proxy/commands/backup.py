@@ -1,0 +1,174 @@
+"""BACKUP and RESTORE: statement -> spec -> engine -> CockroachDB's result row.
+
+Options PostgreSQL cannot honour are refused (0A000) or accepted with a NOTICE saying what pgkeep
+does instead; nothing is silently faked. Only the redacted statement may reach a log.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import ClassVar
+
+from engine.asof import resolve_as_of
+from engine.jobs import new_job_id
+from engine.spec import BackupSpec, RestoreSpec, TableRef
+
+from .. import errors, sql
+from ..wire.messages import Column
+from ..wire.values import OID
+from .base import CommandContext, Result, literal_text
+
+__all__ = ["COMMANDS", "collection_uri", "JOB_COLUMNS"]
+
+_log = logging.getLogger("pgkeep.commands.backup")
+
+JOB_COLUMNS = [Column("job_id", OID.INT8, 8), Column("status"),
+               Column("fraction_completed", OID.FLOAT8, 8), Column("rows", OID.INT8, 8),
+               Column("index_entries", OID.INT8, 8), Column("bytes", OID.INT8, 8)]
+_DETACHED_COLUMNS = [Column("job_id", OID.INT8, 8)]
+
+
+def collection_uri(collection: tuple) -> str:
+    if len(collection) != 1:
+        raise errors.FeatureNotSupported(
+            "locality-aware backups (a list of URIs with COCKROACH_LOCALITY) are not supported: "
+            "PostgreSQL has no localities", hint="give one collection URI")
+    return literal_text(collection[0], "the collection URI")
+
+
+def _flag(expr) -> bool:
+    if expr is None:
+        return False
+    if isinstance(expr, sql.BoolLit):
+        return expr.value
+    return literal_text(expr, "the option").lower() in ("true", "on", "1", "yes")
+
+
+def _targets(targets) -> tuple[str, tuple[str, ...], tuple[TableRef, ...]]:
+    if targets is None:
+        return "cluster", (), ()
+    if targets.kind == "DATABASE":
+        return "database", tuple(targets.names), ()
+    return "table", (), tuple(TableRef(tuple(p.parts), p.star) for p in targets.names)
+
+
+def _as_of(expr, ctx: CommandContext) -> tuple[dt.datetime | None, str | None]:
+    if expr is None:
+        return None, None
+    now = dt.datetime.now(dt.timezone.utc)
+    if isinstance(expr, sql.FuncCall):
+        return resolve_as_of(expr.name, now, is_function=True), f"{expr.name}()"
+    text = literal_text(expr, "AS OF SYSTEM TIME")
+    return resolve_as_of(text, now), text
+
+
+async def _require_admin(ctx: CommandContext, what: str) -> None:
+    await ctx.require_admin(what)
+
+
+def _in_transaction(ctx: CommandContext, what: str) -> None:
+    if ctx.txn_status != b"I":
+        raise errors.ActiveSqlTransaction(
+            f"{what} cannot be used inside a multi-statement transaction without DETACHED option",
+            hint="run it outside BEGIN ... COMMIT")
+
+
+class _Backup:
+    statement_types: ClassVar = (sql.Backup,)
+
+    def describe(self, stmt):
+        return _DETACHED_COLUMNS if stmt.options.detached else JOB_COLUMNS
+
+    async def execute(self, ctx: CommandContext, stmt: sql.Backup) -> Result:
+        o = stmt.options
+        if o.detached:
+            raise errors.FeatureNotSupported("BACKUP ... WITH detached is not supported by pgkeep yet",
+                                             hint="run the backup attached (without DETACHED)")
+        if _flag(o.revision_history):
+            raise errors.FeatureNotSupported(
+                "revision_history is not supported: PostgreSQL keeps no MVCC history to back up",
+                hint="take backups more often, or archive WAL for point-in-time recovery")
+        if o.encryption_passphrase is not None or o.kms is not None:
+            raise errors.FeatureNotSupported("encrypted backups are not supported by pgkeep yet")
+        if o.incremental_location is not None:
+            raise errors.FeatureNotSupported("incremental_location was removed in CockroachDB v26.2",
+                                             hint="incrementals live in the collection's incrementals/ directory")
+        for name, value in (("execution locality", o.execution_locality),
+                            ("include_all_virtual_clusters", o.include_all_virtual_clusters),
+                            ("updates_cluster_monitoring_metrics", o.updates_cluster_monitoring_metrics),
+                            ("strict", o.strict)):
+            if value is not None:
+                ctx.notify(f"{name} has no effect in pgkeep: PostgreSQL has no localities, "
+                           "virtual clusters or cluster monitoring metrics")
+        _in_transaction(ctx, "BACKUP")
+        await _require_admin(ctx, "BACKUP")
+        scope, dbs, tables = _targets(stmt.targets)
+        as_of, as_written = _as_of(stmt.as_of, ctx)
+        spec = BackupSpec(job_id=new_job_id(), user=ctx.user, session_database=ctx.database,
+                          scope=scope, collection=collection_uri(stmt.collection), databases=dbs,
+                          tables=tables, latest=stmt.latest,
+                          subdir=None if stmt.subdir is None else literal_text(stmt.subdir, "the subdir"),
+                          as_of=as_of, requested_as_of=as_written)
+        _log.info("BACKUP job %d: %s", spec.job_id, sql.format_statement(stmt, redact=True))
+        result = await ctx.app.engine.backup(spec)
+        if as_of is not None:
+            ctx.notify(f"AS OF SYSTEM TIME {as_written}: PostgreSQL cannot read the past, so this backup "
+                       f"is of a snapshot taken at {result.end_time.isoformat()}, recorded as its end time")
+        return Result(JOB_COLUMNS, [(spec.job_id, "succeeded", 1.0, result.rows, result.index_entries,
+                                     result.bytes)])
+
+
+class _Restore:
+    statement_types: ClassVar = (sql.Restore,)
+
+    def describe(self, stmt):
+        return _DETACHED_COLUMNS if stmt.options.detached else JOB_COLUMNS
+
+    async def execute(self, ctx: CommandContext, stmt: sql.Restore) -> Result:
+        o = stmt.options
+        if stmt.system_users:
+            raise errors.FeatureNotSupported("RESTORE SYSTEM USERS is not supported by pgkeep yet")
+        if o.detached:
+            raise errors.FeatureNotSupported("RESTORE ... WITH detached is not supported by pgkeep yet",
+                                             hint="run the restore attached (without DETACHED)")
+        if o.encryption_passphrase is not None or o.kms is not None:
+            raise errors.FeatureNotSupported("encrypted backups are not supported by pgkeep yet")
+        if stmt.as_of is not None:
+            raise errors.FeatureNotSupported(
+                "RESTORE ... AS OF SYSTEM TIME needs revision history, which PostgreSQL cannot keep",
+                hint="restore the backup whose end_time you want: SHOW BACKUPS IN lists them")
+        for name, on in (("experimental copy", o.experimental_copy or o.experimental_deferred_copy),
+                         ("incremental_location", o.incremental_location is not None),
+                         ("virtual_cluster", o.virtual_cluster is not None or o.virtual_cluster_name is not None)):
+            if on:
+                raise errors.FeatureNotSupported(f"RESTORE option {name} is not supported by pgkeep")
+        for name, on in (("skip_localities_check", o.skip_localities_check),
+                         ("remove_regions", o.remove_regions),
+                         ("unsafe_restore_incompatible_version", o.unsafe_restore_incompatible_version),
+                         ("execution locality", o.execution_locality is not None)):
+            if on:
+                ctx.notify(f"{name} has no effect in pgkeep: PostgreSQL has no regions or localities")
+        if o.grants:
+            ctx.notify("grants: pgkeep always restores owners and privileges for roles that exist")
+        _in_transaction(ctx, "RESTORE")
+        await _require_admin(ctx, "RESTORE")
+        scope, dbs, tables = _targets(stmt.targets)
+        spec = RestoreSpec(
+            job_id=new_job_id(), user=ctx.user, session_database=ctx.database, scope=scope,
+            collection=collection_uri(stmt.collection), latest=stmt.latest,
+            subdir=None if stmt.subdir is None else literal_text(stmt.subdir, "the subdir"),
+            databases=dbs, tables=tables,
+            new_db_name=None if o.new_db_name is None else literal_text(o.new_db_name, "new_db_name"),
+            into_db=None if o.into_db is None else literal_text(o.into_db, "into_db"),
+            skip_missing_foreign_keys=o.skip_missing_foreign_keys,
+            skip_missing_sequences=o.skip_missing_sequences,
+            skip_missing_sequence_owners=o.skip_missing_sequence_owners,
+            skip_missing_views=o.skip_missing_views, skip_missing_udfs=o.skip_missing_udfs,
+            schema_only=o.schema_only, verify_backup_table_data=o.verify_backup_table_data)
+        _log.info("RESTORE job %d: %s", spec.job_id, sql.format_statement(stmt, redact=True))
+        result = await ctx.app.engine.restore(spec)
+        return Result(JOB_COLUMNS, [(spec.job_id, "succeeded", 1.0, result.rows, result.index_entries,
+                                     result.bytes)])
+
+
+COMMANDS = (_Backup(), _Restore())

@@ -91,10 +91,14 @@ def error_fields(exc: BaseException) -> dict[str, str]:
     severity = getattr(exc, "severity", "ERROR") or "ERROR"
     fields = {"S": severity, "V": severity, "C": sqlstate,
               "M": getattr(exc, "message", None) or str(exc)}
-    for attr, code in (("detail", "D"), ("hint", "H"), ("position", "P")):
+    for attr, code in (("detail", "D"), ("hint", "H")):
         value = getattr(exc, attr, None)
         if value is not None:
             fields[code] = str(value)
+    # Only pgkeep's own errors point into the client's statement; a position carried by an
+    # error of one of pgkeep's internal queries would point at the wrong text.
+    if isinstance(exc, PgError) and exc.position is not None:
+        fields["P"] = str(exc.position)
     return fields
 
 

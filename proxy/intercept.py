@@ -63,6 +63,7 @@ class Interceptor:
         self._worker: asyncio.Task | None = None
         self._running: asyncio.Task | None = None
         self._batch_failed = False
+        self._draining = False  # the worker is answering: later messages must queue behind it
         self._pending: Any = None  # what classify() decided for the frame it just saw
 
     # ---- classification (called by the session on the hot path) ---------------------------
@@ -73,7 +74,9 @@ class Interceptor:
 
     @property
     def holding(self) -> bool:
-        return bool(self._queue)
+        """Client messages must queue here: some are waiting, or the batch failed and every
+        message up to the next Sync must be discarded in order."""
+        return self._draining or bool(self._queue) or self._batch_failed
 
     def classify(self, kind: int, raw: bytes) -> bool:
         """True: forward `raw` now. False: it is pgkeep's, the session must `hold()` it."""
@@ -123,17 +126,26 @@ class Interceptor:
 
     def hold(self, kind: int, raw: bytes) -> None:
         decided, self._pending = self._pending, None
+        if _log.isEnabledFor(logging.DEBUG):
+            _log.debug("hold %s (%s)", chr(kind), "pgkeep's" if decided is not None else "queued")
         self._queue.append((kind, raw, decided))
         if self._worker is None or self._worker.done():
             self._worker = self.s.loop.create_task(self._drain())
 
-    def upstream_failed(self) -> None:
-        if self._queue:
-            self._batch_failed = True
+    def batch_failed(self) -> None:
+        """The upstream failed a message of the current extended-protocol batch, whose Sync it
+        has not seen: everything up to that Sync is discarded, pgkeep's messages included."""
+        self._batch_failed = True
+
+    def batch_ended(self) -> None:
+        """A ReadyForQuery arrived: the batch it closes is over."""
+        if not self._queue:
+            self._batch_failed = False
 
     # ---- processing --------------------------------------------------------------------------
 
     async def _drain(self) -> None:
+        self._draining = True
         try:
             while self._queue:
                 kind, raw, decided = self._queue[0]
@@ -141,11 +153,14 @@ class Interceptor:
                     decided, self._pending = self._pending, None
                 if decided is None:
                     self._queue.popleft()
-                    if kind == _S:
-                        self._batch_failed = False
-                    elif self._batch_failed and kind in _EXTENDED:
-                        continue
+                    if self._batch_failed and kind != _S:
+                        continue  # discarded up to Sync, as PostgreSQL does
                     self.s.forward(kind, raw)
+                    if kind == _S:
+                        # What follows belongs to the next batch: decide on it only once
+                        # this Sync's ReadyForQuery has come back.
+                        await self.s.wait_drained()
+                        self._batch_failed = False
                     continue
                 await self.s.wait_drained()
                 self._queue.popleft()
@@ -160,18 +175,18 @@ class Interceptor:
                     if kind in _EXTENDED:
                         self._batch_failed = True
                         await self.s.abort_transaction()
-            # Frames that arrived while we worked are scanned with the right inspect set now.
-            self.s.client_data(b"")
-        except ConnectionError:
-            pass
-        except asyncio.CancelledError:
-            pass
+        except (ConnectionError, asyncio.CancelledError):
+            pass  # the session is closing
+        finally:
+            self._draining = False
 
     async def _answer(self, kind: int, decided: Any) -> None:
         if kind == _Q:
             await self._simple_query(decided)
         elif kind == _P:
             p, local = decided
+            if local.error is not None:
+                raise local.error  # PostgreSQL keeps no statement after a failed Parse
             if isinstance(local.stmt, sql.SelectFromShow):
                 # The upstream prepares the rewritten query; everything after is plain
                 # forwarding. The SHOW rows are those of Parse time (documented).
@@ -180,8 +195,6 @@ class Interceptor:
                 self.s.forward(_P, m.encode_parse(p.name, rewritten, p.param_types))
                 return
             self._stmts[p.name] = local
-            if local.error is not None:
-                raise local.error
             self.s.write(m.PARSE_COMPLETE)
         elif kind == _B:
             self._bind(decided)
@@ -195,8 +208,6 @@ class Interceptor:
 
     def _bind(self, b: m.Bind) -> None:
         local = self._stmts[b.statement]
-        if local.error is not None:
-            raise local.error
         stmt = local.stmt
         needed = sql.count_placeholders(stmt)
         if len(b.params) != needed:
@@ -213,8 +224,6 @@ class Interceptor:
     def _describe(self, d: m.Describe) -> None:
         if d.kind == "S":
             local = self._stmts[d.name]
-            if local.error is not None:
-                raise local.error
             n = sql.count_placeholders(local.stmt)
             oids = [(_at(local.param_types, i) or OID.TEXT) for i in range(n)]
             self.s.write(m.parameter_description(oids))
@@ -245,14 +254,16 @@ class Interceptor:
         self._stmts.pop("", None)
         self._portals.pop("", None)
         try:
+            # PostgreSQL parses the whole string before running any of it.
+            first_error = next((item for _, item in plan if isinstance(item, BaseException)), None)
+            if first_error is not None:
+                raise first_error
             for text, item in plan:
                 if item is None:
                     failed = await self.s.send_internal_query(text).done
                     if failed:
                         break
                     continue
-                if isinstance(item, BaseException):
-                    raise item
                 if isinstance(item, sql.SelectFromShow):
                     rewritten = await self._rewrite(item)
                     if await self.s.send_internal_query(rewritten).done:
@@ -283,6 +294,9 @@ class Interceptor:
         return await self._guarded(rewrite_query(self._context(), node))
 
     async def _run(self, stmt: sql.Statement) -> Result:
+        if self.s.txn_status == b"E":
+            raise errors.PgError("current transaction is aborted, commands ignored until end of "
+                                 "transaction block", sqlstate="25P02")
         return await self._guarded(execute_statement(self._context(), stmt))
 
     async def _guarded(self, coro):

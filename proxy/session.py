@@ -449,12 +449,14 @@ class Session:
             while inflight:
                 if inflight.popleft() in _SYNCING:
                     break
+            self.interceptor.batch_ended()
         elif t == _ERR:
             if head not in _SYNCING and not isinstance(head, InternalQuery):
-                # The upstream skips the rest of the batch up to Sync; so do we.
+                # The upstream skips the rest of the batch up to Sync; so must pgkeep.
                 while inflight and inflight[0] not in _SYNCING:
                     inflight.popleft()
-                self.interceptor.upstream_failed()
+                if not inflight:
+                    self.interceptor.batch_failed()
         elif isinstance(head, int) and head in _TERMINAL_SETS and t in _TERMINAL_SETS[head]:
             inflight.popleft()
         else:

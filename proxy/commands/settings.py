@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 import catalog
-from .. import sql
+from .. import errors, sql
 from ..wire.messages import Column
 from .base import CommandContext, Result, literal_text
 
@@ -46,6 +46,10 @@ class _SetSetting:
         return None
 
     async def execute(self, ctx: CommandContext, stmt) -> Result:
+        if ctx.txn_status != b"I":
+            raise errors.ActiveSqlTransaction(
+                "SET CLUSTER SETTING cannot be used inside a multi-statement transaction",
+                hint="pgkeep writes settings outside your transaction, so a ROLLBACK could not undo it")
         await ctx.require_admin("SET CLUSTER SETTING")
         text = None if stmt.value is None else literal_text(stmt.value, "a cluster setting value")
         await ctx.app.catalog.settings.set(stmt.name, text)

@@ -55,7 +55,8 @@ class PgkeepProcess:
 
     def dsn(self, database: str = "postgres", user: str = "postgres", password: str | None = None,
             **params: str) -> str:
-        auth = f"{user}:{password}" if password else user
+        from urllib.parse import quote
+        auth = f"{quote(user)}:{quote(password)}" if password else quote(user)
         q = "&".join(f"{k}={v}" for k, v in params.items())
         return f"postgresql://{auth}@127.0.0.1:{self.port}/{database}" + (f"?{q}" if q else "")
 

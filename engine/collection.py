@@ -1,0 +1,93 @@
+"""Reading a collection: which backups it holds, which one LATEST means, and a backup's manifest
+and schemas, each verified before use (docs/FORMAT.md sections 1, 4 and 5).
+
+A subdir is a backup only if BACKUP_MANIFEST and BACKUP_MANIFEST-CHECKSUM both exist and agree.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from . import schema as schema_mod
+from .errors import DataCorrupted, InvalidURI, NotFound
+from .format import layout
+from .format.envelope import Opener, open_bytes
+from .format.manifest import FileRef, Manifest
+from .storage import ObjectStore, read_all
+
+__all__ = ["list_backups", "resolve_subdir", "read_manifest", "read_schema", "read_file",
+           "BackupHandle", "open_backup"]
+
+
+async def list_backups(store: ObjectStore) -> list[str]:
+    """Full backup subdirs ('/2026/11/25-101500.00') that have a manifest, oldest first."""
+    out = []
+    async for info in store.list(""):
+        head, _, name = info.path.rpartition("/")
+        if name == "BACKUP_MANIFEST" and layout.SUBDIR_RE.match(head):
+            out.append("/" + head)
+    return sorted(out)
+
+
+async def resolve_subdir(store: ObjectStore, subdir: str | None, latest: bool) -> str:
+    if not latest:
+        sub = layout.parse_subdir(subdir or "")
+        if sub == "/":
+            raise InvalidURI("a backup subdirectory is required",
+                             hint="use SHOW BACKUPS IN to list the backups of a collection, and "
+                                  "FROM LATEST IN or FROM '<subdir>' IN to pick one")
+        return sub
+    async for info in store.list(layout.LATEST_PREFIX):
+        sub = (await read_all(store, info.path)).decode().strip()
+        try:
+            await store.stat(layout.manifest_path(sub))
+        except NotFound:
+            continue
+        return layout.parse_subdir(sub)
+    raise NotFound(f"no backup found in {store.uri}",
+                   hint="take one with BACKUP ... INTO this collection")
+
+
+async def read_manifest(store: ObjectStore, subdir: str) -> Manifest:
+    try:
+        stored = await read_all(store, layout.manifest_path(subdir))
+    except NotFound:
+        raise NotFound(f"{store.uri}{subdir} does not contain a backup (no BACKUP_MANIFEST)",
+                       hint="SHOW BACKUPS IN lists the backups of a collection") from None
+    try:
+        expected = (await read_all(store, layout.checksum_path(subdir))).decode().strip()
+    except NotFound:
+        raise DataCorrupted(f"{store.uri}{subdir}: BACKUP_MANIFEST-CHECKSUM is missing") from None
+    body = open_bytes("BACKUP_MANIFEST", stored, expected)
+    return Manifest.from_bytes(body)
+
+
+async def read_file(store: ObjectStore, ref: FileRef):
+    """Yields a file's content, verifying size and SHA-256 at the end (XX001 on mismatch)."""
+    opener = Opener(ref.path, ref.sha256, ref.size)
+    try:
+        async for chunk in store.get(ref.path):
+            out = opener.feed(chunk)
+            if out:
+                yield out
+    except NotFound:
+        raise DataCorrupted(f"backup file {ref.path} is missing",
+                            hint="the backup was altered after it was written") from None
+    opener.finish()
+
+
+async def read_schema(store: ObjectStore, ref: FileRef) -> "schema_mod.Schema":
+    data = b"".join([c async for c in read_file(store, ref)])
+    return schema_mod.Schema.from_json(json.loads(data))
+
+
+@dataclass
+class BackupHandle:
+    store: ObjectStore
+    subdir: str
+    manifest: Manifest
+
+
+async def open_backup(store: ObjectStore, subdir: str | None, latest: bool) -> BackupHandle:
+    sub = await resolve_subdir(store, subdir, latest)
+    return BackupHandle(store, sub, await read_manifest(store, sub))

@@ -1,0 +1,65 @@
+"""Errors raised by the engine, each carrying its SQLSTATE (the proxy renders any exception with
+a `sqlstate` attribute as an ErrorResponse; the engine never imports the proxy)."""
+from __future__ import annotations
+
+__all__ = ["EngineError", "NotFound", "InvalidURI", "StorageError", "BackupExists",
+           "DataCorrupted", "Unsupported", "DuplicateDatabase", "DuplicateTable",
+           "UndefinedObject", "InvalidTarget", "Canceled"]
+
+
+class EngineError(Exception):
+    sqlstate = "XX000"
+    severity = "ERROR"
+
+    def __init__(self, message: str, *, hint: str | None = None, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.detail = detail
+        self.position = None
+
+
+class NotFound(EngineError):
+    """The one sentinel of the object-store protocol: the object does not exist."""
+    sqlstate = "58P01"
+
+
+class InvalidURI(EngineError):
+    sqlstate = "22023"
+
+
+class StorageError(EngineError):
+    """A store failed for good (after retries); the message names the store, redacted."""
+    sqlstate = "58030"
+
+
+class BackupExists(EngineError):
+    sqlstate = "58P02"  # duplicate_file, CockroachDB's FileAlreadyExists
+
+
+class DataCorrupted(EngineError):
+    sqlstate = "XX001"
+
+
+class Unsupported(EngineError):
+    sqlstate = "0A000"
+
+
+class DuplicateDatabase(EngineError):
+    sqlstate = "42P04"
+
+
+class DuplicateTable(EngineError):
+    sqlstate = "42P07"
+
+
+class UndefinedObject(EngineError):
+    sqlstate = "42704"
+
+
+class InvalidTarget(EngineError):
+    sqlstate = "42P01"
+
+
+class Canceled(EngineError):
+    sqlstate = "57014"

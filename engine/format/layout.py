@@ -1,0 +1,54 @@
+"""Names inside a collection (docs/FORMAT.md sections 1 and 5). Pure."""
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+__all__ = ["full_subdir", "parse_subdir", "manifest_path", "checksum_path", "lock_path",
+           "latest_marker", "LATEST_PREFIX", "schema_path", "data_path", "SUBDIR_RE"]
+
+LATEST_PREFIX = "metadata/latest/"
+_MAX_NS = 9999999999999999999
+SUBDIR_RE = re.compile(r"^/?(\d{4})/(\d{2})/(\d{2})-(\d{6})\.(\d{2})/?$")
+
+
+def full_subdir(t: dt.datetime) -> str:
+    """CockroachDB's '/2006/01/02-150405.00' in UTC (hundredths of a second)."""
+    t = t.astimezone(dt.timezone.utc)
+    return t.strftime("/%Y/%m/%d-%H%M%S.") + f"{t.microsecond // 10000:02d}"
+
+
+def parse_subdir(text: str) -> str:
+    """Normalize a user-given subdir ('2024/03/01-100000.00', with or without slashes); the
+    result starts with '/' and has no trailing '/'. Anything else is returned normalized too:
+    CockroachDB accepts an arbitrary subdir (it will just not be listed by SHOW BACKUPS)."""
+    return "/" + text.strip().strip("/")
+
+
+def _rel(subdir: str, name: str) -> str:
+    return subdir.strip("/") + "/" + name
+
+
+def manifest_path(subdir: str) -> str:
+    return _rel(subdir, "BACKUP_MANIFEST")
+
+
+def checksum_path(subdir: str) -> str:
+    return _rel(subdir, "BACKUP_MANIFEST-CHECKSUM")
+
+
+def lock_path(subdir: str, job_id: int) -> str:
+    return _rel(subdir, f"BACKUP-LOCK-{job_id}")
+
+
+def schema_path(subdir: str, db_ordinal: int) -> str:
+    return _rel(subdir, f"schema/{db_ordinal}.json")
+
+
+def data_path(subdir: str, db_ordinal: int, table_oid: int, chunk: int, part: int) -> str:
+    return _rel(subdir, f"data/{db_ordinal}/{table_oid}-{chunk}-{part}.pgkd")
+
+
+def latest_marker(end_time: dt.datetime) -> str:
+    ns = int(end_time.timestamp()) * 1_000_000_000 + end_time.microsecond * 1000
+    return f"{LATEST_PREFIX}LATEST-{_MAX_NS - ns:019d}"

@@ -1,0 +1,375 @@
+"""Turn a captured schema into the ordered statements of a restore.
+
+Contract of the `RestorePlan`:
+  session_setup  statements every connection that runs any part of the plan runs first
+                 (search_path '' so that names resolve as at capture, check_function_bodies off,
+                 as pg_dump does); `pre_data` starts with them too.
+  pre_data       run in order on one connection, before any data: schemas, extensions,
+                 collations, types, functions, sequences, tables (columns, defaults, identity and
+                 generated columns, NOT NULL and validated CHECK constraints, INHERITS, partition
+                 key), partitions attached, OWNED BY, views, materialized views WITH NO DATA.
+  tables         the tables whose rows are to be loaded.
+  post_data      stages run one after another; statements within a stage are independent and may
+                 run in parallel on separate connections: they never need each other, never touch
+                 the same object's catalog row twice (GRANTs on one object are spread over stages)
+                 and foreign keys of one stage share no table (so they cannot deadlock). Roughly:
+                 [indexes, PRIMARY KEY/UNIQUE/EXCLUDE] [index partitions attached] [FOREIGN KEYs,
+                 NOT VALID constraints] [sequence values, triggers, policies, RLS, rules,
+                 statistics, CLUSTER, REPLICA IDENTITY, comments, owners] [GRANTs, default
+                 privileges] [REFRESH MATERIALIZED VIEW, in dependency order]. A view that needs
+                 a primary key (GROUP BY on it) moves into the stages, after the key.
+  database_post  statements naming the database (owner, COMMENT, GRANT, CONNECTION LIMIT,
+                 ALTER DATABASE/ROLE ... SET), run once the database has its final name
+                 (whole-database restores only).
+
+A whole-database restore expects a database created by `DatabaseInfo.create_statement` (from
+template0), i.e. holding only the `public` schema. A table restore creates nothing that exists
+outside its tables except types, collations and extensions, which it reuses when present (types
+only when compatible: SQLSTATE 42710 otherwise) and requires every schema to exist (SQLSTATE 3F000:
+`a schema named "s" needs to exist to restore table "t"`); both checks run inside the target
+database as the first pre_data statements (DO blocks). Dependency errors are raised here
+(see `select`).
+"""
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+
+from .model import Schema, SchemaObject, TableInfo
+from .queries import type_signature
+from .render import Renderer
+from .select import Selection, select
+from .sqltext import acl_statements, quote_ident, quote_literal
+
+__all__ = ["RestorePlan", "plan_restore", "SESSION_SETUP"]
+
+SESSION_SETUP = ["SELECT pg_catalog.set_config('search_path', '', false)",
+                 "SET check_function_bodies = false", "SET client_min_messages = warning",
+                 "SET xmloption = content"]
+PRE, INDEX, ATTACH, FKEY, FINAL, GRANT, REFRESH = -1, 0, 1, 2, 3, 4, 5
+_PRIO = {"schema": 0, "extension": 1, "collation": 2, "enum": 3, "range": 3, "composite": 4,
+         "domain": 4, "function": 5, "procedure": 5, "aggregate": 6, "sequence": 7, "table": 8,
+         "view": 10, "matview": 11}
+_LIST_GUCS = {"search_path", "temp_tablespaces", "session_preload_libraries",
+              "shared_preload_libraries", "local_preload_libraries", "unix_socket_directories"}
+
+
+@dataclass
+class RestorePlan:
+    pre_data: list[str]
+    tables: list[TableInfo]
+    post_data: list[list[str]]
+    database_post: list[str]
+    session_setup: list[str] = field(default_factory=lambda: list(SESSION_SETUP))
+
+
+@dataclass
+class _Step:
+    id: str
+    sql: str
+    base: int
+    deps: list[str]
+    prio: tuple
+    locks: tuple = ()
+
+
+def plan_restore(schema: Schema, *, target_database: str, tables: set[int] | None = None,
+                 skip_missing_foreign_keys: bool = False, skip_missing_sequences: bool = False,
+                 skip_missing_sequence_owners: bool = False, skip_missing_views: bool = False,
+                 skip_missing_udfs: bool = False, existing_roles: set[str] | frozenset = frozenset(),
+                 restoring_user: str = "postgres", grants: bool = True) -> RestorePlan:
+    sel = select(schema, tables, skip_missing_foreign_keys=skip_missing_foreign_keys,
+                 skip_missing_sequences=skip_missing_sequences,
+                 skip_missing_sequence_owners=skip_missing_sequence_owners,
+                 skip_missing_views=skip_missing_views, skip_missing_udfs=skip_missing_udfs)
+    r = Renderer(schema, existing_roles=set(existing_roles), restoring_user=restoring_user,
+                 grants=grants)
+    p = _Planner(schema, sel, r, target_database)
+    p.build()
+    pre, post = p.schedule()
+    restored = {o.oid for o in schema.objects if o.key in sel.keys and o.kind == "table"}
+    return RestorePlan(pre_data=list(SESSION_SETUP) + pre,
+                       tables=[t for t in schema.tables if t.oid in restored], post_data=post,
+                       database_post=_database_post(schema, target_database, r) if sel.whole else [])
+
+
+class _Planner:
+    def __init__(self, schema: Schema, sel: Selection, r: Renderer, target: str) -> None:
+        self.schema, self.sel, self.r, self.target = schema, sel, r, target
+        self.objs = schema.by_key()
+        self.steps: dict[str, _Step] = {}
+        self.main: dict[str, str] = {}
+        self.n = 0
+
+    def add(self, sid: str, sql: str, base: int, deps=(), prio=(99, 0), locks=()) -> str:
+        self.n += 1
+        self.steps[sid] = _Step(sid, sql, base, list(deps), (*prio, self.n), tuple(locks))
+        return sid
+
+    def chain(self, o: SchemaObject, stmts: list[str], base: int, deps=(), locks=()) -> str | None:
+        """Steps that run one after another; returns the last one's id."""
+        last = None
+        for i, sql in enumerate(stmts):
+            last = self.add(f"{o.key}#{base}.{i}.{len(self.steps)}", sql, base,
+                            [*deps, *([last] if last else [])], (_PRIO.get(o.kind, 20), o.oid), locks)
+        return last
+
+    # -- building --
+    def build(self) -> None:
+        objs = [o for o in self.schema.objects if o.key in self.sel.keys]
+        if self.sel.whole and not any(o.kind == "schema" and o.details["builtin"] for o in objs):
+            self.add("drop-public", "DROP SCHEMA IF EXISTS public", PRE, prio=(0, 0))
+        if not self.sel.whole:
+            self._schema_checks(objs)
+        for o in objs:
+            created = getattr(self, f"_{o.kind}", self._plain)(o)
+            if created is not False and (o.kind != "schema" or self.sel.whole):
+                self._decorations(o)
+        for s in self.steps.values():
+            s.deps = [d for d in (self._resolve(d) for d in s.deps) if d and d != s.id]
+
+    def _resolve(self, dep: str) -> str | None:
+        if dep in self.steps:
+            return dep
+        if dep in self.main:
+            return self.main[dep]
+        o = self.objs.get(dep)
+        if o is not None and o.kind == "sequence" and o.details.get("identity"):
+            return self.main.get(f"rel:{o.details['owned_by'][0]}")
+        if o is not None and o.kind == "index" and o.details.get("constraint"):
+            return self.main.get(f"con:{o.details['constraint']}")
+        return None
+
+    def _decorations(self, o: SchemaObject) -> None:
+        if not self.sel.whole and o.kind in ("enum", "composite", "range", "domain"):
+            return                  # inside the type's DO block
+        deps = [o.key]
+        owner = self.r.owner_statements(o)
+        if owner:
+            deps = [self.chain(o, owner, FINAL, deps, locks=(o.key,))]
+        self.chain(o, self.r.comments(o), FINAL, [o.key], locks=(f"comment:{o.key}",))
+        for sql in self.r.grants(o):
+            self.add(f"{o.key}#grant{len(self.steps)}", sql, GRANT, deps, locks=(f"acl:{o.key}",))
+
+    def _plain(self, o: SchemaObject) -> None:
+        if o.ddl:
+            self.main[o.key] = self.chain(o, o.ddl, PRE, o.deps)
+
+    def _schema(self, o: SchemaObject) -> None:
+        if self.sel.whole and o.ddl:
+            deps = ["drop-public"] if o.name == "public" and "drop-public" in self.steps else []
+            self.main[o.key] = self.chain(o, o.ddl, PRE, deps)
+
+    def _collation(self, o: SchemaObject) -> None:
+        ddl = o.ddl if self.sel.whole else [o.ddl[0].replace("CREATE COLLATION ", "CREATE COLLATION IF NOT EXISTS ", 1)]
+        self.main[o.key] = self.chain(o, ddl, PRE, o.deps)
+
+    def _type(self, o: SchemaObject) -> None:
+        if self.sel.whole:
+            return self._plain(o)
+        extra = self.r.owner_statements(o) + self.r.comments(o) + self.r.grants(o)
+        self.main[o.key] = self.add(o.key, _reuse_type(o, extra, self.target), PRE, o.deps,
+                                    (_PRIO[o.kind], o.oid))
+    _enum = _composite = _range = _domain = _type
+
+    def _sequence(self, o: SchemaObject) -> None:
+        d = o.details
+        owner = d.get("owned_by")
+        standalone = d.get("identity") and o.key in self.sel.drop_owned_by
+        if o.ddl or standalone:
+            self.main[o.key] = self.chain(o, o.ddl or d["standalone_ddl"], PRE, o.deps)
+        if owner and not d.get("identity") and o.key not in self.sel.drop_owned_by:
+            table = self.objs[f"rel:{owner[0]}"]
+            self.add(f"{o.key}#ownedby", f"ALTER SEQUENCE {o.ident} OWNED BY "
+                     f"{table.ident}.{quote_ident(owner[1])}", PRE, [o.key, table.key], (12, o.oid))
+        if d["last_value"] is not None:
+            self.add(f"{o.key}#setval", f"SELECT pg_catalog.setval({quote_literal(o.ident)}, "
+                     f"{d['last_value']}, {'true' if d['is_called'] else 'false'})", FINAL, [o.key])
+
+    def _table(self, o: SchemaObject) -> None:
+        d = o.details
+        standalone = o.oid in self.sel.standalone
+        stmt, after = self.r.table(o, drop_defaults=self.sel.drop_defaults.get(o.oid, set()),
+                                   standalone=standalone)
+        parents = [] if standalone else [f"rel:{p}" for p in d["parents"]]
+        main = self.add(o.key, stmt, PRE, [*o.deps, *parents], (8, o.oid))
+        self.main[o.key] = main
+        self.chain(o, after, PRE, [main])
+        if d["partbound"] is not None and not standalone:
+            parent = self.objs[f"rel:{d['parents'][0]}"]
+            self.add(f"{o.key}#attach", f"ALTER TABLE ONLY {parent.ident} ATTACH PARTITION "
+                     f"{o.ident} {d['partbound']}", PRE, [main, parent.key], (9, o.oid))
+        tail = []
+        if d["rls"]:
+            tail.append(f"ALTER TABLE {o.ident} ENABLE ROW LEVEL SECURITY")
+        if d["force_rls"]:
+            tail.append(f"ALTER TABLE {o.ident} FORCE ROW LEVEL SECURITY")
+        if d["replident"] in ("n", "f"):
+            tail.append(f"ALTER TABLE ONLY {o.ident} REPLICA IDENTITY "
+                        + ("NOTHING" if d["replident"] == "n" else "FULL"))
+        self.chain(o, tail, FINAL, [main], locks=(o.key,))
+
+    def _matview(self, o: SchemaObject) -> None:
+        self._plain(o)
+        if o.details["populated"]:
+            deps = [o.key] + [f"{k}#refresh" for k in o.deps
+                              if k in self.objs and self.objs[k].kind == "matview"]
+            self.add(f"{o.key}#refresh", f"REFRESH MATERIALIZED VIEW {o.ident}", REFRESH, deps)
+
+    def _constraint(self, o: SchemaObject) -> None:
+        d = o.details
+        if not o.ddl:
+            return
+        table = f"rel:{o.table}" if o.table else f"type:{d['domain']}"
+        ct = d["contype"]
+        if ct in ("p", "u", "x"):
+            base, locks = INDEX, ()
+        elif ct == "f":
+            base, locks = FKEY, (f"fk:{o.table}", f"fk:{d['confrelid']}")
+        else:
+            base, locks = FKEY, (f"fk:{o.table}",)
+        self.main[o.key] = self.add(o.key, o.ddl[0], base, [table, *o.deps], (30, o.oid), locks)
+
+    def _index(self, o: SchemaObject) -> None:
+        d = o.details
+        table = self.objs[f"rel:{o.table}"]
+        if o.ddl:
+            self.main[o.key] = self.add(o.key, o.ddl[0], INDEX, [table.key, *o.deps], (31, o.oid))
+        me = o.key
+        parent = f"idx:{d['parent']}" if d.get("parent") else None
+        if parent and parent in self.sel.keys:
+            self.add(f"{o.key}#attach", f"ALTER INDEX {self.objs[parent].ident} ATTACH PARTITION "
+                     f"{o.ident}", ATTACH, [parent, me])
+        tail = list(d["stats"])
+        if d["clustered"]:
+            tail.append(f"ALTER TABLE {table.ident} CLUSTER ON {quote_ident(o.name)}")
+        if d["replident"]:
+            tail.append(f"ALTER TABLE ONLY {table.ident} REPLICA IDENTITY USING INDEX {quote_ident(o.name)}")
+        self.chain(o, tail, FINAL, [me], locks=(table.key,))
+
+    def _trigger(self, o: SchemaObject) -> None:
+        deps = [f"rel:{o.table}", *o.deps]
+        if o.details.get("clone"):
+            parent = f"trg:{o.details['parent']}"
+            if parent not in self.sel.keys:
+                return False
+            deps.append(parent)
+        self.main[o.key] = self.chain(o, o.ddl, FINAL, deps, locks=(f"rel:{o.table}",))
+
+    def _policy(self, o: SchemaObject) -> bool:
+        ddl = self.r.policy(o)
+        self.main[o.key] = self.chain(o, ddl, FINAL, [f"rel:{o.table}", *o.deps],
+                                      locks=(f"rel:{o.table}",))
+        return bool(ddl)
+
+    def _rule(self, o: SchemaObject) -> None:
+        self.main[o.key] = self.chain(o, o.ddl, FINAL, [f"rel:{o.table}", *o.deps],
+                                      locks=(f"rel:{o.table}",))
+
+    def _statistics(self, o: SchemaObject) -> None:
+        self.main[o.key] = self.chain(o, o.ddl, FINAL, [f"rel:{o.table}", *o.deps])
+
+    def _default_acl(self, o: SchemaObject) -> None:
+        pass                        # its statements are its grants (_decorations)
+
+    def _schema_checks(self, objs: list[SchemaObject]) -> None:
+        first: dict[str, SchemaObject] = {}
+        rels = ("table", "view", "matview", "sequence")
+        for o in sorted(objs, key=lambda o: (o.kind not in rels, o.oid)):
+            if o.schema is not None and o.kind in (*rels, "enum", "composite", "range", "domain"):
+                first.setdefault(o.schema, o)
+        for schema, o in sorted(first.items()):
+            what = "table" if o.kind in rels else "type"
+            msg = f'a schema named "{schema}" needs to exist to restore {what} "{o.name}"'
+            self.add(f"check-schema:{schema}", (
+                "DO $pgkeep$BEGIN\n  IF NOT EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = "
+                f"{quote_literal(schema)}) THEN\n    RAISE EXCEPTION USING ERRCODE = '3F000', MESSAGE = "
+                f"{quote_literal(msg)},\n      HINT = 'Create the schema first.';\n  END IF;\nEND$pgkeep$"),
+                PRE, prio=(0, 0))
+
+    # -- ordering --
+    def schedule(self) -> tuple[list[str], list[list[str]]]:
+        steps = self.steps
+        waiting = {sid: set(s.deps) & steps.keys() for sid, s in steps.items()}
+        users: dict[str, list[str]] = {}
+        for sid, deps in waiting.items():
+            for d in deps:
+                users.setdefault(d, []).append(sid)
+        ready = [(steps[s].prio, s) for s, deps in waiting.items() if not deps]
+        heapq.heapify(ready)
+        stage: dict[str, int] = {}
+        used: dict[int, set] = {}
+        pre, post = [], {}
+        while len(stage) < len(steps):
+            if not ready:           # a cycle: take the first step left, ignoring what it waits for
+                sid = min((s for s in steps if s not in stage), key=lambda s: steps[s].prio)
+                waiting[sid] = set()
+                heapq.heappush(ready, (steps[sid].prio, sid))
+            _, sid = heapq.heappop(ready)
+            if sid in stage:
+                continue
+            s = steps[sid]
+            st = max([s.base] + [stage[d] + 1 for d in s.deps if stage.get(d, -1) >= 0])
+            while st >= 0 and any(lk in used.get(st, ()) for lk in s.locks):
+                st += 1
+            stage[sid] = st
+            if st < 0:
+                pre.append(s.sql)
+            else:
+                used.setdefault(st, set()).update(s.locks)
+                post.setdefault(st, []).append(s.sql)
+            for u in users.get(sid, []):
+                waiting[u].discard(sid)
+                if not waiting[u] and u not in stage:
+                    heapq.heappush(ready, (steps[u].prio, u))
+        return pre, [post[k] for k in sorted(post)]
+
+
+def _reuse_type(o: SchemaObject, extra: list[str], target: str) -> str:
+    body = "\n".join(f"    EXECUTE {quote_literal(s)};" for s in [*o.ddl, *extra])
+    expected = quote_literal(o.details["signature"])
+    msg = quote_literal(f'type "{o.schema}.{o.name}" already exists in database "{target}" '
+                        "with a different definition")
+    return (f"DO $pgkeep$\nDECLARE\n  toid oid;\n  sig text;\nBEGIN\n"
+            f"  SELECT t.oid INTO toid FROM pg_catalog.pg_type t\n"
+            f"    JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace\n"
+            f"   WHERE n.nspname = {quote_literal(o.schema)} AND t.typname = {quote_literal(o.name)};\n"
+            f"  IF toid IS NULL THEN\n{body}\n  ELSE\n    sig := {type_signature('toid')};\n"
+            f"    IF sig IS DISTINCT FROM {expected} THEN\n"
+            f"      RAISE EXCEPTION USING ERRCODE = '42710', MESSAGE = {msg},\n"
+            f"        DETAIL = 'existing: ' || COALESCE(sig, '?') || '; backup: ' || {expected};\n"
+            f"    END IF;\n  END IF;\nEND\n$pgkeep$")
+
+
+def _guc(cfg: str) -> str:
+    name, _, value = cfg.partition("=")
+    if name.lower() not in _LIST_GUCS:
+        return f"SET {name} TO {quote_literal(value)}"
+    items, cur, quoted = [], "", False
+    for ch in value:
+        if ch == '"':
+            quoted = not quoted
+        elif ch == "," and not quoted:
+            items.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    items.append(cur.strip())
+    return f"SET {name} TO " + ", ".join(quote_literal(i) for i in items)
+
+
+def _database_post(schema: Schema, target: str, r: Renderer) -> list[str]:
+    db, q = schema.database, quote_ident(target)
+    owner = r.owner(db.owner)
+    out = [f"ALTER DATABASE {q} OWNER TO {quote_ident(owner)}"]
+    if db.comment is not None:
+        out.append(f"COMMENT ON DATABASE {q} IS {quote_literal(db.comment)}")
+    if r.with_grants:
+        out += acl_statements("DATABASE", q, db.acl, db.acl_default, owner, r._mapper(db.owner))
+    if db.connection_limit != -1:
+        out.append(f"ALTER DATABASE {q} CONNECTION LIMIT = {db.connection_limit}")
+    out += [f"ALTER DATABASE {q} {_guc(c)}" for c in db.settings]
+    for role, cfgs in sorted(db.role_settings.items()):
+        if r.role_exists(role):
+            out += [f"ALTER ROLE {quote_ident(role)} IN DATABASE {q} {_guc(c)}" for c in cfgs]
+    return out

@@ -1,0 +1,133 @@
+"""SQL text helpers for the restore side: identifier and literal quoting, and ACLs.
+
+ACLs travel as PostgreSQL's own `aclitem` text (`grantee=privs/grantor`, `*` after a privilege for
+its grant option, an empty grantee for PUBLIC). `acl_statements` turns an object's ACL into GRANT
+and REVOKE statements the way pg_dump does: relative to the ACL the object has right after its
+creation (the captured `acldefault`, or `pg_init_privs` for objects that exist in a fresh database),
+so the restored ACL equals the original whatever the target version's defaults are (e.g. MAINTAIN,
+new in PostgreSQL 17, stays with the owner of a table backed up from 15). Roles are mapped through a
+function returning None for a role that is not to appear (missing roles are dropped; the original
+owner is mapped to the new one, as ALTER ... OWNER TO does).
+"""
+from __future__ import annotations
+
+import re
+from typing import Callable, Iterable
+
+__all__ = ["quote_ident", "quote_literal", "parse_aclitem", "acl_statements", "PRIVILEGES"]
+
+# pg_get_keywords() with catcode <> 'U' (PostgreSQL 18): these need quoting as identifiers.
+_KEYWORDS = frozenset("""all analyse analyze and any array as asc asymmetric authorization between
+bigint binary bit boolean both case cast char character check coalesce collate collation column
+concurrently constraint create cross current_catalog current_date current_role current_schema
+current_time current_timestamp current_user dec decimal default deferrable desc distinct do else end
+except exists extract false fetch float for foreign freeze from full grant greatest group grouping
+having ilike in initially inner inout int integer intersect interval into is isnull join json
+json_array json_arrayagg json_exists json_object json_objectagg json_query json_scalar
+json_serialize json_table json_value lateral leading least left like limit localtime localtimestamp
+merge_action national natural nchar none normalize not notnull null nullif numeric offset on only or
+order out outer overlaps overlay placing position precision primary real references returning right
+row select session_user setof similar smallint some substring symmetric system_user table
+tablesample then time timestamp to trailing treat trim true union unique user using values varchar
+variadic verbose when where window with xmlattributes xmlconcat xmlelement xmlexists xmlforest
+xmlnamespaces xmlparse xmlpi xmlroot xmlserialize xmltable""".split())
+_SIMPLE = re.compile(r"^[a-z_][a-z0-9_$]*$")
+
+PRIVILEGES = {"r": "SELECT", "w": "UPDATE", "a": "INSERT", "d": "DELETE", "D": "TRUNCATE",
+              "x": "REFERENCES", "t": "TRIGGER", "m": "MAINTAIN", "X": "EXECUTE", "U": "USAGE",
+              "C": "CREATE", "c": "CONNECT", "T": "TEMPORARY", "s": "SET", "A": "ALTER SYSTEM"}
+
+
+def quote_ident(name: str) -> str:
+    if _SIMPLE.match(name) and name not in _KEYWORDS:
+        return name
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(value: str) -> str:
+    if "\\" in value:
+        return "E'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _parse_role(s: str, i: int, stop: str) -> tuple[str, int]:
+    if i < len(s) and s[i] == '"':
+        out, i = [], i + 1
+        while i < len(s):
+            if s[i] == '"':
+                if i + 1 < len(s) and s[i + 1] == '"':
+                    out.append('"')
+                    i += 2
+                    continue
+                return "".join(out), i + 1
+            out.append(s[i])
+            i += 1
+        raise ValueError(f"bad aclitem {s!r}")
+    j = s.find(stop, i) if stop else len(s)
+    j = len(s) if j < 0 else j
+    return s[i:j], j
+
+
+def parse_aclitem(item: str) -> tuple[str, str, str]:
+    """`"a b"=r*w/postgres` -> ('a b', 'r*w', 'postgres'); PUBLIC is the empty grantee."""
+    grantee, i = _parse_role(item, 0, "=")
+    if item[i] != "=":
+        raise ValueError(f"bad aclitem {item!r}")
+    j = item.index("/", i + 1)
+    privs = item[i + 1:j]
+    grantor, _ = _parse_role(item, j + 1, "")
+    return grantee, privs, grantor
+
+
+def _split_privs(privs: str) -> tuple[list[str], list[str]]:
+    plain, granted = [], []
+    for i, ch in enumerate(privs):
+        if ch == "*":
+            continue
+        (granted if i + 1 < len(privs) and privs[i + 1] == "*" else plain).append(PRIVILEGES[ch])
+    return plain, granted
+
+
+def _role_sql(role: str) -> str:
+    return "PUBLIC" if role == "" else quote_ident(role)
+
+
+def acl_statements(keyword: str, ident: str, acl: Iterable[str] | None, base: Iterable[str] | None,
+                   owner: str, map_role: Callable[[str], str | None], *,
+                   columns: str = "", prefix: str = "") -> list[str]:
+    """GRANT/REVOKE statements that turn an object whose ACL is `base` into one whose ACL is `acl`.
+
+    `keyword ident` names the object (`TABLE public.t`); `owner` is the restored object's owner;
+    `columns` is a column list for column privileges (`(c1)`); `prefix` precedes each statement
+    (`ALTER DEFAULT PRIVILEGES FOR ROLE r IN SCHEMA s`). An ACL of None means the default: nothing
+    to do."""
+    if acl is None:
+        return []
+
+    def mapped(items: Iterable[str] | None) -> list[tuple[str, str, str]]:
+        out = []
+        for raw in items or []:
+            grantee, privs, grantor = parse_aclitem(raw)
+            g = grantee if grantee == "" else map_role(grantee)
+            gr = map_role(grantor)
+            if g is None:
+                continue
+            out.append((g, privs, gr if gr is not None else owner))
+        return out
+
+    want, have = mapped(acl), mapped(base)
+    stmts = []
+    target = " ".join(x for x in (keyword, ident) if x)
+    for item in have:
+        if item not in want:
+            stmts.append(f"{prefix}REVOKE ALL{columns} ON {target} FROM {_role_sql(item[0])}")
+    for grantee, privs, grantor in want:
+        if (grantee, privs, grantor) in have:
+            continue
+        plain, granted = _split_privs(privs)
+        by = f" GRANTED BY {quote_ident(grantor)}" if grantor != owner and not prefix else ""
+        for names, opt in ((plain, ""), (granted, " WITH GRANT OPTION")):
+            if names:
+                plist = ",".join(f"{n}{columns}" for n in names)
+                stmts.append(f"{prefix}GRANT {plist} ON {target} TO {_role_sql(grantee)}{opt}{by}")
+    return stmts

@@ -1,0 +1,89 @@
+"""Plain specifications of what to back up or restore: the proxy's commands translate statement
+ASTs into these, so the engine never sees SQL text or wire bytes."""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+__all__ = ["TableRef", "BackupSpec", "RestoreSpec", "BackupResult", "RestoreResult", "Connector",
+           "EngineSettings", "Progress"]
+
+
+@dataclass(frozen=True)
+class TableRef:
+    """A table name or pattern as written: ('t',), ('db','t'), ('db','s','t'); star for x.*."""
+    parts: tuple[str, ...]
+    star: bool = False
+
+
+@dataclass(frozen=True)
+class BackupSpec:
+    job_id: int
+    user: str
+    session_database: str
+    scope: str                              # "database" | "table" | "cluster"
+    collection: str                         # URI (secrets included: never log it)
+    databases: tuple[str, ...] = ()
+    tables: tuple[TableRef, ...] = ()
+    subdir: str | None = None               # INTO 'subdir' IN (incremental)
+    latest: bool = False                    # INTO LATEST IN (incremental)
+    as_of: dt.datetime | None = None        # the requested AS OF SYSTEM TIME, resolved
+    requested_as_of: str | None = None      # as written, for the manifest
+
+
+@dataclass(frozen=True)
+class RestoreSpec:
+    job_id: int
+    user: str
+    session_database: str
+    scope: str                              # "database" | "table" | "cluster"
+    collection: str
+    subdir: str | None = None
+    latest: bool = False
+    databases: tuple[str, ...] = ()
+    tables: tuple[TableRef, ...] = ()
+    new_db_name: str | None = None
+    into_db: str | None = None
+    skip_missing_foreign_keys: bool = False
+    skip_missing_sequences: bool = False
+    skip_missing_sequence_owners: bool = False
+    skip_missing_views: bool = False
+    skip_missing_udfs: bool = False
+    schema_only: bool = False
+    verify_backup_table_data: bool = False
+
+
+@dataclass
+class BackupResult:
+    rows: int = 0
+    index_entries: int = 0
+    bytes: int = 0                      # logical bytes of table data (COPY stream)
+    end_time: dt.datetime | None = None
+    subdir: str = ""
+    notices: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RestoreResult:
+    rows: int = 0
+    index_entries: int = 0
+    bytes: int = 0
+    notices: list[str] = field(default_factory=list)
+
+
+Progress = Callable[[int, int], None]  # (bytes done, rows done)
+
+
+class Connector(Protocol):
+    """Opens asyncpg connections to the upstream as pgkeep's own user."""
+
+    async def connect(self, database: str): ...
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    file_size: int = 128 << 20
+    backup_parallelism: int = 3
+    restore_parallelism: int = 3
+    compression_level: int = 3

@@ -1,0 +1,68 @@
+"""The ObjectStore protocol: what the engine needs from any storage backend.
+
+Contracts (every backend, checked by one conformance suite):
+- Paths are '/'-separated object names relative to the store's base; no leading '/', no '..'.
+- `writer(path)` streams an object in; nothing is visible under `path` until `commit()` returns,
+  and then the whole object is (atomic put). `abort()` leaves nothing behind. Overwriting an
+  existing object replaces it atomically.
+- `get(path)` streams an object out in order; `get_range` reads `length` bytes at `offset`
+  (fewer only at the end of the object). Both raise `NotFound` for a missing object.
+- `list(prefix)` yields every object whose name starts with `prefix`, sorted by name, with sizes.
+- `delete(path)` removes an object; deleting a missing one is not an error.
+- `stat(path)` returns the size, or raises `NotFound`.
+- Any other failure raises `StorageError` (58030) with a message naming the store by its redacted
+  URI. Retries, rate limits and fault injection are wrappers, never code inside a backend.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import AsyncIterator, Protocol
+
+__all__ = ["ObjectInfo", "ObjectStore", "ObjectWriter"]
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    path: str
+    size: int
+
+
+class ObjectWriter(Protocol):
+    async def write(self, data: bytes) -> None: ...
+
+    async def commit(self) -> None: ...
+
+    async def abort(self) -> None: ...
+
+
+class ObjectStore(Protocol):
+    uri: str  # redacted, for messages
+
+    async def writer(self, path: str) -> ObjectWriter: ...
+
+    def get(self, path: str) -> AsyncIterator[bytes]: ...
+
+    async def get_range(self, path: str, offset: int, length: int) -> bytes: ...
+
+    def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]: ...
+
+    async def delete(self, path: str) -> None: ...
+
+    async def stat(self, path: str) -> ObjectInfo: ...
+
+    async def close(self) -> None: ...
+
+
+async def put(store: ObjectStore, path: str, data: bytes) -> None:
+    """Write a small object in one go (atomic)."""
+    w = await store.writer(path)
+    try:
+        await w.write(data)
+    except BaseException:
+        await w.abort()
+        raise
+    await w.commit()
+
+
+async def read_all(store: ObjectStore, path: str) -> bytes:
+    return b"".join([chunk async for chunk in store.get(path)])

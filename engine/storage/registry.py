@@ -1,0 +1,72 @@
+"""From a URI to an ObjectStore: one entry per scheme (scheme, parser/factory).
+
+`open_store(uri, ctx)` validates the URI (unknown query parameters are 22023, as CockroachDB)
+and returns a store rooted at the URI's path. Errors name the store by its redacted URI only.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from ..errors import InvalidURI, Unsupported
+from ..redact import redact_uri
+from .base import ObjectStore
+from .local import LocalStore
+
+__all__ = ["StoreContext", "open_store", "join_uri"]
+
+
+@dataclass(frozen=True)
+class StoreContext:
+    nodelocal_root: Path
+
+
+def _nodelocal(uri: str, ctx: StoreContext) -> ObjectStore:
+    u = urlsplit(uri)
+    node = u.netloc
+    if node != "self" and not node.isdigit():
+        raise InvalidURI(f"invalid nodelocal URI {redact_uri(uri)}: the host must be a node ID or 'self'",
+                         hint="nodelocal://1/path or nodelocal://self/path")
+    params = parse_qsl(u.query, keep_blank_values=True)
+    if params:
+        raise InvalidURI(f"unknown query parameters: {', '.join(sorted(k for k, _ in params))} "
+                         f"for {redact_uri(uri)}")
+    path = unquote(u.path).strip("/")
+    if any(part == ".." for part in path.split("/")):
+        raise InvalidURI(f"invalid nodelocal URI {redact_uri(uri)}: '..' is not allowed")
+    return LocalStore(ctx.nodelocal_root, path, redact_uri(uri))
+
+
+def _not_yet(scheme: str) -> Callable[[str, StoreContext], ObjectStore]:
+    def factory(uri: str, ctx: StoreContext) -> ObjectStore:
+        raise Unsupported(f"{scheme}:// storage is not supported by pgkeep yet",
+                          hint="use nodelocal://self/<path> for now")
+    return factory
+
+
+_SCHEMES: dict[str, Callable[[str, StoreContext], ObjectStore]] = {
+    "nodelocal": _nodelocal,
+    **{s: _not_yet(s) for s in ("s3", "gs", "azure", "azure-blob", "azure-storage", "external",
+                                "userfile")},
+}
+
+
+def open_store(uri: str, ctx: StoreContext) -> ObjectStore:
+    scheme = urlsplit(uri).scheme.lower()
+    if not scheme:
+        raise InvalidURI(f"{redact_uri(uri)} is not a storage URI",
+                         hint="e.g. nodelocal://self/backups or s3://bucket/path?AUTH=implicit")
+    factory = _SCHEMES.get(scheme)
+    if factory is None:
+        raise InvalidURI(f"unsupported storage scheme: {scheme!r}",
+                         hint="pgkeep stores backups in nodelocal://, s3://, gs://, azure:// or external://")
+    return factory(uri, ctx)
+
+
+def join_uri(uri: str, *parts: str) -> str:
+    """uri with path segments appended before the query string."""
+    u = urlsplit(uri)
+    path = "/".join([u.path.rstrip("/")] + [p.strip("/") for p in parts if p.strip("/")])
+    return u._replace(path=path).geturl()

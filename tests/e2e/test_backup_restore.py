@@ -1,0 +1,299 @@
+"""BACKUP / RESTORE / SHOW BACKUP(S) through pgkeep, the way a user runs them, against real data:
+restored databases are compared with pg_dump --schema-only and per-table ordered row hashes."""
+from __future__ import annotations
+
+import re
+import threading
+import time
+import uuid
+
+import psycopg
+import pytest
+
+from tests.support.datasets import load_chinook, load_pagila, row_hashes, schema_dump
+
+
+def collection(name: str) -> str:
+    return f"nodelocal://self/{name}-{uuid.uuid4().hex[:8]}"
+
+
+def run(pgkeep, sql, params=None, db="postgres", user="postgres"):
+    with psycopg.connect(pgkeep.dsn(db, user=user), autocommit=True) as conn:
+        cur = conn.execute(sql, params)
+        return cur.fetchall() if cur.description else None
+
+
+@pytest.fixture(scope="module")
+def chinook(pg18):
+    return load_chinook(pg18, "chinook")
+
+
+@pytest.fixture(scope="module")
+def chinook_backup(pgkeep, chinook):
+    coll = collection("chinook")
+    row = run(pgkeep, f"BACKUP DATABASE chinook INTO '{coll}' AS OF SYSTEM TIME '-10s'")[0]
+    return coll, row
+
+
+def test_backup_result_row(pg18, chinook_backup):
+    coll, (job_id, status, fraction, rows, index_entries, nbytes) = chinook_backup
+    expected_rows = sum(n for n, _ in row_hashes(pg18, "chinook").values())
+    assert status == "succeeded" and fraction == 1.0 and job_id > 2**40
+    assert rows == expected_rows and nbytes > 0
+
+
+def test_database_round_trip_chinook(pgkeep, pg18, chinook_backup):
+    coll, _ = chinook_backup
+    row = run(pgkeep, f"RESTORE DATABASE chinook FROM LATEST IN '{coll}' WITH new_db_name = 'chinook_r'")[0]
+    assert row[1] == "succeeded" and row[3] == sum(n for n, _ in row_hashes(pg18, "chinook").values())
+    assert row[4] > 0  # index entries rebuilt
+    assert schema_dump(pg18, "chinook_r") == schema_dump(pg18, "chinook")
+    assert row_hashes(pg18, "chinook_r") == row_hashes(pg18, "chinook")
+
+
+def test_pagila_round_trip(pgkeep, pg18):
+    load_pagila(pg18, "pagila")
+    coll = collection("pagila")
+    run(pgkeep, f"BACKUP DATABASE pagila INTO '{coll}'")
+    run(pgkeep, f"RESTORE DATABASE pagila FROM LATEST IN '{coll}' WITH new_db_name = 'pagila_r'")
+    assert schema_dump(pg18, "pagila_r") == schema_dump(pg18, "pagila")
+    hashes = row_hashes(pg18, "pagila")
+    assert hashes["public.actor"][0] == 200
+    assert row_hashes(pg18, "pagila_r") == hashes
+
+
+def test_show_backups_and_show_backup(pgkeep, pg18, chinook_backup):
+    coll, _ = chinook_backup
+    paths = run(pgkeep, f"SHOW BACKUPS IN '{coll}'")
+    assert len(paths) == 1 and re.fullmatch(r"/\d{4}/\d{2}/\d{2}-\d{6}\.\d{2}", paths[0][0])
+    with psycopg.connect(pgkeep.dsn(), autocommit=True) as conn:
+        cur = conn.execute(f"SHOW BACKUP FROM LATEST IN '{coll}'")
+        cols = [d.name for d in cur.description]
+        rows = cur.fetchall()
+    assert cols == ["database_name", "parent_schema_name", "object_name", "object_type", "backup_type",
+                    "start_time", "end_time", "size_bytes", "rows", "is_full_cluster", "regions"]
+    by_name = {(r[1], r[2]): r for r in rows}
+    assert by_name[(None, "chinook")][3] == "database"
+    artist = by_name[("public", "artist")]
+    assert artist[3] == "table" and artist[4] == "full" and artist[5] is None
+    assert artist[8] == int(pg18.psql("SELECT count(*) FROM artist", "chinook"))
+    same = run(pgkeep, f"SHOW BACKUP FROM '{paths[0][0]}' IN '{coll}'")
+    assert len(same) == len(rows)
+    schemas = run(pgkeep, f"SHOW BACKUP SCHEMAS FROM LATEST IN '{coll}'")
+    create = {r[2]: r[-1] for r in schemas}
+    assert "CREATE TABLE" in create["artist"] and "artist_id" in create["artist"]
+    checked = run(pgkeep, f"SHOW BACKUP FROM LATEST IN '{coll}' WITH check_files")
+    assert all(r[-1] > 0 for r in checked if r[2] == "artist")
+    files = run(pgkeep, f"SHOW BACKUP FILES FROM LATEST IN '{coll}'")
+    assert files and all(f[0].endswith(".pgkd") and f[9] > 0 for f in files)
+    assert run(pgkeep, f"SHOW BACKUP VALIDATE FROM LATEST IN '{coll}'") == [("No problems found!",)]
+
+
+def test_restore_errors(pgkeep, pg18, chinook_backup):
+    coll, _ = chinook_backup
+    with pytest.raises(psycopg.errors.DuplicateDatabase) as e:
+        run(pgkeep, f"RESTORE DATABASE chinook FROM LATEST IN '{coll}'")
+    assert "new_db_name" in (e.value.diag.message_hint or "")
+    with pytest.raises(psycopg.errors.DuplicateTable) as e:
+        run(pgkeep, f"RESTORE TABLE chinook.public.artist FROM LATEST IN '{coll}'")
+    assert "into_db" in (e.value.diag.message_hint or "")
+    with pytest.raises(psycopg.Error) as e:
+        run(pgkeep, f"RESTORE TABLE chinook.public.artist FROM LATEST IN '{coll}' WITH into_db = 'nodb'")
+    assert 'a database named "nodb" needs to exist' in str(e.value)
+    with pytest.raises(psycopg.errors.InvalidParameterValue):
+        run(pgkeep, f"RESTORE DATABASE chinook FROM LATEST IN '{coll}' WITH into_db = 'x'")
+    pg18.psql("DROP DATABASE IF EXISTS empty_target")
+    pg18.psql("CREATE DATABASE empty_target")
+    with pytest.raises(psycopg.Error) as e:
+        run(pgkeep, f"RESTORE TABLE chinook.public.album FROM LATEST IN '{coll}' WITH into_db = 'empty_target'")
+    assert "skip_missing_foreign_keys" in str(e.value)
+    assert pg18.psql("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'", "empty_target").strip() == "0"
+    run(pgkeep, f"RESTORE TABLE chinook.public.album FROM LATEST IN '{coll}' "
+                "WITH into_db = 'empty_target', skip_missing_foreign_keys")
+    assert row_hashes(pg18, "empty_target")["public.album"] == row_hashes(pg18, "chinook")["public.album"]
+    fks = pg18.psql("SELECT count(*) FROM pg_constraint WHERE contype = 'f'", "empty_target").strip()
+    assert fks == "0"
+    with pytest.raises(psycopg.Error) as e:
+        run(pgkeep, f"RESTORE DATABASE chinook FROM '/2001/01/01-000000.00' IN '{coll}'")
+    assert "does not contain a backup" in str(e.value)
+
+
+def test_table_backup_and_restore_into_other_db(pgkeep, pg18, chinook):
+    coll = collection("tables")
+    run(pgkeep, f"BACKUP chinook.public.artist, chinook.album INTO '{coll}'")
+    listed = {r[2] for r in run(pgkeep, f"SHOW BACKUP FROM LATEST IN '{coll}'") if r[3] == "table"}
+    assert listed == {"artist", "album"}
+    pg18.psql("DROP DATABASE IF EXISTS tables_target")
+    pg18.psql("CREATE DATABASE tables_target")
+    run(pgkeep, f"RESTORE chinook.artist, chinook.album FROM LATEST IN '{coll}' WITH into_db = 'tables_target'")
+    got = row_hashes(pg18, "tables_target")
+    want = row_hashes(pg18, "chinook")
+    assert got == {k: want[k] for k in ("public.album", "public.artist")}
+    with pytest.raises(psycopg.Error) as e:
+        run(pgkeep, f"RESTORE DATABASE chinook FROM LATEST IN '{coll}' WITH new_db_name = 'nope'")
+    assert "individual tables" in str(e.value)
+
+
+def test_validation_ladder_and_corruption(pgkeep, pg18, chinook, workdir):
+    coll = collection("validate")
+    run(pgkeep, f"BACKUP DATABASE chinook INTO '{coll}'")
+    run(pgkeep, f"RESTORE DATABASE chinook FROM LATEST IN '{coll}' WITH schema_only, new_db_name = 'chinook_so'")
+    assert pg18.psql("SELECT count(*) FROM artist", "chinook_so").strip() == "0"
+    assert schema_dump(pg18, "chinook_so") == schema_dump(pg18, "chinook")
+    pg18.psql("DROP DATABASE chinook_so")
+    run(pgkeep, f"RESTORE DATABASE chinook FROM LATEST IN '{coll}' "
+                "WITH schema_only, verify_backup_table_data, new_db_name = 'chinook_v'")
+    pg18.psql("DROP DATABASE chinook_v")
+    root = pgkeep.workdir / "data" / "external" / coll.split("/")[-1]
+    data_files = sorted(root.rglob("*.pgkd"), key=lambda p: p.stat().st_size)
+    victim = data_files[-1]
+    original = victim.read_bytes()
+    try:
+        victim.write_bytes(original[:100] + bytes([original[100] ^ 0xFF]) + original[101:])
+        for opts in ("schema_only, verify_backup_table_data, ", ""):
+            with pytest.raises(psycopg.errors.DataCorrupted) as e:
+                run(pgkeep, f"RESTORE DATABASE chinook FROM LATEST IN '{coll}' "
+                            f"WITH {opts}new_db_name = 'chinook_bad'")
+            assert victim.name in str(e.value)
+            assert pg18.psql("SELECT count(*) FROM pg_database WHERE datname LIKE '%chinook_bad%' "
+                             "OR datname LIKE 'pgkeep_restore%'").strip() == "0"
+        victim.unlink()
+        with pytest.raises(psycopg.errors.DataCorrupted) as e:
+            run(pgkeep, f"SHOW BACKUP FROM LATEST IN '{coll}' WITH check_files")
+        assert "The following files are missing from the backup" in str(e.value) and victim.name in str(e.value)
+        with pytest.raises(psycopg.errors.DataCorrupted):
+            run(pgkeep, f"RESTORE DATABASE chinook FROM LATEST IN '{coll}' WITH new_db_name = 'chinook_bad'")
+    finally:
+        victim.write_bytes(original)
+
+
+def test_consistent_under_concurrent_transfers(pgkeep, pg18):
+    pg18.psql("DROP DATABASE IF EXISTS bank")
+    pg18.psql("CREATE DATABASE bank")
+    pg18.psql("".join(f"CREATE TABLE accounts_{i}(id int PRIMARY KEY, balance bigint NOT NULL); "
+                      f"INSERT INTO accounts_{i} SELECT g, 1000 FROM generate_series(1, 20000) g;"
+                      for i in range(4)), "bank")
+    total = 4 * 20000 * 1000
+    stop = threading.Event()
+    transfers = [0]
+
+    def writer():
+        with psycopg.connect(pg18.dsn("bank"), autocommit=False) as conn:
+            i = 0
+            while not stop.is_set():
+                a, b = i % 4, (i + 1) % 4
+                conn.execute(f"UPDATE accounts_{a} SET balance = balance - 7 WHERE id = %s", (1 + i % 20000,))
+                conn.execute(f"UPDATE accounts_{b} SET balance = balance + 7 WHERE id = %s", (1 + (i * 7) % 20000,))
+                conn.commit()
+                i += 1
+                transfers[0] = i
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        time.sleep(0.3)
+        coll = collection("bank")
+        run(pgkeep, "SET CLUSTER SETTING pgkeep.backup.parallelism = 4")
+        run(pgkeep, f"BACKUP DATABASE bank INTO '{coll}'")
+    finally:
+        run(pgkeep, "RESET CLUSTER SETTING pgkeep.backup.parallelism")
+        stop.set()
+        t.join()
+    assert transfers[0] > 10
+    run(pgkeep, f"RESTORE DATABASE bank FROM LATEST IN '{coll}' WITH new_db_name = 'bank_r'")
+    restored = sum(int(pg18.psql(f"SELECT sum(balance) FROM accounts_{i}", "bank_r")) for i in range(4))
+    assert restored == total
+
+
+def test_as_of_system_time_and_refusals(pgkeep, chinook):
+    notices = []
+    with psycopg.connect(pgkeep.dsn(), autocommit=True) as conn:
+        conn.add_notice_handler(lambda d: notices.append(d.message_primary))
+        conn.execute(f"BACKUP DATABASE chinook INTO '{collection('aost')}' AS OF SYSTEM TIME '-10s'")
+        assert any("PostgreSQL cannot read the past" in n for n in notices)
+        with pytest.raises(psycopg.errors.InvalidParameterValue):
+            conn.execute(f"BACKUP DATABASE chinook INTO '{collection('x')}' AS OF SYSTEM TIME '10s'")
+        with pytest.raises(psycopg.errors.FeatureNotSupported):
+            conn.execute(f"BACKUP INTO '{collection('cluster')}'")
+        with pytest.raises(psycopg.errors.FeatureNotSupported):
+            conn.execute(f"BACKUP DATABASE chinook INTO LATEST IN '{collection('inc')}'")
+        with pytest.raises(psycopg.errors.FeatureNotSupported):
+            conn.execute(f"BACKUP DATABASE chinook INTO '{collection('x')}' WITH revision_history")
+        conn.execute("BEGIN")
+        with pytest.raises(psycopg.errors.ActiveSqlTransaction):
+            conn.execute(f"BACKUP DATABASE chinook INTO '{collection('x')}'")
+        conn.execute("ROLLBACK")
+        # placeholders bind the URI in the extended protocol
+        uri = collection("bound")
+        row = conn.execute("BACKUP DATABASE chinook INTO %s", (uri,)).fetchone()
+        assert row[1] == "succeeded"
+        assert len(conn.execute("SHOW BACKUPS IN %s", (uri,)).fetchall()) == 1
+    with psycopg.connect(pgkeep.dsn(user="md5user", password="md5 secret"), autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(f"BACKUP DATABASE chinook INTO '{collection('x')}'")
+
+
+def test_cancelled_backup_leaves_no_visible_backup(pgkeep, pg18):
+    pg18.psql("DROP DATABASE IF EXISTS big")
+    pg18.psql("CREATE DATABASE big")
+    pg18.psql("CREATE TABLE t AS SELECT g, md5(g::text) AS a, md5((g * 7)::text) AS b "
+              "FROM generate_series(1, 1500000) g", "big")
+    coll = collection("cancel")
+    with psycopg.connect(pgkeep.dsn(), autocommit=True) as conn:
+        def cancel_soon():
+            time.sleep(0.5)
+            conn.cancel_safe()
+        threading.Thread(target=cancel_soon).start()
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            conn.execute(f"BACKUP DATABASE big INTO '{coll}'")
+        assert conn.execute(f"SHOW BACKUPS IN '{coll}'").fetchall() == []
+        with pytest.raises(psycopg.Error):
+            conn.execute(f"RESTORE DATABASE big FROM LATEST IN '{coll}' WITH new_db_name = 'big_r'")
+
+
+def _nodelocal_root(pgkeep):
+    return str(pgkeep.workdir / "data" / "external")
+
+
+def test_killed_pgkeep_leaves_no_visible_backup(pgkeep, pg18, workdir):
+    from tests.support.pgkeep import PgkeepProcess
+    import signal
+    if "big" not in pg18.psql("SELECT datname FROM pg_database").split():
+        pytest.skip("needs the database of test_cancelled_backup_leaves_no_visible_backup")
+    victim = PgkeepProcess(workdir / "victim", pg18.dsn(),
+                           args=["--nodelocal-root", _nodelocal_root(pgkeep)]).start()
+    coll = collection("killed")
+    errors = []
+
+    def backup():
+        try:
+            run(victim, f"BACKUP DATABASE big INTO '{coll}'")
+        except psycopg.Error as e:
+            errors.append(e)
+
+    t = threading.Thread(target=backup)
+    t.start()
+    time.sleep(0.6)
+    victim.signal(signal.SIGKILL)
+    t.join(30)
+    victim.stop()
+    assert errors, "the backup should have been cut off"
+    assert run(pgkeep, f"SHOW BACKUPS IN '{coll}'") == []
+    with pytest.raises(psycopg.Error):
+        run(pgkeep, f"SHOW BACKUP FROM LATEST IN '{coll}'")
+
+
+def test_backup_on_postgresql_15_restores_on_18(pgkeep, pg15, pg18, workdir):
+    from tests.support.pgkeep import PgkeepProcess
+    load_chinook(pg15, "chinook15")
+    old = PgkeepProcess(workdir / "pgkeep15", pg15.dsn(),
+                        args=["--nodelocal-root", _nodelocal_root(pgkeep)]).start()
+    try:
+        coll = collection("v15")
+        run(old, f"BACKUP DATABASE chinook15 INTO '{coll}'")
+    finally:
+        old.stop()
+    run(pgkeep, f"RESTORE DATABASE chinook15 FROM LATEST IN '{coll}'")
+    assert row_hashes(pg18, "chinook15") == row_hashes(pg15, "chinook15")
+    pg_dump18 = pg18.bin("pg_dump")
+    assert schema_dump(pg18, "chinook15", pg_dump18) == schema_dump(pg15, "chinook15", pg_dump18)

@@ -1,0 +1,114 @@
+"""The backup format without I/O: envelope, layout, manifest, COPY decoding, AS OF SYSTEM TIME."""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import struct
+
+import pytest
+
+from engine.asof import resolve_as_of
+from engine.errors import DataCorrupted, Unsupported
+from engine.format import layout
+from engine.format.copystream import BINARY_SIGNATURE, CopyDecoder
+from engine.format.envelope import Opener, Sealer, open_bytes, seal
+from engine.format.manifest import Chunk, DatabaseEntry, FileRef, Manifest, TableEntry
+
+
+def test_envelope_round_trip_streaming_and_checksum():
+    content = os.urandom(100_000) + b"x" * 1_000_000
+    s = Sealer(3)
+    stored = b"".join(s.feed(content[i:i + 7777]) for i in range(0, len(content), 7777)) + s.finish()
+    assert stored[:4] == b"PGKF" and s.stored_size == len(stored) and s.logical_size == len(content)
+    assert len(stored) < len(content)
+    o = Opener("f", s.sha256, len(stored))
+    out = b"".join(o.feed(stored[i:i + 999]) for i in range(0, len(stored), 999))
+    o.finish()
+    assert out == content
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "header"])
+def test_envelope_detects_damage(damage):
+    stored, sha = seal(b"hello world" * 1000)
+    if damage == "flip":
+        stored = stored[:20] + bytes([stored[20] ^ 1]) + stored[21:]
+    elif damage == "truncate":
+        stored = stored[:-3]
+    else:
+        stored = b"XXXX" + stored[4:]
+    with pytest.raises(DataCorrupted) as e:
+        open_bytes("data/0/1-0-0.pgkd", stored, sha)
+    assert e.value.sqlstate == "XX001"
+
+
+def test_encrypted_envelope_is_refused_not_misread():
+    stored, _ = seal(b"x")
+    stored = stored[:5] + bytes([stored[5] | 2]) + stored[6:]
+    with pytest.raises(Unsupported):
+        open_bytes("f", stored)
+
+
+def test_layout_names():
+    t = dt.datetime(2026, 3, 1, 10, 0, 5, 123456, tzinfo=dt.timezone.utc)
+    assert layout.full_subdir(t) == "/2026/03/01-100005.12"
+    assert layout.SUBDIR_RE.match("2026/03/01-100005.12")
+    assert layout.parse_subdir("2026/03/01-100005.12/") == "/2026/03/01-100005.12"
+    newer = layout.latest_marker(t + dt.timedelta(seconds=1))
+    older = layout.latest_marker(t)
+    assert newer < older and newer.startswith("metadata/latest/LATEST-")
+
+
+def test_manifest_round_trip_and_version_check():
+    m = Manifest(id="x", job_id=1, backup_type="full", scope="database",
+                 end_time="2026-01-01T00:00:00+00:00", server_version=180000, pgkeep_version="0.1.0",
+                 file_size_target=1 << 20,
+                 databases=[DatabaseEntry(0, "bank", "2026-01-01T00:00:00+00:00",
+                                          FileRef("s", 1, "ab"), True,
+                                          [TableEntry(5, "public", "t", "r", "binary", ["a"], 3, 9,
+                                                      [Chunk(0, 3, [FileRef("d", 2, "cd", 9)])])])])
+    again = Manifest.from_bytes(m.to_bytes())
+    assert again == m and [f.path for f in again.all_files()] == ["s", "d"]
+    with pytest.raises(Unsupported):
+        Manifest.from_bytes(m.to_bytes().replace(b'"format_version":1', b'"format_version":99'))
+
+
+def _binary_copy(rows: list[list[bytes | None]]) -> bytes:
+    out = BINARY_SIGNATURE + struct.pack("!ii", 0, 0)
+    for r in rows:
+        out += struct.pack("!h", len(r))
+        for v in r:
+            out += struct.pack("!i", -1) if v is None else struct.pack("!i", len(v)) + v
+    return out + struct.pack("!h", -1)
+
+
+def test_copy_decoder_counts_rows_at_every_split():
+    stream = _binary_copy([[b"1", None], [b"22", b"abc"], [b"", b"x" * 300]])
+    for cut in range(len(stream) + 1):
+        d = CopyDecoder("t", "binary", 2)
+        d.feed(stream[:cut])
+        d.feed(stream[cut:])
+        assert d.finish() == 3
+    d = CopyDecoder("t", "binary", 3)
+    with pytest.raises(DataCorrupted):
+        d.feed(stream)
+    d = CopyDecoder("t", "binary", 2)
+    d.feed(stream[:-2])
+    with pytest.raises(DataCorrupted):
+        d.finish()
+
+
+def test_as_of_forms():
+    now = dt.datetime(2026, 1, 1, 12, 0, 0, tzinfo=dt.timezone.utc)
+    assert resolve_as_of("-10s", now) == now - dt.timedelta(seconds=10)
+    assert resolve_as_of("-1m30s", now) == now - dt.timedelta(seconds=90)
+    assert resolve_as_of("-10 seconds", now) == now - dt.timedelta(seconds=10)
+    assert resolve_as_of("2026-01-01 11:00:00", now) == now - dt.timedelta(hours=1)
+    assert resolve_as_of(str(int((now.timestamp() - 5) * 1e9)) + ".0000000000", now) == now - dt.timedelta(seconds=5)
+    assert resolve_as_of("follower_read_timestamp", now, is_function=True) < now
+    for future in ("10s", "2027-01-01", str(int((now.timestamp() + 60) * 1e9))):
+        with pytest.raises(Exception) as e:
+            resolve_as_of(future, now)
+        assert e.value.sqlstate == "22023"
+    with pytest.raises(Exception) as e:
+        resolve_as_of("yesterday-ish", now)
+    assert e.value.sqlstate == "22023"

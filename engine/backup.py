@@ -32,7 +32,6 @@ __all__ = ["run_backup", "PGKEEP_VERSION"]
 
 _log = logging.getLogger("pgkeep.backup")
 PGKEEP_VERSION = "0.1.0"
-_CHUNK_PAGES = 8192          # 64 MiB of heap per chunk: several workers share a large table
 _BATCH = 4 << 20             # bytes of COPY output handed to a compression thread at once
 
 
@@ -154,6 +153,8 @@ async def _backup_database(spec: BackupSpec, connector: Connector, store: Object
         sizes = dict(await coord.fetch(
             "SELECT c.oid, pg_relation_size(c.oid) / current_setting('block_size')::int "
             "FROM pg_class c WHERE c.oid = ANY($1::oid[])", [t.oid for t in tables]))
+        block = int(await coord.fetchval("SELECT current_setting('block_size')::int"))
+        chunk_pages = max(1, settings.chunk_size // block)
         entries: list[TableEntry] = []
         jobs: list[tuple[int, _Job]] = []
         for t in tables:
@@ -161,16 +162,16 @@ async def _backup_database(spec: BackupSpec, connector: Connector, store: Object
             e = TableEntry(t.oid, t.schema, t.name, t.kind, fmt, list(t.columns))
             entries.append(e)
             pages = int(sizes.get(t.oid, 0))
-            if pages <= _CHUNK_PAGES:
+            if pages <= chunk_pages:
                 ranges = [None]
             else:
-                starts = list(range(0, pages, _CHUNK_PAGES))
+                starts = list(range(0, pages, chunk_pages))
                 ranges = [(s, starts[i + 1] if i + 1 < len(starts) else None)
                           for i, s in enumerate(starts)]
             for i, r in enumerate(ranges):
                 c = Chunk(i)
                 e.chunks.append(c)
-                weight = _CHUNK_PAGES if r is not None else pages
+                weight = chunk_pages if r is not None else pages
                 jobs.append((weight, _Job(ordinal, t, e, c, r)))
         jobs.sort(key=lambda j: -j[0])
         queue: asyncio.Queue[_Job] = asyncio.Queue()

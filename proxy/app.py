@@ -63,6 +63,7 @@ class App:
     async def _engine_settings(self) -> EngineSettings:
         get = self.catalog.settings.get
         return EngineSettings(file_size=await get("bulkio.backup.file_size"),
+                              chunk_size=await get("pgkeep.backup.chunk_size"),
                               backup_parallelism=await get("pgkeep.backup.parallelism"),
                               restore_parallelism=await get("pgkeep.restore.parallelism"),
                               compression_level=await get("pgkeep.backup.compression_level"))

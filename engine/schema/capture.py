@@ -39,7 +39,7 @@ async def capture(conn: asyncpg.Connection) -> Schema:
         for name in ("database", "namespaces", "extensions", "collations", "types", "functions",
                      "relations", "columns", "constraints", "indexes", "triggers", "policies",
                      "rules", "statistics", "default_acls", "sequences", "depends", "comments",
-                     "binary_types", "type_aliases"):
+                     "binary_types", "type_aliases", "event_triggers"):
             rows[name] = await conn.fetch(getattr(Q, name)(v))
         if v < 180000 and rows["sequences"]:
             rel_q = {r["oid"]: r["q"] for r in rows["relations"]}
@@ -106,6 +106,8 @@ def _assemble(v: int, rows: dict) -> Schema:
             name=f"{r['role']}/{r['objtype']}", ident="", sql_kind="DEFAULT PRIVILEGES",
             owner=r["role"], acl=r["acl"], acl_base=list(r["acl_default"] or []),
             details={"objtype": r["objtype"]}))
+    for r in rows["event_triggers"]:
+        objs.append(_event_trigger(r))
     schema = Schema(schema_version=SCHEMA_VERSION, server_version_num=v,
                     database=_database(rows["database"][0]), tables=relations.tables,
                     objects=objs)
@@ -220,3 +222,17 @@ def _function(r) -> SchemaObject:
         key=f"proc:{r['oid']}", kind=kind, oid=r["oid"], schema=r["nspname"], name=r["proname"],
         ident=r["q"], sql_kind=kind.upper(), owner=r["owner"], ddl=[ddl], acl=r["acl"],
         acl_base=list(r["acl_default"] or []))
+
+
+def _event_trigger(r) -> SchemaObject:
+    ddl = f"CREATE EVENT TRIGGER {r['q']} ON {r['evtevent']}"
+    if r["evttags"]:
+        ddl += "\n    WHEN TAG IN (" + ", ".join(quote_literal(t) for t in r["evttags"]) + ")"
+    ddl += f"\n    EXECUTE FUNCTION {r['function']}()"
+    stmts = [ddl]
+    if r["enabled"] != "O":
+        verb = {"D": "DISABLE", "A": "ENABLE ALWAYS", "R": "ENABLE REPLICA"}[r["enabled"]]
+        stmts.append(f"ALTER EVENT TRIGGER {r['q']} {verb}")
+    return SchemaObject(
+        key=f"evt:{r['oid']}", kind="event_trigger", oid=r["oid"], schema=None,
+        name=r["evtname"], ident=r["q"], sql_kind="EVENT TRIGGER", owner=r["owner"], ddl=stmts)

@@ -16,7 +16,8 @@ __all__ = ["link"]
 
 _DIRECT = {"pg_type": "type", "pg_proc": "proc", "pg_namespace": "nsp", "pg_extension": "ext",
            "pg_collation": "coll", "pg_constraint": "con", "pg_trigger": "trg",
-           "pg_policy": "pol", "pg_rewrite": "rule", "pg_statistic_ext": "stx"}
+           "pg_policy": "pol", "pg_rewrite": "rule", "pg_statistic_ext": "stx",
+           "pg_event_trigger": "evt"}
 
 
 class _Keys:

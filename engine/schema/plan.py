@@ -16,7 +16,8 @@ Contract of the `RestorePlan`:
                  [indexes, PRIMARY KEY/UNIQUE/EXCLUDE] [index partitions attached] [FOREIGN KEYs,
                  NOT VALID constraints] [sequence values, triggers, policies, RLS, rules,
                  statistics, CLUSTER, REPLICA IDENTITY, comments, owners] [GRANTs, default
-                 privileges] [REFRESH MATERIALIZED VIEW, in dependency order]. A view that needs
+                 privileges] [REFRESH MATERIALIZED VIEW, in dependency order] [event triggers,
+                 last so that they do not fire on the restore's own DDL]. A view that needs
                  a primary key (GROUP BY on it) moves into the stages, after the key.
   database_post  statements naming the database (owner, COMMENT, GRANT, CONNECTION LIMIT,
                  ALTER DATABASE/ROLE ... SET), run once the database has its final name
@@ -46,7 +47,7 @@ __all__ = ["RestorePlan", "plan_restore", "SESSION_SETUP"]
 SESSION_SETUP = ["SELECT pg_catalog.set_config('search_path', '', false)",
                  "SET check_function_bodies = false", "SET client_min_messages = warning",
                  "SET xmloption = content"]
-PRE, INDEX, ATTACH, FKEY, FINAL, GRANT, REFRESH = -1, 0, 1, 2, 3, 4, 5
+PRE, INDEX, ATTACH, FKEY, FINAL, GRANT, REFRESH, EVENT = -1, 0, 1, 2, 3, 4, 5, 6
 _PRIO = {"schema": 0, "extension": 1, "collation": 2, "enum": 3, "range": 3, "composite": 4,
          "domain": 4, "function": 5, "procedure": 5, "aggregate": 6, "sequence": 7, "table": 8,
          "view": 10, "matview": 11}
@@ -144,10 +145,11 @@ class _Planner:
         if not self.sel.whole and o.kind in ("enum", "composite", "range", "domain"):
             return                  # inside the type's DO block
         deps = [o.key]
+        final = EVENT if o.kind == "event_trigger" else FINAL
         owner = self.r.owner_statements(o)
         if owner:
-            deps = [self.chain(o, owner, FINAL, deps, locks=(o.key,))]
-        self.chain(o, self.r.comments(o), FINAL, [o.key], locks=(f"comment:{o.key}",))
+            deps = [self.chain(o, owner, final, deps, locks=(o.key,))]
+        self.chain(o, self.r.comments(o), final, [o.key], locks=(f"comment:{o.key}",))
         for sql in self.r.grants(o):
             self.add(f"{o.key}#grant{len(self.steps)}", sql, GRANT, deps, locks=(f"acl:{o.key}",))
 
@@ -268,6 +270,10 @@ class _Planner:
 
     def _statistics(self, o: SchemaObject) -> None:
         self.main[o.key] = self.chain(o, o.ddl, FINAL, [f"rel:{o.table}", *o.deps])
+
+    def _event_trigger(self, o: SchemaObject) -> None:
+        # last of all, so that it does not fire on the restore's own DDL
+        self.main[o.key] = self.chain(o, o.ddl, EVENT, o.deps)
 
     def _default_acl(self, o: SchemaObject) -> None:
         pass                        # its statements are its grants (_decorations)

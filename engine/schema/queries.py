@@ -17,7 +17,7 @@ from __future__ import annotations
 __all__ = ["NSP_OK", "database", "namespaces", "extensions", "collations", "types", "functions",
            "relations", "columns", "constraints", "indexes", "triggers", "policies", "rules",
            "statistics", "default_acls", "sequences", "depends", "comments", "binary_types",
-           "sequence_values", "type_aliases", "type_signature"]
+           "sequence_values", "type_aliases", "type_signature", "event_triggers"]
 
 NSP_OK = ("n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast', 'pgkeep') "
           "AND n.nspname !~ '^pg_(toast_)?temp_'")
@@ -308,6 +308,16 @@ SELECT d.oid, pg_catalog.pg_get_userbyid(d.defaclrole) AS role, n.nspname,
             CASE d.defaclobjtype WHEN 'S' THEN 's' ELSE d.defaclobjtype END::"char",
             d.defaclrole)::text[] ELSE '{}'::text[] END AS acl_default
   FROM pg_catalog.pg_default_acl d LEFT JOIN pg_catalog.pg_namespace n ON n.oid = d.defaclnamespace"""
+
+
+def event_triggers(v: int) -> str:
+    return f"""
+SELECT et.oid, et.evtname, pg_catalog.quote_ident(et.evtname) AS q, et.evtevent,
+       pg_catalog.pg_get_userbyid(et.evtowner) AS owner, et.evtenabled::text AS enabled,
+       et.evttags, format('%I.%I', n.nspname, p.proname) AS function
+  FROM pg_catalog.pg_event_trigger et JOIN pg_catalog.pg_proc p ON p.oid = et.evtfoid
+  JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+ WHERE {_not_ext('pg_event_trigger', 'et.oid')}"""
 
 
 def sequences(v: int) -> str:

@@ -24,7 +24,8 @@ _STORAGE = {"p": "PLAIN", "e": "EXTERNAL", "m": "MAIN", "x": "EXTENDED"}
 _COMPRESSION = {"p": "pglz", "l": "lz4"}
 _CMD = {"*": "ALL", "r": "SELECT", "a": "INSERT", "w": "UPDATE", "d": "DELETE"}
 _OWNED_KINDS = {"schema", "collation", "enum", "composite", "range", "domain", "function",
-                "procedure", "aggregate", "sequence", "table", "view", "matview", "statistics"}
+                "procedure", "aggregate", "sequence", "table", "view", "matview", "statistics",
+                "event_trigger"}
 
 
 class Renderer:
@@ -111,7 +112,11 @@ class Renderer:
             con = self.objs[key]
             if con.details["contype"] == "n":
                 notnulls[con.details["column"]] = con
+        # a NOT VALID NOT NULL (18+) is added after the data; the column must not get another
+        later_nn = {o.details["column"] for o in self._parts(t.oid)
+                    if o.kind == "constraint" and o.details["contype"] == "n" and not o.details["inline"]}
         printed = {c["name"] for c in d["columns"] if c["local"] or not parents}
+        typed = bool(d.get("of_type")) and not standalone       # CREATE TABLE t OF type
         # Columns whose NOT NULL the parents bring (18+: every inherited column, the rest coming
         # from captured constraints; before 18, attnotnull is all there is).
         parent_nn = set()
@@ -127,16 +132,22 @@ class Renderer:
                 elif c["notnull"] and c["name"] not in parent_nn:
                     after.append(f"ALTER TABLE ONLY {t.ident} ALTER COLUMN {c['q']} SET NOT NULL")
                 continue
-            items.append(self._column(c, notnulls.get(c["name"]), c["name"] in parent_nn,
-                                      c["name"] in drop_defaults))
+            col = self._column(c, notnulls.get(c["name"]), c["name"] in parent_nn | later_nn,
+                               c["name"] in drop_defaults, typed)
+            if col:
+                items.append(col)
         for key in d.get("inline", []):
             con = self.objs[key]
             if con.details["contype"] == "c":
                 items.append(f"CONSTRAINT {con.details['q']} {con.details['definition']}")
         unlogged = "UNLOGGED " if d["persistence"] == "u" else ""
         body = ",\n    ".join(items)
-        stmt = f"CREATE {unlogged}TABLE {t.ident} (\n    {body}\n)" if items else \
-            f"CREATE {unlogged}TABLE {t.ident} (\n)"
+        if typed:
+            stmt = f"CREATE {unlogged}TABLE {t.ident} OF {d['of_type']}"
+            stmt += f" (\n    {body}\n)" if items else ""
+        else:
+            stmt = f"CREATE {unlogged}TABLE {t.ident} (\n    {body}\n)" if items else \
+                f"CREATE {unlogged}TABLE {t.ident} (\n)"
         if parents:
             stmt += "\nINHERITS (" + ", ".join(self.objs[f"rel:{p}"].ident for p in parents) + ")"
         if d["partkey"]:
@@ -159,6 +170,14 @@ class Renderer:
                 after.append(f"{col} SET ({', '.join(c['options'])})")
         return stmt, after
 
+    def _parts(self, table: int) -> list[SchemaObject]:
+        if not hasattr(self, "_by_table"):
+            self._by_table: dict[int, list[SchemaObject]] = {}
+            for o in self.schema.objects:
+                if o.table is not None:
+                    self._by_table.setdefault(o.table, []).append(o)
+        return self._by_table.get(table, [])
+
     def _parent_notnull(self, parents: list[int]) -> set[str]:
         out = set()
         for p in parents:
@@ -168,10 +187,12 @@ class Renderer:
                 out |= self._parent_notnull(po.details["parents"])
         return out
 
-    def _column(self, c: dict, nn: SchemaObject | None, named_nn: bool, drop_default: bool) -> str:
-        """`nn`: the column's captured NOT NULL constraint (18+); `named_nn`: a parent brings it."""
-        parts = [c["q"], c["type"]]
-        if c["collation"]:
+    def _column(self, c: dict, nn: SchemaObject | None, named_nn: bool, drop_default: bool,
+                typed: bool = False) -> str | None:
+        """`nn`: the column's captured NOT NULL constraint (18+); `named_nn`: a parent brings it;
+        `typed`: a typed table's column (its type is the composite's): only its options, or None."""
+        parts = [c["q"]] if typed else [c["q"], c["type"]]
+        if c["collation"] and not typed:
             parts.append(f"COLLATE {c['collation']}")
         if c["generated"]:
             kind = "STORED" if c["generated"] == "s" else "VIRTUAL"
@@ -188,6 +209,8 @@ class Renderer:
                          + (" NO INHERIT" if nn.details["noinherit"] else ""))
         elif not named_nn and c["notnull"]:
             parts.append("NOT NULL")
+        if typed:
+            return f"{c['q']} WITH OPTIONS {' '.join(parts[1:])}" if len(parts) > 1 else None
         return " ".join(parts)
 
     # -- policies --
@@ -212,10 +235,10 @@ class Renderer:
         if o.kind == "table":
             stmt, after = self.table(o)
             out = [stmt, *after]
-            for x in self.schema.objects:
-                if x.table == o.oid and x.kind in ("constraint", "index", "trigger", "rule"):
+            for x in self._parts(o.oid):
+                if x.kind in ("constraint", "index", "trigger", "rule", "statistics"):
                     out += x.ddl
-                elif x.table == o.oid and x.kind == "policy":
+                elif x.kind == "policy":
                     out += self.policy(x)
             return out
         if o.kind == "schema":

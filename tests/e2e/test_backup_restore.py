@@ -297,3 +297,53 @@ def test_backup_on_postgresql_15_restores_on_18(pgkeep, pg15, pg18, workdir):
     assert row_hashes(pg18, "chinook15") == row_hashes(pg15, "chinook15")
     pg_dump18 = pg18.bin("pg_dump")
     assert schema_dump(pg18, "chinook15", pg_dump18) == schema_dump(pg15, "chinook15", pg_dump18)
+
+
+def test_chunks_and_file_size_rollover(pgkeep, pg18):
+    """A table larger than pgkeep.backup.chunk_size is read as several TID-range chunks by
+    several connections, and each chunk's output rolls over at bulkio.backup.file_size."""
+    pg18.psql("DROP DATABASE IF EXISTS chunky")
+    pg18.psql("CREATE DATABASE chunky")
+    pg18.psql("CREATE TABLE t(id int PRIMARY KEY, a text, b text); "
+              "INSERT INTO t SELECT g, md5(g::text), md5(random()::text) FROM generate_series(1, 200000) g; "
+              "DELETE FROM t WHERE id % 7 = 0", "chunky")  # holes in the heap too
+    coll = collection("chunky")
+    try:
+        run(pgkeep, "SET CLUSTER SETTING pgkeep.backup.chunk_size = '6 MiB'")
+        run(pgkeep, "SET CLUSTER SETTING bulkio.backup.file_size = '1 MiB'")
+        run(pgkeep, "SET CLUSTER SETTING pgkeep.backup.parallelism = 4")
+        run(pgkeep, f"BACKUP DATABASE chunky INTO '{coll}'")
+    finally:
+        for name in ("pgkeep.backup.chunk_size", "bulkio.backup.file_size", "pgkeep.backup.parallelism"):
+            run(pgkeep, f"RESET CLUSTER SETTING {name}")
+    files = run(pgkeep, f"SHOW BACKUP FILES FROM LATEST IN '{coll}'")
+    chunks = {f[2] for f in files}
+    assert len(chunks) >= 3, chunks          # ~20 MiB of heap in 6 MiB chunks
+    assert len(files) > len(chunks)          # some chunk rolled over into a second part
+    assert all(f[9] <= (1 << 20) + (4 << 20) for f in files)  # a part ends after the batch that crossed 1 MiB
+    run(pgkeep, f"RESTORE DATABASE chunky FROM LATEST IN '{coll}' WITH new_db_name = 'chunky_r'")
+    assert row_hashes(pg18, "chunky_r") == row_hashes(pg18, "chunky")
+
+
+def test_show_backup_with_privileges(pgkeep, pg18, chinook_backup):
+    coll, _ = chinook_backup
+    with psycopg.connect(pgkeep.dsn(), autocommit=True) as conn:
+        cur = conn.execute(f"SHOW BACKUP FROM LATEST IN '{coll}' WITH privileges")
+        cols = [d.name for d in cur.description]
+        rows = cur.fetchall()
+    assert cols[-2:] == ["privileges", "owner"]
+    artist = next(r for r in rows if r[2] == "artist")
+    assert artist[-1] == "postgres"
+
+
+def test_truncated_file_is_detected(pgkeep, pg18, chinook):
+    coll = collection("trunc")
+    run(pgkeep, f"BACKUP DATABASE chinook INTO '{coll}'")
+    root = pgkeep.workdir / "data" / "external" / coll.split("/")[-1]
+    victim = max(root.rglob("*.pgkd"), key=lambda p: p.stat().st_size)
+    victim.write_bytes(victim.read_bytes()[:-10])
+    with pytest.raises(psycopg.errors.DataCorrupted) as e:
+        run(pgkeep, f"RESTORE DATABASE chinook FROM LATEST IN '{coll}' "
+                    "WITH schema_only, verify_backup_table_data, new_db_name = 'chinook_t'")
+    assert victim.name in str(e.value)
+    assert "chinook_t" not in pg18.psql("SELECT datname FROM pg_database").split()

@@ -108,3 +108,21 @@ def test_unknown_and_unbuilt_schemes():
         open_store("http://example/x", ctx)
     with pytest.raises(Unsupported):
         open_store("s3://bucket/x?AUTH=implicit", ctx)
+
+
+def test_second_backup_into_an_occupied_subdir_is_refused(store):
+    from engine.backup import _claim_subdir
+    from engine.errors import BackupExists
+
+    async def main():
+        await put(store, "2026/01/01-000000.00/BACKUP_MANIFEST", b"x")
+        with pytest.raises(BackupExists) as e:
+            await _claim_subdir(store, "/2026/01/01-000000.00", "2026/01/01-000000.00/BACKUP-LOCK-2")
+        assert "already contains a BACKUP_MANIFEST file" in e.value.message
+        await put(store, "2026/01/02-000000.00/BACKUP-LOCK-7", b"")
+        with pytest.raises(BackupExists) as e:
+            await _claim_subdir(store, "/2026/01/02-000000.00", "2026/01/02-000000.00/BACKUP-LOCK-8")
+        assert "job 7" in e.value.message
+        await _claim_subdir(store, "/2026/01/03-000000.00", "2026/01/03-000000.00/BACKUP-LOCK-9")
+        assert (await store.stat("2026/01/03-000000.00/BACKUP-LOCK-9")).size == 0
+    run(main())

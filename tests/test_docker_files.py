@@ -289,7 +289,7 @@ def test_dockerfile_copies_what_pip_install_needs(instructions, pyproject):
         readme = readme.get("file")
     if readme:
         assert readme in copied, f"setuptools reads {readme} at build time; the Dockerfile must copy it"
-    top_level = {p.split(".")[0] for p in pyproject["tool"]["setuptools"]["packages"]}
+    top_level = {p.split(".")[0] for p in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]}
     missing = top_level - copied
     assert not missing, f"packages not copied into the image: {missing}"
     assert any("pip" in rest and "install" in rest for word, rest in instructions if word == "RUN")
@@ -333,8 +333,11 @@ def test_dockerfile_exposes_the_listen_port(instructions):
 def test_every_source_package_is_installed_into_the_image(pyproject):
     """The image gets what a non-editable `pip install` packages: every directory of Python
     modules under the top-level packages must be listed in [tool.setuptools] packages."""
-    listed = set(pyproject["tool"]["setuptools"]["packages"])
-    top_level = {p.split(".")[0] for p in listed}
+    from setuptools import find_packages
+    include = pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
+    listed = set(find_packages(where=str(REPO), include=include))
+    top_level = {p.split(".")[0] for p in include}
+    assert top_level == {"proxy", "engine", "catalog"}
     on_disk = {str(d.relative_to(REPO)).replace("/", ".")
                for top in top_level for d in [REPO / top, *(REPO / top).rglob("*")]
                if d.is_dir() and d.name != "__pycache__" and any(d.glob("*.py"))}

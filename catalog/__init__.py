@@ -1,9 +1,12 @@
 """pgkeep's catalog: privileges, jobs, schedules, external connections and cluster settings,
 stored in the upstream PostgreSQL (schema `pgkeep`, versioned migrations). Depends on nothing
 else in pgkeep."""
+from .connections import (ConnectionStore, DuplicateConnection, ExternalConnection,
+                          UndefinedConnection)
 from .db import Catalog
 from .errors import CatalogError, InvalidSettingValue, UnknownSetting
 from .settings import SETTINGS, Setting, format_value, lookup
 
-__all__ = ["Catalog", "CatalogError", "InvalidSettingValue", "UnknownSetting", "SETTINGS", "Setting",
+__all__ = ["ConnectionStore", "DuplicateConnection", "ExternalConnection", "UndefinedConnection",
+           "Catalog", "CatalogError", "InvalidSettingValue", "UnknownSetting", "SETTINGS", "Setting",
            "format_value", "lookup"]

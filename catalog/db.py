@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncpg
 
+from .connections import ConnectionStore
 from .migrate import migrate
 from .settings import SettingsStore
 
@@ -15,6 +16,7 @@ class Catalog:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
         self.settings = SettingsStore(pool)
+        self.connections = ConnectionStore(pool)
 
     @classmethod
     async def open(cls, dsn: str, *, min_size: int = 1, max_size: int = 4) -> "Catalog":

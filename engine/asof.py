@@ -14,7 +14,7 @@ from decimal import Decimal, InvalidOperation
 
 from .errors import EngineError
 
-__all__ = ["resolve_as_of", "FOLLOWER_READ_LAG"]
+__all__ = ["resolve_as_of", "parse_duration", "FOLLOWER_READ_LAG"]
 
 FOLLOWER_READ_LAG = dt.timedelta(seconds=4.8)
 _UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9,
@@ -28,7 +28,7 @@ class InvalidAsOf(EngineError):
     sqlstate = "22023"
 
 
-def _duration(text: str) -> dt.timedelta | None:
+def parse_duration(text: str) -> dt.timedelta | None:
     s = text.strip().lower()
     sign = -1.0 if s.startswith("-") else 1.0
     s = s.lstrip("+-")
@@ -48,7 +48,7 @@ def resolve_as_of(value: str, now: dt.datetime, *, is_function: bool = False) ->
         if value.lower() in ("follower_read_timestamp", "experimental_follower_read_timestamp"):
             return now - FOLLOWER_READ_LAG
         raise InvalidAsOf(f"AS OF SYSTEM TIME: unsupported function {value}()")
-    d = _duration(value)
+    d = parse_duration(value)
     if d is not None:
         t = now + d
     else:

@@ -7,7 +7,7 @@ from typing import Awaitable, Callable
 
 import asyncpg
 
-from . import collection
+from . import collection, external
 from .backup import run_backup
 from .restore import run_restore
 from .spec import BackupResult, BackupSpec, EngineSettings, Progress, RestoreResult, RestoreSpec
@@ -29,30 +29,53 @@ class UpstreamConnector:
 
 class Engine:
     def __init__(self, connector: UpstreamConnector, nodelocal_root: Path,
-                 settings: Callable[[], Awaitable[EngineSettings]]) -> None:
+                 settings: Callable[[], Awaitable[EngineSettings]],
+                 external_uri: Callable[[str], Awaitable[str]]) -> None:
         self.connector = connector
         self.store_context = StoreContext(nodelocal_root)
         self._settings = settings
+        self._external_uri = external_uri  # connection name -> its stored URI
 
-    def store(self, uri: str):
-        return open_store(uri, self.store_context)
+    async def resolve(self, uri: str) -> str:
+        """The storage URI behind `uri` (external:// names are looked up in the catalog)."""
+        ext = external.parse_external(uri)
+        if ext is None:
+            return uri
+        return external.compose(await self._external_uri(ext[0]), ext[1])
+
+    async def store(self, uri: str):
+        return open_store(await self.resolve(uri), self.store_context)
+
+    async def probe(self, uri: str) -> None:
+        store = await self.store(uri)
+        try:
+            await external.probe(store)
+        finally:
+            await store.close()
+
+    async def check(self, uri: str, transfer: int, concurrently: int, time_limit: float):
+        store = await self.store(uri)
+        try:
+            return await external.check(store, transfer, concurrently, time_limit)
+        finally:
+            await store.close()
 
     async def backup(self, spec: BackupSpec, progress: Progress | None = None) -> BackupResult:
-        store = self.store(spec.collection)
+        store = await self.store(spec.collection)
         try:
             return await run_backup(spec, self.connector, store, await self._settings(), progress)
         finally:
             await store.close()
 
     async def restore(self, spec: RestoreSpec, progress: Progress | None = None) -> RestoreResult:
-        store = self.store(spec.collection)
+        store = await self.store(spec.collection)
         try:
             return await run_restore(spec, self.connector, store, await self._settings(), progress)
         finally:
             await store.close()
 
     async def list_backups(self, uri: str) -> list[str]:
-        store = self.store(uri)
+        store = await self.store(uri)
         try:
             return await collection.list_backups(store)
         finally:
@@ -60,7 +83,7 @@ class Engine:
 
     async def open_backup(self, uri: str, subdir: str | None, latest: bool):
         """(handle, {ordinal: schema}) of one backup; the caller closes handle.store."""
-        store = self.store(uri)
+        store = await self.store(uri)
         handle = await collection.open_backup(store, subdir, latest)
         schemas = {d.ordinal: await collection.read_schema(store, d.schema_file)
                    for d in handle.manifest.databases}

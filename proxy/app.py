@@ -49,7 +49,7 @@ class App:
         self.upstream_address = parse_upstream(self.upstream_dsn)
         self.catalog = await Catalog.open(self.upstream_dsn)
         self.engine = Engine(UpstreamConnector(self.upstream_dsn), cfg.nodelocal_path,
-                             self._engine_settings)
+                             self._engine_settings, self._external_uri)
         self.server = Server(self)
         await self.server.start()
         if self.worker_index == 0:
@@ -67,6 +67,9 @@ class App:
                               backup_parallelism=await get("pgkeep.backup.parallelism"),
                               restore_parallelism=await get("pgkeep.restore.parallelism"),
                               compression_level=await get("pgkeep.backup.compression_level"))
+
+    async def _external_uri(self, name: str) -> str:
+        return (await self.catalog.connections.get(name)).uri
 
     def psql_command(self) -> str:
         a = self.upstream_address

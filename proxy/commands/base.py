@@ -25,10 +25,13 @@ class CommandContext:
     txn_status: bytes
     notify: Callable[..., None] = field(default=lambda message, **kw: None)
 
-    async def require_admin(self, what: str) -> None:
+    async def is_admin(self) -> bool:
         """CockroachDB's `admin` is an upstream superuser here."""
-        if not await self.app.catalog.pool.fetchval(
-                "SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = $1", self.user):
+        return bool(await self.app.catalog.pool.fetchval(
+            "SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = $1", self.user))
+
+    async def require_admin(self, what: str) -> None:
+        if not await self.is_admin():
             raise errors.InsufficientPrivilege(f"only users with the admin role are allowed to {what}",
                                                hint="admin means an upstream superuser")
 

@@ -19,3 +19,6 @@ test: deps
 
 bench-proxy: deps
 	$(PYTHON) bench/proxy_overhead.py
+
+bench-backup: deps
+	$(PYTHON) bench/backup_restore.py

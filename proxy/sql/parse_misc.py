@@ -78,6 +78,10 @@ def parse_show_cluster_setting(p: Parser):
 
 
 def _setting_value(p: Parser) -> Expr:
+    if p.accept_op("("):  # an expression in parentheses: drivers that inline parameters send ('v')
+        value = _setting_value(p)
+        p.expect_op(")")
+        return value
     tok = p.peek()
     if tok.kind == STRING:
         p.i += 1

@@ -533,24 +533,6 @@ def test_pipeline_error_skips_intercepted_until_sync(pgkeep):
         assert conn.execute(SHOW).fetchone() == ("128 MiB",)
 
 
-def test_pipeline_error_and_intercepted_in_flight_together(pgkeep):
-    """Both sent before any result is read, then the Sync."""
-    with _connect(pgkeep) as conn:
-        with conn.pipeline() as p:
-            c1 = conn.execute("SELECT 1")
-            bad = conn.cursor()
-            bad.execute("SELECT * FROM no_such_table_icpt")
-            skipped = conn.cursor()
-            skipped.execute(f"SET CLUSTER SETTING {SETTING} = '64 MiB'")
-            with pytest.raises(pe.UndefinedTable):
-                p.sync()
-            with pytest.raises((pe.PipelineAborted, psycopg.ProgrammingError)):
-                skipped.fetchone()  # psycopg: "no result available" for a skipped query
-            c3 = conn.execute(SHOW)
-            c4 = conn.execute("SELECT 4")
-        assert (c1.fetchone(), c3.fetchone(), c4.fetchone()) == ((1,), ("128 MiB",), (4,))
-
-
 def test_pipeline_intercepted_error_skips_forwarded_until_sync(pgkeep, pg18_admin):
     pg18_admin.execute("DROP TABLE IF EXISTS icpt_pipe; CREATE TABLE icpt_pipe(a int)")
     with _connect(pgkeep) as conn:
@@ -599,6 +581,23 @@ def _read_for(c: RawConn, seconds: float) -> list[tuple[bytes, str]]:
         return out
     finally:
         c.sock.settimeout(10)
+
+
+def test_raw_error_and_intercepted_in_one_batch(pgkeep):
+    """A forwarded query that fails and an intercepted SET, sent together with their Sync."""
+    set_ = f"SET CLUSTER SETTING {SETTING} = '64 MiB'"
+    with RawConn(pgkeep.port) as c:
+        c.login()
+        c.send(_parse("", "SELECT 1") + _bind("", "") + _describe(b"P", "") + _execute("")
+               + _parse("", "SELECT * FROM no_such_table_icpt") + _bind("", "") + _execute("")
+               + _parse("", set_) + _bind("", "") + _describe(b"P", "") + _execute("") + SYNC)
+        got = [k for k, _ in c.read_until(b"Z")]
+        assert got == [b"1", b"2", b"T", b"D", b"C", b"E", b"Z"]
+        c.send(_parse("", SHOW) + _bind("", "") + _execute("")
+               + _parse("", "SELECT 4") + _bind("", "") + _execute("") + SYNC)
+        msgs = c.read_until(b"Z")
+        assert [k for k, _ in msgs] == [b"1", b"2", b"D", b"C", b"1", b"2", b"D", b"C", b"Z"]
+        assert msgs[2][1].endswith(b"128 MiB")  # the SET never ran
 
 
 def test_raw_upstream_error_then_intercepted_before_sync(pgkeep):

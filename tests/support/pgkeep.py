@@ -36,6 +36,7 @@ class PgkeepProcess:
         return cmd
 
     def start(self, timeout: float = 60) -> "PgkeepProcess":
+        offset = self.logfile.stat().st_size if self.logfile.exists() else 0
         log = open(self.logfile, "ab")
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
@@ -44,7 +45,7 @@ class PgkeepProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"pgkeep exited with {self.proc.returncode}:\n{self.log()}")
-            if "pgkeep is listening" in self.log():
+            if "pgkeep is listening" in self.log()[offset:]:
                 return self
             time.sleep(0.05)
         self.stop()

@@ -5,7 +5,9 @@ A subdir is a backup only if BACKUP_MANIFEST and BACKUP_MANIFEST-CHECKSUM both e
 """
 from __future__ import annotations
 
+import asyncio
 import json
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 from . import schema as schema_mod
@@ -62,14 +64,20 @@ async def read_manifest(store: ObjectStore, subdir: str) -> Manifest:
     return Manifest.from_bytes(body)
 
 
-async def read_file(store: ObjectStore, ref: FileRef):
-    """Yields a file's content, verifying size and SHA-256 at the end (XX001 on mismatch)."""
+async def read_file(store: ObjectStore, ref: FileRef, pool: Executor | None = None):
+    """Yields a file's content, verifying size and SHA-256 at the end (XX001 on mismatch).
+    Hashing and decompression run in `pool` when given (they release the GIL), so the event
+    loop keeps feeding other COPY streams meanwhile; output comes in bounded pieces."""
     opener = Opener(ref.path, ref.sha256, ref.size)
+    loop = asyncio.get_running_loop()
     try:
         async for chunk in store.get(ref.path):
-            out = opener.feed(chunk)
-            if out:
-                yield out
+            opener.push(chunk)
+            while True:
+                piece = opener.pull() if pool is None else await loop.run_in_executor(pool, opener.pull)
+                if piece is None:
+                    break
+                yield piece
     except NotFound:
         raise DataCorrupted(f"backup file {ref.path} is missing",
                             hint="the backup was altered after it was written") from None

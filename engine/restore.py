@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from . import schema as schema_mod
@@ -42,32 +44,50 @@ class _Load:
     chunk: Chunk
 
 
-async def _chunk_stream(store: ObjectStore, chunk: Chunk, progress: Progress | None):
+async def _chunk_stream(store: ObjectStore, chunk: Chunk, progress: Progress | None, pool=None):
     for f in chunk.files:
-        async for data in read_file(store, f):
+        async for data in read_file(store, f, pool):
             if progress:
                 progress(len(data), 0)
             yield data
 
 
-async def _load_chunk(conn, store: ObjectStore, load: _Load, progress: Progress | None) -> None:
+async def _load_chunk(conn, store: ObjectStore, load: _Load, progress: Progress | None,
+                      pool=None) -> None:
     t = load.table
     await conn.copy_to_table(t.name, schema_name=t.schema, columns=t.columns, format=t.format,
-                             source=_chunk_stream(store, load.chunk, progress))
+                             source=_chunk_stream(store, load.chunk, progress, pool))
     if progress:
         progress(0, load.chunk.rows)
 
 
-async def _verify_chunk(store: ObjectStore, load: _Load) -> None:
+async def _verify_chunk(store: ObjectStore, load: _Load, pool=None) -> None:
     t = load.table
     dec = CopyDecoder(f"{t.schema}.{t.name} chunk {load.chunk.index}", t.format, len(t.columns))
-    async for data in _chunk_stream(store, load.chunk, None):
+    async for data in _chunk_stream(store, load.chunk, None, pool):
         dec.feed(data)
     rows = dec.finish()
     if rows != load.chunk.rows:
         from .errors import DataCorrupted
         raise DataCorrupted(f"{t.schema}.{t.name} chunk {load.chunk.index} holds {rows} rows, "
                             f"the manifest says {load.chunk.rows}")
+
+
+class _Clock:
+    """Phase timings of a restore, logged at INFO when it ends: where the time goes."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.start = self.last = time.monotonic()
+        self.laps: list[str] = []
+
+    def lap(self, name: str) -> None:
+        now = time.monotonic()
+        self.laps.append(f"{name} {now - self.last:.2f}s")
+        self.last = now
+
+    def done(self) -> None:
+        _log.info("%s: %.2fs (%s)", self.what, time.monotonic() - self.start, ", ".join(self.laps))
 
 
 def _loads(tables: list[TableEntry]) -> list[_Load]:
@@ -118,6 +138,9 @@ async def _restore_database(handle: BackupHandle, entry: DatabaseEntry, target: 
     admin = await connector.connect(spec.session_database or "postgres")
     tmp = f"pgkeep_restore_{spec.job_id}_{entry.ordinal}"
     conns: list = []
+    pool = ThreadPoolExecutor(max_workers=max(2, settings.restore_parallelism),
+                              thread_name_prefix="pgkeep-open")
+    clock = _Clock(f"restore of {entry.name} as {target}")
     try:
         if await admin.fetchval("SELECT true FROM pg_database WHERE datname = $1", target):
             raise DuplicateDatabase(f'database "{target}" already exists',
@@ -131,7 +154,8 @@ async def _restore_database(handle: BackupHandle, entry: DatabaseEntry, target: 
             skip_missing_views=spec.skip_missing_views, skip_missing_udfs=spec.skip_missing_udfs)
         if spec.verify_backup_table_data:
             await _run_parallel([None] * max(1, settings.restore_parallelism), _loads(entry.tables),
-                                lambda _c, load: _verify_chunk(store, load))
+                                lambda _c, load: _verify_chunk(store, load, pool))
+            clock.lap("verify")
         await admin.execute(schema.database.create_statement(tmp))
         try:
             n = max(1, settings.restore_parallelism)
@@ -142,11 +166,14 @@ async def _restore_database(handle: BackupHandle, entry: DatabaseEntry, target: 
                 conns.append(c)
             for stmt in plan.pre_data:
                 await conns[0].execute(stmt)
+            clock.lap("schema")
             if not spec.schema_only:
                 await _run_parallel(conns, _loads(entry.tables),
-                                    lambda c, load: _load_chunk(c, store, load, progress))
-            for stage in plan.post_data:
+                                    lambda c, load: _load_chunk(c, store, load, progress, pool))
+                clock.lap("data")
+            for n, stage in enumerate(plan.post_data):
                 await _run_parallel(conns, stage, _exec)
+                clock.lap(f"post-data stage {n} ({len(stage)} statements)")
             index_entries = int(await conns[0].fetchval(
                 "SELECT coalesce(sum(greatest(c.reltuples, 0)), 0) FROM pg_index i "
                 "JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
@@ -155,6 +182,7 @@ async def _restore_database(handle: BackupHandle, entry: DatabaseEntry, target: 
                 await c.close()
             conns.clear()
             await admin.execute(f"ALTER DATABASE {_qi(tmp)} RENAME TO {_qi(target)}")
+            clock.lap("rename")
         except BaseException:
             for c in conns:
                 c.terminate()
@@ -170,9 +198,11 @@ async def _restore_database(handle: BackupHandle, entry: DatabaseEntry, target: 
                 await final.close()
         rows = 0 if spec.schema_only else sum(t.rows for t in entry.tables)
         size = 0 if spec.schema_only else sum(t.logical_bytes for t in entry.tables)
+        clock.done()
         return RestoreResult(rows=rows, index_entries=0 if spec.schema_only else index_entries,
                              bytes=size)
     finally:
+        pool.shutdown(wait=False)
         await admin.close()
 
 

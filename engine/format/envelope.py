@@ -12,7 +12,7 @@ import zstandard
 
 from ..errors import DataCorrupted, Unsupported
 
-__all__ = ["MAGIC", "VERSION", "FLAG_ZSTD", "FLAG_ENCRYPTED", "HEADER_SIZE", "Sealer", "Opener",
+__all__ = ["MAGIC", "VERSION", "FLAG_ZSTD", "FLAG_ENCRYPTED", "HEADER_SIZE", "FRAME_CONTENT", "Sealer", "Opener",
            "seal", "open_bytes"]
 
 MAGIC = b"PGKF"
@@ -20,13 +20,17 @@ VERSION = 1
 FLAG_ZSTD = 1
 FLAG_ENCRYPTED = 2
 HEADER_SIZE = 8
+FRAME_CONTENT = 4 << 20  # content bytes per zstd frame at most
 
 
 class Sealer:
-    """Content in, stored bytes out. `stored_size` and `sha256` cover everything returned."""
+    """Content in, stored bytes out. `stored_size` and `sha256` cover everything returned.
+
+    The payload is a sequence of independent zstd frames of at most FRAME_CONTENT bytes of
+    content each, so a reader decodes one bounded frame at a time whatever the ratio."""
 
     def __init__(self, level: int = 3) -> None:
-        self._c = zstandard.ZstdCompressor(level=level).compressobj()
+        self._zc = zstandard.ZstdCompressor(level=level)
         self._h = hashlib.sha256()
         self.stored_size = 0
         self.logical_size = 0
@@ -42,10 +46,12 @@ class Sealer:
 
     def feed(self, content: bytes) -> bytes:
         self.logical_size += len(content)
-        return self._out(self._c.compress(content))
+        view = memoryview(content)
+        return self._out(b"".join(self._zc.compress(view[i:i + FRAME_CONTENT])
+                                  for i in range(0, len(view), FRAME_CONTENT)))
 
     def finish(self) -> bytes:
-        return self._out(self._c.flush())
+        return self._out(b"")
 
     @property
     def sha256(self) -> str:
@@ -53,7 +59,8 @@ class Sealer:
 
 
 class Opener:
-    """Stored bytes in, content out; checks the header and, at `finish`, the SHA-256 and size."""
+    """Stored bytes in (`push`), content out one frame at a time (`pull`); checks the header
+    and, at `finish`, the SHA-256, the size and that no frame was cut off."""
 
     def __init__(self, name: str, expected_sha256: str | None = None,
                  expected_size: int | None = None) -> None:
@@ -61,30 +68,54 @@ class Opener:
         self._expected = expected_sha256
         self._expected_size = expected_size
         self._h = hashlib.sha256()
-        self._d = None
+        self._zd = zstandard.ZstdDecompressor()
+        self._obj = None          # the decompressor of the frame in progress
         self._head = b""
+        self._compressed: bool | None = None
+        self._pending = b""
         self.stored_size = 0
 
-    def feed(self, data: bytes) -> bytes:
+    def push(self, data: bytes) -> None:
         self._h.update(data)
         self.stored_size += len(data)
-        if self._d is None:
+        if self._compressed is None:
             self._head += data
             if len(self._head) < HEADER_SIZE:
-                return b""
+                return
             head, data = self._head[:HEADER_SIZE], self._head[HEADER_SIZE:]
             if head[:4] != MAGIC or head[4] != VERSION:
                 raise DataCorrupted(f"{self.name} is not a pgkeep backup file (bad header)")
-            flags = head[5]
-            if flags & FLAG_ENCRYPTED:
+            if head[5] & FLAG_ENCRYPTED:
                 raise Unsupported(f"{self.name} is encrypted, which this pgkeep cannot read yet")
-            self._d = zstandard.ZstdDecompressor().decompressobj() if flags & FLAG_ZSTD else False
-        if self._d is False:
-            return data
-        try:
-            return self._d.decompress(data)
-        except zstandard.ZstdError as e:
-            raise DataCorrupted(f"{self.name} is corrupted: {e}") from None
+            self._compressed = bool(head[5] & FLAG_ZSTD)
+        self._pending = self._pending + data if self._pending else data
+
+    def pull(self) -> bytes | None:
+        """The next piece of content (at most one frame's), or None until more is pushed."""
+        while self._pending:
+            data, self._pending = self._pending, b""
+            if not self._compressed:
+                return data
+            if self._obj is None:
+                self._obj = self._zd.decompressobj()
+            try:
+                out = self._obj.decompress(data)
+            except zstandard.ZstdError as e:
+                raise DataCorrupted(f"{self.name} is corrupted: {e}") from None
+            if self._obj.eof:
+                self._pending = self._obj.unused_data
+                self._obj = None
+            if out:
+                return out
+        return None
+
+    def feed(self, data: bytes) -> bytes:
+        """push, then everything that can be pulled."""
+        self.push(data)
+        out = []
+        while (piece := self.pull()) is not None:
+            out.append(piece)
+        return b"".join(out)
 
     def finish(self) -> None:
         if self._expected_size is not None and self.stored_size != self._expected_size:
@@ -93,7 +124,7 @@ class Opener:
         if self._expected is not None and self._h.hexdigest() != self._expected:
             raise DataCorrupted(f"checksum mismatch for {self.name}",
                                 hint="the file was altered after the backup was written")
-        if self._d is None or (self._d is not False and not self._d.eof):
+        if self._compressed is None or self._obj is not None or self._pending:
             raise DataCorrupted(f"{self.name} is truncated")
 
 

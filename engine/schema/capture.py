@@ -2,12 +2,12 @@
 
 Contract: `capture(conn)` runs on a connection already inside the backup's transaction (REPEATABLE
 READ READ ONLY, on the database being backed up); it only reads, runs one query per catalog (about
-twenty round trips whatever the number of objects) and leaves the session as it found it
-(`search_path` is set to '' and `jit` off for the duration, transaction-locally, then put
-back). Every DDL text
-in the result is the source server's own deparse. Sequence values are read in the same transaction
-(`last_value`, `is_called`); like pg_dump, they are not MVCC-protected (sequences are not
-transactional), so they are the values at capture time, at least those of the snapshot.
+twenty round trips whatever the number of objects, plus one per 500 sequences before PostgreSQL
+18) and leaves the session as it found it (`search_path` is '' and `jit` off for the duration,
+transaction-locally, then put back). Every DDL text in the result is the source server's own
+deparse. Sequence values are read in the same transaction (`last_value`, `is_called`); like
+pg_dump's, they are not MVCC-protected (sequences are not transactional): they are the values at
+capture time, at least those of the snapshot. Reading them needs SELECT on every sequence.
 """
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ import asyncpg
 
 from . import queries as Q
 from .capture_rel import RelationBuilder
+from .deps import link
 from .model import SCHEMA_VERSION, DatabaseInfo, Schema, SchemaObject
-from .sqltext import quote_literal
+from .sqltext import parse_aclitem, quote_ident, quote_literal
 
 __all__ = ["capture"]
 
@@ -111,13 +112,11 @@ def _assemble(v: int, rows: dict) -> Schema:
     schema = Schema(schema_version=SCHEMA_VERSION, server_version_num=v,
                     database=_database(rows["database"][0]), tables=relations.tables,
                     objects=objs)
-    from .deps import link
     link(schema, rows)
     return schema
 
 
 def _rename_role(item: str, old: str, new: str) -> str:
-    from .sqltext import parse_aclitem, quote_ident
     grantee, privs, grantor = parse_aclitem(item)
     grantee = new if grantee == old else grantee
     grantor = new if grantor == old else grantor

@@ -146,7 +146,6 @@ def _inline_parts(schema: Schema) -> None:
         if o.kind == "constraint" and o.details.get("inline"):
             owner = f"type:{o.details['domain']}" if o.details.get("domain") else f"rel:{o.table}"
             by_owner.setdefault(owner, []).append(o)
-    objs = schema.by_key()
     for o in schema.objects:
         parts = by_owner.get(o.key, [])
         if o.kind == "domain":
@@ -160,4 +159,3 @@ def _inline_parts(schema: Schema) -> None:
             o.ddl = [ddl]
         elif o.kind == "table":
             o.details["inline"] = [p.key for p in parts]
-    del objs

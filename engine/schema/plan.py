@@ -163,7 +163,8 @@ class _Planner:
             self.main[o.key] = self.chain(o, o.ddl, PRE, deps)
 
     def _collation(self, o: SchemaObject) -> None:
-        ddl = o.ddl if self.sel.whole else [o.ddl[0].replace("CREATE COLLATION ", "CREATE COLLATION IF NOT EXISTS ", 1)]
+        ddl = o.ddl if self.sel.whole else \
+            [o.ddl[0].replace("CREATE COLLATION ", "CREATE COLLATION IF NOT EXISTS ", 1)]
         self.main[o.key] = self.chain(o, ddl, PRE, o.deps)
 
     def _type(self, o: SchemaObject) -> None:
@@ -211,6 +212,11 @@ class _Planner:
                         + ("NOTHING" if d["replident"] == "n" else "FULL"))
         self.chain(o, tail, FINAL, [main], locks=(o.key,))
 
+    def _view(self, o: SchemaObject) -> None:
+        defaults = [f"ALTER VIEW {o.ident} ALTER COLUMN {c['q']} SET DEFAULT {c['default']}"
+                    for c in o.details["columns"] if c["default"] is not None]
+        self.main[o.key] = self.chain(o, [*o.ddl, *defaults], PRE, o.deps)
+
     def _matview(self, o: SchemaObject) -> None:
         self._plain(o)
         if o.details["populated"]:
@@ -246,7 +252,8 @@ class _Planner:
         if d["clustered"]:
             tail.append(f"ALTER TABLE {table.ident} CLUSTER ON {quote_ident(o.name)}")
         if d["replident"]:
-            tail.append(f"ALTER TABLE ONLY {table.ident} REPLICA IDENTITY USING INDEX {quote_ident(o.name)}")
+            tail.append(f"ALTER TABLE ONLY {table.ident} REPLICA IDENTITY USING INDEX "
+                        f"{quote_ident(o.name)}")
         self.chain(o, tail, FINAL, [me], locks=(table.key,))
 
     def _trigger(self, o: SchemaObject) -> None:
@@ -303,8 +310,11 @@ class _Planner:
                 users.setdefault(d, []).append(sid)
         ready = [(steps[s].prio, s) for s, deps in waiting.items() if not deps]
         heapq.heapify(ready)
-        stage: dict[str, int] = {}
-        used: dict[int, set] = {}
+        # A stage is (phase, n): phases (INDEX, ATTACH, FKEY ...) never interleave, so that, say,
+        # a foreign key delayed by another on the same table still runs before RLS is enabled
+        # and owners change; n orders steps within a phase by their dependencies and locks.
+        stage: dict[str, tuple[int, int]] = {}
+        used: dict[tuple[int, int], set] = {}
         pre, post = [], {}
         while len(stage) < len(steps):
             if not ready:           # a cycle: take the first step left, ignoring what it waits for
@@ -315,15 +325,17 @@ class _Planner:
             if sid in stage:
                 continue
             s = steps[sid]
-            st = max([s.base] + [stage[d] + 1 for d in s.deps if stage.get(d, -1) >= 0])
-            while st >= 0 and any(lk in used.get(st, ()) for lk in s.locks):
-                st += 1
-            stage[sid] = st
-            if st < 0:
+            after = [stage[d] for d in s.deps if d in stage and stage[d][0] >= 0]
+            phase = max([s.base] + [p for p, _ in after])
+            n = max([0] + [k + 1 for p, k in after if p == phase])
+            while phase >= 0 and any(lk in used.get((phase, n), ()) for lk in s.locks):
+                n += 1
+            stage[sid] = (phase, n)
+            if phase < 0:
                 pre.append(s.sql)
             else:
-                used.setdefault(st, set()).update(s.locks)
-                post.setdefault(st, []).append(s.sql)
+                used.setdefault((phase, n), set()).update(s.locks)
+                post.setdefault((phase, n), []).append(s.sql)
             for u in users.get(sid, []):
                 waiting[u].discard(sid)
                 if not waiting[u] and u not in stage:

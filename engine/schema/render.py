@@ -2,9 +2,11 @@
 ownership, GRANTs, comments, policies and default privileges.
 
 Roles: with `existing_roles=None` every role is kept (SHOW BACKUP's view). Otherwise a role outside
-`existing_roles` (built-in `pg_*` roles always exist) is dropped from ACLs and policies, and an
-object whose owner is missing is owned by `restoring_user`, as CockroachDB does; `grants=False`
-drops every GRANT and gives every object to `restoring_user`.
+`existing_roles` (built-in `pg_*` roles and `restoring_user` always exist) is dropped from ACLs and
+policies, and an object whose owner is missing is owned by `restoring_user`, as CockroachDB does
+(except event triggers, which must stay with the superuser restoring them); `grants=False` drops
+every GRANT and gives every object to `restoring_user`. A policy whose roles are all missing is
+left out rather than widened to PUBLIC.
 """
 from __future__ import annotations
 
@@ -39,7 +41,8 @@ class Renderer:
 
     # -- roles --
     def role_exists(self, role: str) -> bool:
-        return self.existing is None or role in self.existing or role.startswith("pg_")
+        return (self.existing is None or role in self.existing or role == self.restoring_user
+                or role.startswith("pg_"))
 
     def owner(self, obj_owner: str | None) -> str:
         if not self.with_grants or obj_owner is None or not self.role_exists(obj_owner):
@@ -59,6 +62,8 @@ class Renderer:
     def owner_statements(self, o: SchemaObject) -> list[str]:
         if o.kind not in _OWNED_KINDS or o.owner is None or o.details.get("owned_by"):
             return []
+        if o.kind == "event_trigger" and self.owner(o.owner) != o.owner:
+            return []               # must stay with a superuser: the one restoring
         return [f"ALTER {o.sql_kind} {o.ident} OWNER TO {quote_ident(self.owner(o.owner))}"]
 
     def grants(self, o: SchemaObject) -> list[str]:

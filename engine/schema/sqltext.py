@@ -7,7 +7,9 @@ creation (the captured `acldefault`, or `pg_init_privs` for objects that exist i
 so the restored ACL equals the original whatever the target version's defaults are (e.g. MAINTAIN,
 new in PostgreSQL 17, stays with the owner of a table backed up from 15). Roles are mapped through a
 function returning None for a role that is not to appear (missing roles are dropped; the original
-owner is mapped to the new one, as ALTER ... OWNER TO does).
+owner is mapped to the new one, as ALTER ... OWNER TO does). A privilege granted by another role
+than the owner is granted by that role (a DO block that sets the role around the GRANT); when the
+grantor is missing, by the owner.
 """
 from __future__ import annotations
 
@@ -125,9 +127,14 @@ def acl_statements(keyword: str, ident: str, acl: Iterable[str] | None, base: It
         if (grantee, privs, grantor) in have:
             continue
         plain, granted = _split_privs(privs)
-        by = f" GRANTED BY {quote_ident(grantor)}" if grantor != owner and not prefix else ""
         for names, opt in ((plain, ""), (granted, " WITH GRANT OPTION")):
             if names:
                 plist = ",".join(f"{n}{columns}" for n in names)
-                stmts.append(f"{prefix}GRANT {plist} ON {target} TO {_role_sql(grantee)}{opt}{by}")
+                sql = f"{prefix}GRANT {plist} ON {target} TO {_role_sql(grantee)}{opt}"
+                if grantor != owner and not prefix:
+                    # GRANTED BY only accepts the current user: grant as the grantor, as
+                    # pg_dump does with SET SESSION AUTHORIZATION, in one statement
+                    sql = (f"DO $pgkeep$BEGIN\n  SET ROLE {quote_ident(grantor)};\n  {sql};\n"
+                           f"  RESET ROLE;\nEND$pgkeep$")
+                stmts.append(sql)
     return stmts

@@ -11,7 +11,7 @@ from engine.asof import resolve_as_of
 from engine.errors import DataCorrupted, Unsupported
 from engine.format import layout
 from engine.format.copystream import BINARY_SIGNATURE, CopyDecoder
-from engine.format.envelope import Opener, Sealer, open_bytes, seal
+from engine.format.envelope import FRAME_CONTENT, Opener, Sealer, open_bytes, seal
 from engine.format.manifest import Chunk, DatabaseEntry, FileRef, Manifest, TableEntry
 
 
@@ -112,3 +112,19 @@ def test_as_of_forms():
     with pytest.raises(Exception) as e:
         resolve_as_of("yesterday-ish", now)
     assert e.value.sqlstate == "22023"
+
+
+def test_opener_pieces_are_bounded_and_split_anywhere():
+    content = b"\0" * (64 << 20)  # compresses ~1000x: one feed must not inflate it whole
+    stored, sha = seal(content, 1)
+    for step in (7, 4096, len(stored)):
+        o = Opener("zeros", sha, len(stored))
+        total, biggest = 0, 0
+        for i in range(0, len(stored), step):
+            o.push(stored[i:i + step])
+            while (piece := o.pull()) is not None:
+                total += len(piece)
+                biggest = max(biggest, len(piece))
+        o.finish()
+        assert total == len(content)
+        assert biggest <= FRAME_CONTENT

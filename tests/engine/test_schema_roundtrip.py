@@ -10,7 +10,7 @@ import time
 import asyncpg
 
 from engine.schema import Schema, SchemaFormatError, capture, plan_restore
-from tests.engine.conftest import (capture_db, normalize_db_name, pg_dump, restore_db,
+from tests.engine.conftest import (capture_db, load_sql, normalize_db_name, pg_dump, restore_db,
                                    table_hashes)
 from tests.engine.test_schema_torture import _version_noise
 
@@ -167,3 +167,28 @@ def test_objects_summary(pg18, torture18):
     assert rows[("app", "mv", "view")].create_statement.startswith("CREATE MATERIALIZED VIEW app.mv")
     assert rows[("app", "sum2", "function")].create_statement.startswith("CREATE AGGREGATE app.sum2(integer)")
     assert ("app", "items_id_seq", "sequence") not in rows           # identity: part of its table
+
+
+def test_public_schema_recreated_or_dropped(pg18):
+    """A database whose `public` is not initdb's (recreated, or dropped) comes back that way."""
+    cases = {"sch_public_re": "DROP SCHEMA public; CREATE SCHEMA public AUTHORIZATION md5user; "
+                              "CREATE TABLE public.t (id int);",
+             "sch_public_gone": "DROP SCHEMA public; CREATE SCHEMA other; CREATE TABLE other.t (id int);"}
+    for db, sql in cases.items():
+        load_sql(pg18, db, sql)
+        schema = asyncio.run(capture_db(pg18, db))
+        asyncio.run(restore_db(schema, pg18, db, pg18, db + "_r"))
+        _same_dump(pg18, pg18, db, pg18, db + "_r")
+
+
+def test_builtin_locale_database(pg18):
+    """A database with the builtin locale provider (17+) is recreated with it."""
+    pg18.psql('DROP DATABASE IF EXISTS sch_builtin WITH (FORCE)')
+    pg18.psql("CREATE DATABASE sch_builtin TEMPLATE template0 ENCODING 'UTF8' "
+              "LOCALE_PROVIDER builtin BUILTIN_LOCALE 'C.UTF-8' LOCALE 'C'")
+    schema = asyncio.run(capture_db(pg18, "sch_builtin"))
+    db = schema.database
+    assert (db.locale_provider, db.locale, db.encoding) == ("builtin", "C.UTF-8", "UTF8")
+    assert "LOCALE_PROVIDER = builtin" in db.create_statement("x")
+    asyncio.run(restore_db(schema, pg18, "sch_builtin", pg18, "sch_builtin_r"))
+    _same_dump(pg18, pg18, "sch_builtin", pg18, "sch_builtin_r", "--create")

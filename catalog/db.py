@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncpg
 
 from .connections import ConnectionStore
+from .jobs import JobStore
 from .migrate import migrate
 from .settings import SettingsStore
 
@@ -17,6 +18,7 @@ class Catalog:
         self.pool = pool
         self.settings = SettingsStore(pool)
         self.connections = ConnectionStore(pool)
+        self.jobs = JobStore(pool)
 
     @classmethod
     async def open(cls, dsn: str, *, min_size: int = 1, max_size: int = 4) -> "Catalog":

@@ -17,13 +17,14 @@ import json
 import logging
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from . import schema as schema_mod
 from .errors import BackupExists, EngineError, Unsupported
 from .format import layout
 from .format.envelope import Sealer, seal
 from .format.manifest import Chunk, DatabaseEntry, FileRef, Manifest, TableEntry
+from .jobs import JobStopped
 from .spec import BackupResult, BackupSpec, Connector, EngineSettings, Progress
 from .storage import ObjectStore, put
 from .targets import resolve_backup_tables
@@ -139,15 +140,53 @@ async def _begin_snapshot(conn, snapshot: str | None = None) -> None:
         await conn.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
 
 
+def _chunk_ranges(pages: int, chunk_pages: int) -> list:
+    if pages <= chunk_pages:
+        return [None]
+    starts = list(range(0, pages, chunk_pages))
+    return [[s, starts[i + 1] if i + 1 < len(starts) else None] for i, s in enumerate(starts)]
+
+
+def _range_sql(page_range) -> str:
+    if page_range is None:
+        return "true"
+    lo, hi = page_range
+    return f"ctid >= '({lo},0)'::tid" + (f" AND ctid < '({hi},0)'::tid" if hi is not None else "")
+
+
+# Rows of a page range that the new snapshot sees and the old snapshot `$1` did not (their
+# inserting transaction is not visible in it), and all rows the new snapshot sees there. A chunk
+# read under the old snapshot is still exact under the new one iff that is (0, rows read).
+# xmin is 32 bits: it is widened to a full xid8 in the epoch of the old snapshot's xmax.
+_UNCHANGED_SQL = """
+SELECT count(*) FILTER (WHERE NOT pg_visible_in_snapshot(
+           (CASE WHEN (v.b | s.x) > v.xmax THEN (v.b | s.x) - 4294967296 ELSE v.b | s.x END)::text::xid8,
+           $1::text::pg_snapshot)), count(*)
+FROM (SELECT xmin::text::bigint AS x FROM ONLY {table} WHERE {where}) s,
+     (SELECT pg_snapshot_xmax($1::text::pg_snapshot)::text::bigint AS xmax,
+             (pg_snapshot_xmax($1::text::pg_snapshot)::text::bigint >> 32) << 32 AS b) v"""
+
+
+async def _still_exact(conn, t, page_range, rows: int, old_snapshot: str) -> bool:
+    new, seen = await conn.fetchrow(_UNCHANGED_SQL.format(
+        table=f"{_qi(t.schema)}.{_qi(t.name)}", where=_range_sql(page_range)), old_snapshot)
+    return new == 0 and seen == rows
+
+
 async def _backup_database(spec: BackupSpec, connector: Connector, store: ObjectStore,
                            settings: EngineSettings, subdir: str, ordinal: int, dbname: str,
-                           table_filter, written: list[str], progress: Progress | None,
-                           pool: ThreadPoolExecutor) -> tuple[DatabaseEntry, dt.datetime]:
+                           table_filter, written: list[str], job, pool: ThreadPoolExecutor,
+                           saved: dict | None, save) -> tuple[DatabaseEntry, dt.datetime]:
+    """Back up one database under one snapshot. `saved` is this database's part of a checkpoint
+    (chunks finished under an earlier snapshot, before a pause or a crash): a finished chunk is
+    kept only if `_still_exact` proves the new snapshot sees exactly the same rows in its pages,
+    so the whole backup is consistent at the new snapshot. `save(part)` records progress."""
     coord = await connector.connect(dbname)
     workers: list = []
     try:
         await _begin_snapshot(coord)
-        snapshot, snap_time = await coord.fetchrow("SELECT pg_export_snapshot(), clock_timestamp()")
+        snapshot, snap_text, snap_time = await coord.fetchrow(
+            "SELECT pg_export_snapshot(), pg_current_snapshot()::text, clock_timestamp()")
         schema = await schema_mod.capture(coord)
         tables = [t for t in schema.tables if table_filter is None or t.oid in table_filter]
         sizes = dict(await coord.fetch(
@@ -155,50 +194,81 @@ async def _backup_database(spec: BackupSpec, connector: Connector, store: Object
             "FROM pg_class c WHERE c.oid = ANY($1::oid[])", [t.oid for t in tables]))
         block = int(await coord.fetchval("SELECT current_setting('block_size')::int"))
         chunk_pages = max(1, settings.chunk_size // block)
+        part = {"name": dbname, "snapshot": snap_text, "tables": {}}
+        old_tables = (saved or {}).get("tables", {})
         entries: list[TableEntry] = []
-        jobs: list[tuple[int, _Job]] = []
+        todo: list[tuple[int, _Job]] = []
+        kept = 0
         for t in tables:
             fmt = "binary" if t.binary_ok else "text"
             e = TableEntry(t.oid, t.schema, t.name, t.kind, fmt, list(t.columns))
             entries.append(e)
-            pages = int(sizes.get(t.oid, 0))
-            if pages <= chunk_pages:
-                ranges = [None]
+            old = old_tables.get(str(t.oid))
+            if old and old["columns"] == e.columns and old["format"] == fmt:
+                ranges = old["ranges"]
             else:
-                starts = list(range(0, pages, chunk_pages))
-                ranges = [(s, starts[i + 1] if i + 1 < len(starts) else None)
-                          for i, s in enumerate(starts)]
+                old, ranges = None, _chunk_ranges(int(sizes.get(t.oid, 0)), chunk_pages)
+            tpart = part["tables"][str(t.oid)] = {"columns": e.columns, "format": fmt,
+                                                   "ranges": ranges, "chunks": {}}
             for i, r in enumerate(ranges):
                 c = Chunk(i)
                 e.chunks.append(c)
-                weight = chunk_pages if r is not None else pages
-                jobs.append((weight, _Job(ordinal, t, e, c, r)))
-        jobs.sort(key=lambda j: -j[0])
+                done = old["chunks"].get(str(i)) if old else None
+                if done and await _still_exact(coord, t, r, done["rows"], saved["snapshot"]):
+                    c.rows = done["rows"]
+                    c.files = [FileRef(**f) for f in done["files"]]
+                    tpart["chunks"][str(i)] = done
+                    kept += 1
+                    continue
+                weight = chunk_pages if r is not None else int(sizes.get(t.oid, 0))
+                todo.append((weight, _Job(ordinal, t, e, c, tuple(r) if r else None)))
+        if saved:
+            _log.info("backup of %s resumed: %d finished chunks still exact, %d to (re)do",
+                      dbname, kept, len(todo))
+        if job is not None:
+            job.total_bytes += sum(int(sizes.get(t.oid, 0)) * block for t in tables)
+            job.phase = f"backing up {dbname}"
+        await save(ordinal, part)
+        todo.sort(key=lambda j: -j[0])
         queue: asyncio.Queue[_Job] = asyncio.Queue()
-        for _, j in jobs:
+        for _, j in todo:
             queue.put_nowait(j)
-        n = max(1, min(settings.backup_parallelism, len(jobs)))
-        for _ in range(n):
-            w = await connector.connect(dbname)
-            workers.append(w)
-            await _begin_snapshot(w, snapshot)
+        n = max(1, min(settings.backup_parallelism, len(todo)))
+        if todo:
+            for _ in range(n):
+                w = await connector.connect(dbname)
+                workers.append(w)
+                await _begin_snapshot(w, snapshot)
+        progress = job.progress if job is not None else None
+        stopping: list[BaseException] = []
 
         async def work(conn) -> None:
             while not queue.empty():
-                job = queue.get_nowait()
-                sink = _ChunkSink(store, pool, settings, subdir, job, written, progress)
+                if job is not None:
+                    try:
+                        job.check()
+                    except JobStopped as stop:  # finish nothing new; the others end their chunk
+                        stopping.append(stop)
+                        return
+                item = queue.get_nowait()
+                sink = _ChunkSink(store, pool, settings, subdir, item, written, progress)
                 try:
-                    status = await _copy_out(conn, job.table, job.page_range, job.entry.format, sink)
+                    status = await _copy_out(conn, item.table, item.page_range, item.entry.format, sink)
                     await sink.finish()
                 except BaseException:
                     await sink.abort()
                     raise
-                job.chunk.rows = int(status.split()[-1])
+                item.chunk.rows = int(status.split()[-1])
                 if progress:
-                    progress(0, job.chunk.rows)
+                    progress(0, item.chunk.rows)
+                part["tables"][str(item.table.oid)]["chunks"][str(item.chunk.index)] = {
+                    "rows": item.chunk.rows, "files": [asdict(f) for f in item.chunk.files]}
+                await save(ordinal, part)
 
-        if jobs:
+        if todo:
             await _gather_or_cancel([work(w) for w in workers])
+        if stopping:
+            raise stopping[0]
         for e in entries:
             e.rows = sum(c.rows for c in e.chunks)
             e.logical_bytes = sum(f.logical_bytes for f in e.files)
@@ -238,7 +308,9 @@ async def _close_quietly(conn) -> None:
 
 
 async def run_backup(spec: BackupSpec, connector: Connector, store: ObjectStore,
-                     settings: EngineSettings, progress: Progress | None = None) -> BackupResult:
+                     settings: EngineSettings, job=None) -> BackupResult:
+    """`job` (engine.jobs.JobContext, optional) gets progress and checkpoints, and may stop the
+    backup at a chunk boundary; a checkpoint from an earlier run of the same job is resumed."""
     if spec.latest or spec.subdir is not None:
         raise Unsupported("incremental backups (BACKUP ... INTO LATEST IN / INTO 'subdir' IN) "
                           "are not supported by pgkeep yet", hint="take a full backup: BACKUP ... INTO 'collection'")
@@ -246,21 +318,29 @@ async def run_backup(spec: BackupSpec, connector: Connector, store: ObjectStore,
         raise Unsupported("full cluster backups are not supported by pgkeep yet",
                           hint="back up databases: BACKUP DATABASE d1, d2 INTO ...")
     plan = await resolve_backup_tables(spec, connector)
-    start = dt.datetime.now(dt.timezone.utc)
-    subdir = layout.full_subdir(start)
+    saved = (job.checkpoint or {}) if job is not None else {}
+    start = dt.datetime.fromisoformat(saved["start"]) if saved.get("start") else dt.datetime.now(dt.timezone.utc)
+    subdir = saved.get("subdir") or layout.full_subdir(start)
     lock = layout.lock_path(subdir, spec.job_id)
     await _claim_subdir(store, subdir, lock)
+    checkpoint = {"subdir": subdir, "start": start.isoformat(), "databases": dict(saved.get("databases", {}))}
+
+    async def save(ordinal: int, part: dict) -> None:
+        checkpoint["databases"][str(ordinal)] = part
+        if job is not None:
+            await job.save_checkpoint(checkpoint)
+
     written: list[str] = []
     pool = ThreadPoolExecutor(max_workers=max(2, settings.backup_parallelism),
                               thread_name_prefix="pgkeep-seal")
     try:
         databases: list[DatabaseEntry] = []
         end_time = start
-        server_version = 0
         for ordinal, (dbname, table_filter) in enumerate(plan):
-            entry, snap_time = await _backup_database(spec, connector, store, settings, subdir,
-                                                      ordinal, dbname, table_filter, written,
-                                                      progress, pool)
+            old = saved.get("databases", {}).get(str(ordinal))
+            entry, snap_time = await _backup_database(
+                spec, connector, store, settings, subdir, ordinal, dbname, table_filter, written,
+                job, pool, old if old and old.get("name") == dbname else None, save)
             databases.append(entry)
             end_time = max(end_time, snap_time) if ordinal else snap_time
         conn = await connector.connect(plan[0][0])
@@ -268,6 +348,8 @@ async def run_backup(spec: BackupSpec, connector: Connector, store: ObjectStore,
             server_version = int(await conn.fetchval("SHOW server_version_num"))
         finally:
             await _close_quietly(conn)
+        if job is not None and job.stop == "cancel":  # last chance before the commit point
+            job.check()
         manifest = Manifest(id=str(uuid.uuid4()), job_id=spec.job_id, backup_type="full",
                             scope=spec.scope, end_time=end_time.isoformat(),
                             server_version=server_version, pgkeep_version=PGKEEP_VERSION,
@@ -278,8 +360,14 @@ async def run_backup(spec: BackupSpec, connector: Connector, store: ObjectStore,
         await put(store, layout.checksum_path(subdir), sha.encode())
         await put(store, layout.latest_marker(end_time), subdir.encode())
         await store.delete(lock)
+    except JobStopped:
+        raise  # paused or released: the checkpoint references what was written
     except BaseException:
-        await _cleanup(store, written + [layout.manifest_path(subdir), layout.checksum_path(subdir), lock])
+        earlier = [f["path"] for part in checkpoint["databases"].values()
+                   for t in part.get("tables", {}).values()
+                   for c in t["chunks"].values() for f in c["files"]]
+        await _cleanup(store, written + earlier + [layout.manifest_path(subdir),
+                                                   layout.checksum_path(subdir), lock])
         raise
     finally:
         pool.shutdown(wait=False)
@@ -289,11 +377,12 @@ async def run_backup(spec: BackupSpec, connector: Connector, store: ObjectStore,
 
 
 async def _claim_subdir(store: ObjectStore, subdir: str, lock: str) -> None:
+    """Refuse a subdir that holds a backup or another job's lock; take (or keep) ours."""
     async for info in store.list(subdir.strip("/") + "/"):
         name = info.path.rsplit("/", 1)[-1]
         if name == "BACKUP_MANIFEST":
             raise BackupExists(f"{store.uri}{subdir} already contains a BACKUP_MANIFEST file")
-        if name.startswith("BACKUP-LOCK-"):
+        if name.startswith("BACKUP-LOCK-") and info.path != lock:
             raise BackupExists(f"{store.uri}{subdir} is being written by job {name[12:]}",
                                hint="wait for that backup to finish, or back up again in a moment")
     await put(store, lock, b"")

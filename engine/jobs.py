@@ -1,13 +1,253 @@
-"""Job identifiers, CockroachDB-style: large unique INT8s ordered by creation time
-(CockroachDB's unique_rowid layout: time in 10-microsecond units, then 15 random bits).
-Persisted jobs (SHOW JOBS, PAUSE/RESUME/CANCEL, adoption) come with the jobs issue."""
+"""Jobs: every BACKUP and RESTORE runs as a job that can be watched, paused, resumed, canceled
+and adopted by another pgkeep process if this one dies.
+
+The registry of one pgkeep process (its coordinator id is unique per process) runs the jobs it
+holds a lease on, renews the leases every `heartbeat` seconds, and claims jobs whose lease expired
+(their process died) or that a user resumed. It notices PAUSE and CANCEL requests at the next
+heartbeat and tells the job, which stops at its next chunk boundary: a pause saves a checkpoint
+(the job's own `checkpoint()` calls), a cancel reverts (removes the job's files or database).
+Job ids are CockroachDB-style: time in 10-microsecond units, then 15 random bits.
+"""
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
 import secrets
+import socket
 import time
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
 
-__all__ = ["new_job_id"]
+from .errors import Canceled, EngineError
+
+__all__ = ["new_job_id", "JobRegistry", "JobContext", "JobStopped", "Runner"]
+
+_log = logging.getLogger("pgkeep.jobs")
 
 
 def new_job_id() -> int:
     return ((time.time_ns() // 10_000) << 15) | secrets.randbits(15)
+
+
+class JobStopped(Exception):
+    """Raised inside a job at a chunk boundary when it must stop: `reason` is 'pause' (the
+    checkpoint is saved, the job becomes paused) or 'release' (this process is shutting down
+    or lost the lease; another process continues from the checkpoint)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class JobContext:
+    """What a running job sees of the registry."""
+    job_id: int
+    spec: dict
+    checkpoint: dict | None
+    registry: "JobRegistry"
+    total_bytes: int = 0
+    done_bytes: int = 0
+    done_rows: int = 0
+    phase: str = ""
+    stop: str | None = None          # None, 'pause', 'cancel' or 'release'
+    _last_report: float = 0.0
+
+    def check(self) -> None:
+        """Call at chunk boundaries: raises when the job must stop now."""
+        if self.stop == "cancel":
+            raise Canceled(f"job {self.job_id} was canceled")
+        if self.stop in ("pause", "release"):
+            raise JobStopped(self.stop)
+
+    def progress(self, nbytes: int, nrows: int) -> None:
+        self.done_bytes += nbytes
+        self.done_rows += nrows
+
+    @property
+    def fraction(self) -> float:
+        return min(0.99, self.done_bytes / self.total_bytes) if self.total_bytes else 0.0
+
+    def running_status(self) -> str:
+        return f"{self.phase}: {_human(self.done_bytes)} of {_human(self.total_bytes)}, {self.done_rows} rows"
+
+    async def save_checkpoint(self, checkpoint: dict) -> None:
+        self.checkpoint = checkpoint
+        await self.registry.store.save_checkpoint(self.job_id, self.registry.coordinator, checkpoint)
+
+
+def _human(n: float) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{int(n)} B"
+
+
+Runner = Callable[[JobContext], Awaitable[dict]]  # runs a job to its end, returns its result
+
+
+@dataclass
+class _Running:
+    ctx: JobContext
+    task: asyncio.Task
+    done: asyncio.Future = field(default=None)
+
+
+class JobRegistry:
+    def __init__(self, store, runners: dict[str, Runner], *, lease: float = 10.0,
+                 heartbeat: float = 1.0, max_jobs: int = 4) -> None:
+        self.store = store                  # catalog.JobStore
+        self.runners = runners              # job_type -> runner
+        self.lease = lease
+        self.heartbeat_interval = heartbeat
+        self.max_jobs = max_jobs
+        self.coordinator = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self._running: dict[int, _Running] = {}
+        self._loop_task: asyncio.Task | None = None
+        self._wake = asyncio.Event()
+        self._closing = False
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._loop_task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Shutdown: running jobs stop at their next chunk boundary, keep their checkpoint and
+        are released for another process (or this one, restarted) to adopt."""
+        self._closing = True
+        if self._loop_task:
+            self._loop_task.cancel()
+        for r in list(self._running.values()):
+            r.ctx.stop = "release"
+        tasks = [r.task for r in self._running.values()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+        for r in list(self._running.values()):
+            r.task.cancel()
+
+    # ---- submitting and waiting --------------------------------------------------------------
+
+    async def submit(self, job_type: str, description: str, user: str, spec: dict,
+                     job_id: int | None = None) -> int:
+        job_id = job_id or new_job_id()
+        run_here = len(self._running) < self.max_jobs and not self._closing
+        await self.store.create(job_id, job_type, description, user, spec,
+                                self.coordinator if run_here else None, self.lease)
+        if run_here:
+            self._start(await self.store.get(job_id), spec)
+        else:
+            self.wake()  # pending: whichever process has room claims it
+        return job_id
+
+    async def wait(self, job_id: int, poll: float = 0.5):
+        """Until the job is succeeded, failed, canceled or paused; returns the catalog row."""
+        local = self._running.get(job_id)
+        if local is not None:
+            await asyncio.shield(local.done)
+        while True:
+            job = await self.store.get(job_id)
+            if job.status in ("succeeded", "failed", "canceled", "paused"):
+                return job
+            await asyncio.sleep(poll)
+
+    def request_local(self, job_id: int, what: str | None) -> None:
+        """A PAUSE or CANCEL of a job this process runs takes effect at once."""
+        r = self._running.get(job_id)
+        if r is not None and what is not None:
+            r.ctx.stop = what
+
+    def wake(self) -> None:
+        """Look for jobs to adopt now (a job was resumed)."""
+        self._wake.set()
+
+    # ---- the loop: heartbeats, control requests, adoption -------------------------------------
+
+    _PROGRESS_EVERY = 0.25  # seconds between progress updates in the catalog
+
+    async def _loop(self) -> None:
+        last_beat = 0.0
+        while not self._closing:
+            try:
+                now = time.monotonic()
+                if now - last_beat >= self.heartbeat_interval or self._wake.is_set():
+                    last_beat = now
+                    self._wake.clear()
+                    await self._tick()
+                else:
+                    await self._report_progress()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the catalog may be briefly unreachable
+                _log.exception("job registry tick failed")
+            try:
+                await asyncio.wait_for(self._wake.wait(), self._PROGRESS_EVERY)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _report_progress(self) -> None:
+        for job_id, r in list(self._running.items()):
+            if r.ctx.total_bytes and r.ctx.done_bytes != r.ctx._last_report:
+                r.ctx._last_report = r.ctx.done_bytes
+                await self.store.progress(job_id, r.ctx.fraction, r.ctx.running_status())
+
+    async def _tick(self) -> None:
+        if self._running:
+            statuses = await self.store.heartbeat(self.coordinator, list(self._running), self.lease)
+            for job_id, r in list(self._running.items()):
+                status = statuses.get(job_id)
+                if status is None:
+                    _log.warning("lost the lease of job %d; another process runs it now", job_id)
+                    r.ctx.stop = "release"
+                elif status == "pause-requested":
+                    r.ctx.stop = r.ctx.stop or "pause"
+                elif status == "cancel-requested":
+                    r.ctx.stop = "cancel"
+            await self._report_progress()
+        while not self._closing and len(self._running) < self.max_jobs:
+            job = await self.store.claim(self.coordinator, self.lease)
+            if job is None:
+                break
+            _log.info("adopted job %d (%s, %s)", job.job_id, job.job_type, job.status)
+            self._start(job, await self.store.payload(job.job_id))
+
+    def _start(self, job, spec: dict) -> None:
+        ctx = JobContext(job.job_id, spec, job.checkpoint, self)
+        if job.status == "pause-requested":
+            ctx.stop = "pause"
+        elif job.status in ("cancel-requested", "reverting"):
+            ctx.stop = "cancel"
+        done = asyncio.get_running_loop().create_future()
+        task = asyncio.get_running_loop().create_task(self._run(job.job_type, ctx, done))
+        self._running[job.job_id] = _Running(ctx, task, done)
+
+    async def _run(self, job_type: str, ctx: JobContext, done: asyncio.Future) -> None:
+        store, me = self.store, self.coordinator
+        try:
+            result = await self.runners[job_type](ctx)
+            await store.finish(ctx.job_id, me, "succeeded", result={**result, "coordinator": me})
+        except JobStopped as stop:
+            if stop.reason == "pause":
+                await store.finish(ctx.job_id, me, "paused", running_status="paused at a checkpoint")
+            else:
+                await store.release(ctx.job_id, me)
+        except Canceled:
+            await store.finish(ctx.job_id, me, "canceled", error="job canceled by a user")
+        except asyncio.CancelledError:
+            await asyncio.shield(store.release(ctx.job_id, me))
+            raise
+        except BaseException as e:  # noqa: BLE001 - a job's failure is its status
+            if not isinstance(e, EngineError) and not hasattr(e, "sqlstate"):
+                _log.exception("job %d failed", ctx.job_id)
+            message = getattr(e, "message", None) or str(e) or type(e).__name__
+            current = await store.get(ctx.job_id)
+            status = "canceled" if current.status in ("cancel-requested", "reverting") else "failed"
+            await store.finish(ctx.job_id, me, status, error=message,
+                               result={"sqlstate": getattr(e, "sqlstate", "XX000"),
+                                       "hint": getattr(e, "hint", None),
+                                       "detail": getattr(e, "detail", None)})
+        finally:
+            self._running.pop(ctx.job_id, None)
+            if not done.done():
+                done.set_result(None)

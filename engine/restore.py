@@ -23,6 +23,7 @@ from .collection import BackupHandle, open_backup, read_file, read_schema
 from .errors import DuplicateDatabase, DuplicateTable, InvalidTarget, Unsupported, UndefinedObject
 from .format.copystream import CopyDecoder
 from .format.manifest import Chunk, DatabaseEntry, TableEntry
+from .jobs import JobStopped
 from .spec import Connector, EngineSettings, Progress, RestoreResult, RestoreSpec, TableRef
 from .storage import ObjectStore
 from .targets import table_name
@@ -96,13 +97,23 @@ def _loads(tables: list[TableEntry]) -> list[_Load]:
     return loads
 
 
-async def _run_parallel(conns, items, fn) -> None:
+async def _run_parallel(conns, items, fn, job=None) -> None:
+    """Items over connections, each connection taking the next item when done. A job's pause
+    or cancel is honoured between items: a pausing worker takes nothing new and lets the others
+    finish what they hold."""
     queue: asyncio.Queue = asyncio.Queue()
     for it in items:
         queue.put_nowait(it)
+    stopping: list[BaseException] = []
 
     async def work(conn):
         while not queue.empty():
+            if job is not None:
+                try:
+                    job.check()
+                except JobStopped as stop:
+                    stopping.append(stop)
+                    return
             await fn(conn, queue.get_nowait())
 
     tasks = [asyncio.ensure_future(work(c)) for c in conns]
@@ -113,10 +124,8 @@ async def _run_parallel(conns, items, fn) -> None:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
-
-
-async def _exec(conn, sql: str) -> None:
-    await conn.execute(sql)
+    if stopping:
+        raise stopping[0]
 
 
 async def _existing_roles(conn) -> set[str]:
@@ -130,9 +139,29 @@ async def _drop_quietly(admin, name: str) -> None:
         _log.exception("could not drop the temporary database %s", name)
 
 
+_PROGRESS = "pgkeep_restore.progress"
+
+
+async def _done_steps(conn) -> set[str] | None:
+    """Steps of an earlier run of this job committed in the temporary database, or None when
+    its schema was not completely created (then it starts over)."""
+    if not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", _PROGRESS):
+        return None
+    done = {r[0] for r in await conn.fetch(f"SELECT step FROM {_PROGRESS}")}
+    return done if "pre-data" in done else None
+
+
+async def _step(conn, key: str, work) -> None:
+    """Run one step and record it in the same transaction: done exactly once, even across a
+    pause, a crash and an adoption by another process."""
+    async with conn.transaction():
+        await work()
+        await conn.execute(f"INSERT INTO {_PROGRESS} VALUES ($1)", key)
+
+
 async def _restore_database(handle: BackupHandle, entry: DatabaseEntry, target: str,
                             spec: RestoreSpec, connector: Connector, settings: EngineSettings,
-                            progress: Progress | None) -> RestoreResult:
+                            job) -> RestoreResult:
     store = handle.store
     schema = await read_schema(store, entry.schema_file)
     admin = await connector.connect(spec.session_database or "postgres")
@@ -141,6 +170,7 @@ async def _restore_database(handle: BackupHandle, entry: DatabaseEntry, target: 
     pool = ThreadPoolExecutor(max_workers=max(2, settings.restore_parallelism),
                               thread_name_prefix="pgkeep-open")
     clock = _Clock(f"restore of {entry.name} as {target}")
+    progress = job.progress if job is not None else None
     try:
         if await admin.fetchval("SELECT true FROM pg_database WHERE datname = $1", target):
             raise DuplicateDatabase(f'database "{target}" already exists',
@@ -152,28 +182,57 @@ async def _restore_database(handle: BackupHandle, entry: DatabaseEntry, target: 
             skip_missing_sequences=spec.skip_missing_sequences,
             skip_missing_sequence_owners=spec.skip_missing_sequence_owners,
             skip_missing_views=spec.skip_missing_views, skip_missing_udfs=spec.skip_missing_udfs)
+        if job is not None:
+            job.total_bytes += sum(t.logical_bytes for t in entry.tables)
+            job.phase = f"restoring {entry.name}"
         if spec.verify_backup_table_data:
             await _run_parallel([None] * max(1, settings.restore_parallelism), _loads(entry.tables),
-                                lambda _c, load: _verify_chunk(store, load, pool))
+                                lambda _c, load: _verify_chunk(store, load, pool), job)
             clock.lap("verify")
-        await admin.execute(schema.database.create_statement(tmp))
+        done = None
+        if await admin.fetchval("SELECT true FROM pg_database WHERE datname = $1", tmp):
+            probe = await connector.connect(tmp)
+            try:
+                done = await _done_steps(probe)
+            finally:
+                await probe.close()
+            if done is None:
+                await _drop_quietly(admin, tmp)
         try:
+            if done is None:
+                await admin.execute(schema.database.create_statement(tmp))
             n = max(1, settings.restore_parallelism)
             for _ in range(n):
                 c = await connector.connect(tmp)
                 await c.execute(";".join(plan.session_setup + [
                     "SET synchronous_commit = off", "SET maintenance_work_mem = '256MB'"]))
                 conns.append(c)
-            for stmt in plan.pre_data:
-                await conns[0].execute(stmt)
+            if done is None:
+                for stmt in plan.pre_data:
+                    await conns[0].execute(stmt)
+                await conns[0].execute(f"CREATE SCHEMA pgkeep_restore; CREATE TABLE {_PROGRESS}"
+                                       "(step text PRIMARY KEY); INSERT INTO " + _PROGRESS +
+                                       " VALUES ('pre-data')")
+                done = {"pre-data"}
+            else:
+                _log.info("restore of %s resumed: %d steps were done", entry.name, len(done))
             clock.lap("schema")
             if not spec.schema_only:
-                await _run_parallel(conns, _loads(entry.tables),
-                                    lambda c, load: _load_chunk(c, store, load, progress, pool))
+                loads = [l for l in _loads(entry.tables) if f"data:{l.table.oid}:{l.chunk.index}" not in done]
+
+                async def load(c, l):
+                    await _step(c, f"data:{l.table.oid}:{l.chunk.index}",
+                                lambda: _load_chunk(c, store, l, progress, pool))
+                await _run_parallel(conns, loads, load, job)
                 clock.lap("data")
             for n, stage in enumerate(plan.post_data):
-                await _run_parallel(conns, stage, _exec)
+                todo = [(i, stmt) for i, stmt in enumerate(stage) if f"post:{n}:{i}" not in done]
+
+                async def run(c, item, n=n):
+                    await _step(c, f"post:{n}:{item[0]}", lambda: c.execute(item[1]))
+                await _run_parallel(conns, todo, run, job)
                 clock.lap(f"post-data stage {n} ({len(stage)} statements)")
+            await conns[0].execute("DROP SCHEMA pgkeep_restore CASCADE")
             index_entries = int(await conns[0].fetchval(
                 "SELECT coalesce(sum(greatest(c.reltuples, 0)), 0) FROM pg_index i "
                 "JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
@@ -181,8 +240,14 @@ async def _restore_database(handle: BackupHandle, entry: DatabaseEntry, target: 
             for c in conns:
                 await c.close()
             conns.clear()
+            if job is not None and job.stop == "cancel":  # last chance before the commit point
+                job.check()
             await admin.execute(f"ALTER DATABASE {_qi(tmp)} RENAME TO {_qi(target)}")
             clock.lap("rename")
+        except JobStopped:
+            for c in conns:
+                c.terminate()
+            raise  # paused or released: the temporary database keeps what was done
         except BaseException:
             for c in conns:
                 c.terminate()
@@ -207,8 +272,9 @@ async def _restore_database(handle: BackupHandle, entry: DatabaseEntry, target: 
 
 
 async def _restore_tables(handle: BackupHandle, spec: RestoreSpec, connector: Connector,
-                          settings: EngineSettings, progress: Progress | None) -> RestoreResult:
+                          settings: EngineSettings, job) -> RestoreResult:
     store = handle.store
+    progress = job.progress if job is not None else None
     result = RestoreResult()
     selections = await _select_tables(handle, spec)
     for entry, schema, oids in selections:
@@ -247,6 +313,8 @@ async def _restore_tables(handle: BackupHandle, spec: RestoreSpec, connector: Co
                     await conn.execute(stmt)
                 if not spec.schema_only:
                     for load in _loads(tables):
+                        if job is not None:
+                            job.check()  # a pause rolls the whole transaction back
                         await _load_chunk(conn, store, load, progress)
                 for stage in plan.post_data:
                     for stmt in stage:
@@ -302,13 +370,16 @@ def _relations_named(schema, entry: DatabaseEntry, ref: TableRef, session_db: st
 
 
 async def run_restore(spec: RestoreSpec, connector: Connector, store: ObjectStore,
-                      settings: EngineSettings, progress: Progress | None = None) -> RestoreResult:
+                      settings: EngineSettings, job=None) -> RestoreResult:
+    """`job` (engine.jobs.JobContext, optional) gets progress and may pause (a database restore
+    keeps its temporary database and resumes from what it committed; a table restore, one
+    transaction, starts over) or cancel (nothing restored remains)."""
     if spec.scope == "cluster":
         raise Unsupported("full cluster restores are not supported by pgkeep yet",
                           hint="restore databases: RESTORE DATABASE d FROM LATEST IN ...")
     handle = await open_backup(store, spec.subdir, spec.latest)
     if spec.scope == "table":
-        return await _restore_tables(handle, spec, connector, settings, progress)
+        return await _restore_tables(handle, spec, connector, settings, job)
     if spec.new_db_name and len(spec.databases) != 1:
         raise InvalidTarget("new_db_name can only be used with one database")
     total = RestoreResult()
@@ -321,7 +392,7 @@ async def run_restore(spec: RestoreSpec, connector: Connector, store: ObjectStor
             raise InvalidTarget(f'cannot RESTORE DATABASE "{db}" from a backup of individual tables',
                                 hint="restore its tables: RESTORE TABLE ... WITH into_db = '...'")
         r = await _restore_database(handle, entry, spec.new_db_name or db, spec, connector,
-                                    settings, progress)
+                                    settings, job)
         total.rows += r.rows
         total.bytes += r.bytes
         total.index_entries += r.index_entries

@@ -10,7 +10,8 @@ import asyncpg
 from . import collection, external
 from .backup import run_backup
 from .restore import run_restore
-from .spec import BackupResult, BackupSpec, EngineSettings, Progress, RestoreResult, RestoreSpec
+from .spec import (BackupResult, BackupSpec, EngineSettings, RestoreResult, RestoreSpec,
+                   backup_spec_from_dict, restore_spec_from_dict)
 from .storage import StoreContext, open_store
 
 __all__ = ["Engine", "UpstreamConnector"]
@@ -60,19 +61,31 @@ class Engine:
         finally:
             await store.close()
 
-    async def backup(self, spec: BackupSpec, progress: Progress | None = None) -> BackupResult:
+    async def backup(self, spec: BackupSpec, job=None) -> BackupResult:
         store = await self.store(spec.collection)
         try:
-            return await run_backup(spec, self.connector, store, await self._settings(), progress)
+            return await run_backup(spec, self.connector, store, await self._settings(), job)
         finally:
             await store.close()
 
-    async def restore(self, spec: RestoreSpec, progress: Progress | None = None) -> RestoreResult:
+    async def restore(self, spec: RestoreSpec, job=None) -> RestoreResult:
         store = await self.store(spec.collection)
         try:
-            return await run_restore(spec, self.connector, store, await self._settings(), progress)
+            return await run_restore(spec, self.connector, store, await self._settings(), job)
         finally:
             await store.close()
+
+    def job_runners(self) -> dict:
+        """job_type -> runner, for the JobRegistry: each rebuilds its spec from the stored form."""
+        async def backup(job) -> dict:
+            r = await self.backup(backup_spec_from_dict(job.spec), job)
+            return {"rows": r.rows, "index_entries": r.index_entries, "bytes": r.bytes,
+                    "end_time": r.end_time.isoformat() if r.end_time else None, "subdir": r.subdir}
+
+        async def restore(job) -> dict:
+            r = await self.restore(restore_spec_from_dict(job.spec), job)
+            return {"rows": r.rows, "index_entries": r.index_entries, "bytes": r.bytes}
+        return {"BACKUP": backup, "RESTORE": restore}
 
     async def list_backups(self, uri: str) -> list[str]:
         store = await self.store(uri)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 __all__ = ["TableRef", "BackupSpec", "RestoreSpec", "BackupResult", "RestoreResult", "Connector",
-           "EngineSettings", "Progress"]
+           "EngineSettings", "Progress", "spec_to_dict", "backup_spec_from_dict", "restore_spec_from_dict"]
 
 
 @dataclass(frozen=True)
@@ -88,3 +88,28 @@ class EngineSettings:
     backup_parallelism: int = 3
     restore_parallelism: int = 3
     compression_level: int = 1
+
+
+def spec_to_dict(spec: BackupSpec | RestoreSpec) -> dict:
+    """JSON-safe form of a spec, stored with its job so any pgkeep process can run it."""
+    from dataclasses import asdict
+    d = asdict(spec)
+    if isinstance(spec, BackupSpec) and spec.as_of is not None:
+        d["as_of"] = spec.as_of.isoformat()
+    return d
+
+
+def backup_spec_from_dict(d: dict) -> BackupSpec:
+    d = dict(d)
+    d["databases"] = tuple(d["databases"])
+    d["tables"] = tuple(TableRef(tuple(t["parts"]), t["star"]) for t in d["tables"])
+    if d.get("as_of"):
+        d["as_of"] = dt.datetime.fromisoformat(d["as_of"])
+    return BackupSpec(**d)
+
+
+def restore_spec_from_dict(d: dict) -> RestoreSpec:
+    d = dict(d)
+    d["databases"] = tuple(d["databases"])
+    d["tables"] = tuple(TableRef(tuple(t["parts"]), t["star"]) for t in d["tables"])
+    return RestoreSpec(**d)

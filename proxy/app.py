@@ -9,6 +9,7 @@ import signal
 import sys
 
 from catalog import Catalog
+from engine.jobs import JobRegistry
 from engine.service import Engine, UpstreamConnector
 from engine.spec import EngineSettings
 
@@ -30,6 +31,7 @@ class App:
         self.upstream_address: UpstreamAddress | None = None
         self.catalog: Catalog | None = None
         self.engine: Engine | None = None
+        self.jobs: JobRegistry | None = None
         self.server: Server | None = None
         # --workers N: worker 0 is this process; it starts workers 1..N-1 as children that
         # share the listen port (SO_REUSEPORT) and the upstream, and stops them on exit.
@@ -50,6 +52,10 @@ class App:
         self.catalog = await Catalog.open(self.upstream_dsn)
         self.engine = Engine(UpstreamConnector(self.upstream_dsn), cfg.nodelocal_path,
                              self._engine_settings, self._external_uri)
+        self.jobs = JobRegistry(self.catalog.jobs, self.engine.job_runners(),
+                                lease=cfg.job_lease, heartbeat=min(1.0, cfg.job_lease / 5),
+                                max_jobs=cfg.max_jobs)
+        self.jobs.start()
         self.server = Server(self)
         await self.server.start()
         if self.worker_index == 0:
@@ -77,6 +83,8 @@ class App:
         return f'psql "postgresql://{a.user}@{host}:{self.server.port}/{a.database}"'
 
     async def stop(self) -> None:
+        if self.jobs is not None:
+            await self.jobs.stop()
         for child in self._children:
             if child.returncode is None:
                 child.send_signal(signal.SIGTERM)

@@ -49,6 +49,10 @@ OPTIONS: tuple[_Opt, ...] = (
     _Opt("startup_timeout", float, 15.0, "seconds a new client has to send its startup packet", "SEC"),
     _Opt("shutdown_timeout", float, 30.0, "seconds SIGTERM waits for running statements", "SEC"),
     _Opt("embedded_port", int, 0, "TCP port of the embedded PostgreSQL (0: pick a free one)", "PORT"),
+    _Opt("job_lease", float, 10.0, "seconds a pgkeep process holds a job without renewing it; "
+         "after that another pgkeep in front of the same database adopts the job", "SEC"),
+    _Opt("max_jobs", int, 4, "BACKUP/RESTORE jobs this process runs at once; more wait as pending "
+         "for any pgkeep in front of the same database", "N"),
     _Opt("log_level", str, "INFO", "DEBUG, INFO, WARNING or ERROR", "LEVEL"),
 )
 
@@ -67,6 +71,8 @@ class Config:
     startup_timeout: float = 15.0
     shutdown_timeout: float = 30.0
     embedded_port: int = 0
+    job_lease: float = 10.0
+    max_jobs: int = 4
     log_level: str = "INFO"
     extra: Mapping[str, Any] = field(default_factory=dict)
 

@@ -288,7 +288,18 @@ class Interceptor:
     def _context(self) -> CommandContext:
         return CommandContext(self.s.server.app, user=self.s.params.get("user", ""),
                               database=self.s.params.get("database") or self.s.params.get("user", ""),
-                              txn_status=self.s.txn_status, notify=self._notice)
+                              txn_status=self.s.txn_status, notify=self._notice,
+                              client_query=self._client_query,
+                              connected=lambda: self.s.state.name != "CLOSED")
+
+    async def _client_query(self, text: str) -> list[tuple]:
+        """Rows of a query run upstream as the client (its privileges), not shown to it."""
+        q = self.s.send_internal_query(text, collect=True)
+        if await q.done:
+            f = q.error or {}
+            raise errors.PgError(f.get("M", "query failed"), sqlstate=f.get("C", "XX000"),
+                                 detail=f.get("D"), hint=f.get("H"))
+        return q.rows
 
     async def _rewrite(self, node: sql.SelectFromShow) -> str:
         return await self._guarded(rewrite_query(self._context(), node))

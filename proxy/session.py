@@ -46,7 +46,7 @@ _TERMINALS = {_P: b"1", _B: b"2", _C: b"3", _D: b"Tn", _E: b"CIs"}
 _TERMINAL_SETS = {k: frozenset(v) for k, v in _TERMINALS.items()}
 _SYNCING = frozenset((_S, _Q, _F))  # answered with ReadyForQuery
 _EXPECTS_ANSWER = frozenset(_TERMINALS) | _SYNCING
-_Z, _ERR = ord("Z"), ord("E")
+_Z, _ERR, _DATAROW = ord("Z"), ord("E"), ord("D")
 _FLUSH = m.frame(b"H")
 _NOTHING: frozenset[int] = frozenset()
 
@@ -70,12 +70,14 @@ class InternalQuery:
     Query that also holds intercepted statements). Its answer is relayed except the final
     ReadyForQuery, which resolves `done` with whether an ErrorResponse came back."""
 
-    __slots__ = ("done", "failed", "silent")
+    __slots__ = ("done", "failed", "silent", "rows", "error")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, silent: bool) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, silent: bool, collect: bool = False) -> None:
         self.done: asyncio.Future[bool] = loop.create_future()
         self.failed = False
-        self.silent = silent  # relay nothing of the answer
+        self.silent = silent or collect  # relay nothing of the answer
+        self.rows: list[tuple] | None = [] if collect else None  # DataRows, kept for pgkeep
+        self.error: dict[str, str] | None = None
 
 
 class _ClientProtocol(asyncio.Protocol):
@@ -359,8 +361,9 @@ class Session:
         if kind in _EXPECTS_ANSWER:
             self._inflight.append(kind)
 
-    def send_internal_query(self, sql: str, *, silent: bool = False) -> InternalQuery:
-        q = InternalQuery(self.loop, silent)
+    def send_internal_query(self, sql: str, *, silent: bool = False,
+                            collect: bool = False) -> InternalQuery:
+        q = InternalQuery(self.loop, silent, collect)
         self._internal = q
         self._inflight.append(q)
         self.upstream.write(m.frame(b"Q", sql.encode() + b"\0"))
@@ -431,10 +434,14 @@ class Session:
                 if kind == _Z and inflight and inflight[0] is self._internal:
                     self._finish_internal(raw[5:6])
                     continue
-                if self._internal is not None:
+                internal = self._internal
+                if internal is not None:
                     if kind == _ERR:
-                        self._internal.failed = True
-                    if self._internal.silent:
+                        internal.failed = True
+                        internal.error = m.decode_error_fields(raw[5:])
+                    elif kind == _DATAROW and internal.rows is not None:
+                        internal.rows.append(m.decode_data_row(raw[5:]))
+                    if internal.silent:
                         continue
             client.write(raw)
             for t in types:

@@ -1,7 +1,10 @@
 """From a URI to an ObjectStore: one entry per scheme (scheme, parser/factory).
 
 `open_store(uri, ctx)` validates the URI (unknown query parameters are 22023, as CockroachDB)
-and returns a store rooted at the URI's path. Errors name the store by its redacted URI only.
+and returns a store rooted at the URI's path, wrapped in wrappers.RetryingStore (retries with
+backoff; harmless for nodelocal, whose failures are never transient). Opening does no I/O: the
+cloud SDKs are imported and their clients made on first use, in the store's worker threads.
+Errors name the store by its redacted URI only.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from ..errors import InvalidURI, Unsupported
 from ..redact import redact_uri
 from .base import ObjectStore
 from .local import LocalStore
+from .wrappers import RetryingStore
 
 __all__ = ["StoreContext", "open_store", "join_uri"]
 
@@ -39,6 +43,21 @@ def _nodelocal(uri: str, ctx: StoreContext) -> ObjectStore:
     return LocalStore(ctx.nodelocal_root, path, redact_uri(uri))
 
 
+def _s3(uri: str, ctx: StoreContext) -> ObjectStore:
+    from .s3 import S3Store, parse_s3
+    return S3Store(parse_s3(uri))
+
+
+def _gs(uri: str, ctx: StoreContext) -> ObjectStore:
+    from .gcs import GCSStore, parse_gs
+    return GCSStore(parse_gs(uri))
+
+
+def _azure(uri: str, ctx: StoreContext) -> ObjectStore:
+    from .azure import AzureStore, parse_azure
+    return AzureStore(parse_azure(uri))
+
+
 def _not_yet(scheme: str) -> Callable[[str, StoreContext], ObjectStore]:
     def factory(uri: str, ctx: StoreContext) -> ObjectStore:
         raise Unsupported(f"{scheme}:// storage is not supported by pgkeep yet",
@@ -48,8 +67,12 @@ def _not_yet(scheme: str) -> Callable[[str, StoreContext], ObjectStore]:
 
 _SCHEMES: dict[str, Callable[[str, StoreContext], ObjectStore]] = {
     "nodelocal": _nodelocal,
-    **{s: _not_yet(s) for s in ("s3", "gs", "azure", "azure-blob", "azure-storage", "external",
-                                "userfile")},
+    "s3": _s3,
+    "gs": _gs,
+    "azure": _azure,
+    "azure-blob": _azure,
+    "azure-storage": _azure,
+    **{s: _not_yet(s) for s in ("external", "userfile")},
 }
 
 
@@ -62,7 +85,7 @@ def open_store(uri: str, ctx: StoreContext) -> ObjectStore:
     if factory is None:
         raise InvalidURI(f"unsupported storage scheme: {scheme!r}",
                          hint="pgkeep stores backups in nodelocal://, s3://, gs://, azure:// or external://")
-    return factory(uri, ctx)
+    return RetryingStore(factory(uri, ctx))
 
 
 def join_uri(uri: str, *parts: str) -> str:

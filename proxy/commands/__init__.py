@@ -11,6 +11,7 @@ from .. import errors, sql
 from .base import Command, CommandContext, Result
 from . import backup as _backup
 from . import connections as _connections
+from . import jobs as _jobs
 from . import settings as _settings
 from . import show_backup as _show_backup
 
@@ -26,7 +27,7 @@ def _register(*commands: Command) -> None:
             _REGISTRY[t] = c
 
 
-_register(*_settings.COMMANDS, *_backup.COMMANDS, *_show_backup.COMMANDS, *_connections.COMMANDS)
+_register(*_settings.COMMANDS, *_backup.COMMANDS, *_show_backup.COMMANDS, *_connections.COMMANDS, *_jobs.COMMANDS)
 
 
 def command_for(stmt: sql.Statement) -> Command:

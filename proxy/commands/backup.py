@@ -5,13 +5,14 @@ does instead; nothing is silently faked. Only the redacted statement may reach a
 """
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 from typing import ClassVar
 
 from engine.asof import resolve_as_of
 from engine.jobs import new_job_id
-from engine.spec import BackupSpec, RestoreSpec, TableRef
+from engine.spec import BackupSpec, RestoreSpec, TableRef, spec_to_dict
 
 from .. import errors, sql
 from ..wire.messages import Column
@@ -73,6 +74,42 @@ def _in_transaction(ctx: CommandContext, what: str) -> None:
             hint="run it outside BEGIN ... COMMIT")
 
 
+async def _run_job(ctx: CommandContext, job_type: str, stmt, spec, detached: bool) -> dict | None:
+    """Submit the job; detached: None at once. Attached: wait, and return its result or raise
+    its error. A client's cancel cancels the job; a client that goes away leaves it running."""
+    description = sql.format_statement(stmt, redact=True)
+    _log.info("%s job %d: %s", job_type, spec.job_id, description)
+    jobs = ctx.app.jobs
+    await jobs.submit(job_type, description, ctx.user, spec_to_dict(spec), job_id=spec.job_id)
+    if detached:
+        return None
+    try:
+        job = await jobs.wait(spec.job_id)
+    except asyncio.CancelledError:
+        if ctx.connected():
+            await asyncio.shield(_cancel_and_wait(ctx, spec.job_id))
+        raise
+    if job.status == "succeeded":
+        return job.result
+    if job.status == "paused":
+        raise errors.PgError(f"job {job.job_id} was paused", sqlstate="55000",
+                             hint=f"RESUME JOB {job.job_id} continues it; SHOW JOB {job.job_id} follows it")
+    if job.status == "canceled":
+        raise errors.QueryCanceled(f"job {job.job_id} was canceled")
+    result = job.result or {}
+    raise errors.PgError(job.error or "job failed", sqlstate=result.get("sqlstate") or "XX000",
+                         hint=result.get("hint"), detail=result.get("detail"))
+
+
+async def _cancel_and_wait(ctx: CommandContext, job_id: int) -> None:
+    try:
+        await ctx.app.catalog.jobs.request(job_id, "cancel-requested", "cancel")
+    except Exception:  # noqa: BLE001 - it may have finished meanwhile
+        return
+    ctx.app.jobs.request_local(job_id, "cancel")
+    await ctx.app.jobs.wait(job_id)
+
+
 class _Backup:
     statement_types: ClassVar = (sql.Backup,)
 
@@ -81,9 +118,6 @@ class _Backup:
 
     async def execute(self, ctx: CommandContext, stmt: sql.Backup) -> Result:
         o = stmt.options
-        if o.detached:
-            raise errors.FeatureNotSupported("BACKUP ... WITH detached is not supported by pgkeep yet",
-                                             hint="run the backup attached (without DETACHED)")
         if _flag(o.revision_history):
             raise errors.FeatureNotSupported(
                 "revision_history is not supported: PostgreSQL keeps no MVCC history to back up",
@@ -100,7 +134,8 @@ class _Backup:
             if value is not None:
                 ctx.notify(f"{name} has no effect in pgkeep: PostgreSQL has no localities, "
                            "virtual clusters or cluster monitoring metrics")
-        _in_transaction(ctx, "BACKUP")
+        if not o.detached:
+            _in_transaction(ctx, "BACKUP")
         await _require_admin(ctx, "BACKUP")
         scope, dbs, tables = _targets(stmt.targets)
         as_of, as_written = _as_of(stmt.as_of, ctx)
@@ -109,13 +144,14 @@ class _Backup:
                           tables=tables, latest=stmt.latest,
                           subdir=None if stmt.subdir is None else literal_text(stmt.subdir, "the subdir"),
                           as_of=as_of, requested_as_of=as_written)
-        _log.info("BACKUP job %d: %s", spec.job_id, sql.format_statement(stmt, redact=True))
-        result = await ctx.app.engine.backup(spec)
+        result = await _run_job(ctx, "BACKUP", stmt, spec, o.detached)
+        if result is None:
+            return Result(_DETACHED_COLUMNS, [(spec.job_id,)])
         if as_of is not None:
             ctx.notify(f"AS OF SYSTEM TIME {as_written}: PostgreSQL cannot read the past, so this backup "
-                       f"is of a snapshot taken at {result.end_time.isoformat()}, recorded as its end time")
-        return Result(JOB_COLUMNS, [(spec.job_id, "succeeded", 1.0, result.rows, result.index_entries,
-                                     result.bytes)])
+                       f"is of a snapshot taken at {result['end_time']}, recorded as its end time")
+        return Result(JOB_COLUMNS, [(spec.job_id, "succeeded", 1.0, result["rows"],
+                                     result["index_entries"], result["bytes"])])
 
 
 class _Restore:
@@ -128,9 +164,6 @@ class _Restore:
         o = stmt.options
         if stmt.system_users:
             raise errors.FeatureNotSupported("RESTORE SYSTEM USERS is not supported by pgkeep yet")
-        if o.detached:
-            raise errors.FeatureNotSupported("RESTORE ... WITH detached is not supported by pgkeep yet",
-                                             hint="run the restore attached (without DETACHED)")
         if o.encryption_passphrase is not None or o.kms is not None:
             raise errors.FeatureNotSupported("encrypted backups are not supported by pgkeep yet")
         if stmt.as_of is not None:
@@ -150,7 +183,8 @@ class _Restore:
                 ctx.notify(f"{name} has no effect in pgkeep: PostgreSQL has no regions or localities")
         if o.grants:
             ctx.notify("grants: pgkeep always restores owners and privileges for roles that exist")
-        _in_transaction(ctx, "RESTORE")
+        if not o.detached:
+            _in_transaction(ctx, "RESTORE")
         await _require_admin(ctx, "RESTORE")
         scope, dbs, tables = _targets(stmt.targets)
         spec = RestoreSpec(
@@ -165,10 +199,11 @@ class _Restore:
             skip_missing_sequence_owners=o.skip_missing_sequence_owners,
             skip_missing_views=o.skip_missing_views, skip_missing_udfs=o.skip_missing_udfs,
             schema_only=o.schema_only, verify_backup_table_data=o.verify_backup_table_data)
-        _log.info("RESTORE job %d: %s", spec.job_id, sql.format_statement(stmt, redact=True))
-        result = await ctx.app.engine.restore(spec)
-        return Result(JOB_COLUMNS, [(spec.job_id, "succeeded", 1.0, result.rows, result.index_entries,
-                                     result.bytes)])
+        result = await _run_job(ctx, "RESTORE", stmt, spec, o.detached)
+        if result is None:
+            return Result(_DETACHED_COLUMNS, [(spec.job_id,)])
+        return Result(JOB_COLUMNS, [(spec.job_id, "succeeded", 1.0, result["rows"],
+                                     result["index_entries"], result["bytes"])])
 
 
 COMMANDS = (_Backup(), _Restore())

@@ -24,6 +24,8 @@ class CommandContext:
     database: str
     txn_status: bytes
     notify: Callable[..., None] = field(default=lambda message, **kw: None)
+    client_query: Callable[[str], Any] | None = None  # rows of SQL run as the client, upstream
+    connected: Callable[[], bool] = field(default=lambda: True)  # is the client still there?
 
     async def is_admin(self) -> bool:
         """CockroachDB's `admin` is an upstream superuser here."""

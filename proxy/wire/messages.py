@@ -21,7 +21,7 @@ __all__ = [
     "Column", "frame", "error_response", "notice_response", "ready_for_query", "row_description",
     "data_row", "command_complete", "parameter_description", "PARSE_COMPLETE", "BIND_COMPLETE",
     "CLOSE_COMPLETE", "NO_DATA", "EMPTY_QUERY", "PORTAL_SUSPENDED", "backend_key_data",
-    "strip_sasl_plus", "auth_code", "encode_parse",
+    "strip_sasl_plus", "auth_code", "encode_parse", "decode_data_row", "decode_error_fields",
 ]
 
 SSL_REQUEST_CODE = 80877103
@@ -290,6 +290,26 @@ CLOSE_COMPLETE = frame(b"3")
 NO_DATA = frame(b"n")
 EMPTY_QUERY = frame(b"I")
 PORTAL_SUSPENDED = frame(b"s")
+
+
+def decode_data_row(body: bytes) -> tuple[str | None, ...]:
+    """A DataRow in text format, as str values (pgkeep's internal queries ask for text)."""
+    r = _Reader(body)
+    out: list[str | None] = []
+    for _ in range(r.int16()):
+        n = r.int32()
+        out.append(None if n == -1 else r.take(n).decode("utf-8", "replace"))
+    return tuple(out)
+
+
+def decode_error_fields(body: bytes) -> dict[str, str]:
+    r = _Reader(body)
+    fields: dict[str, str] = {}
+    while r.pos < len(r.buf) and r.buf[r.pos] != 0:
+        code = chr(r.buf[r.pos])
+        r.pos += 1
+        fields[code] = r.cstring()
+    return fields
 
 
 # ---- authentication ------------------------------------------------------------------------

@@ -1,0 +1,199 @@
+"""Jobs in the catalog: the persisted state machine of every BACKUP and RESTORE.
+
+Legal transitions live in TRANSITIONS and nowhere else; a request that is not legal from the
+job's current status is SQLSTATE 55000. A job runs where it holds the lease: a process claims a
+job atomically (FOR UPDATE SKIP LOCKED), renews the lease while it works, and any process may
+claim a running job whose lease has expired (its coordinator died), so each job runs on exactly
+one process at a time.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import CatalogError
+
+__all__ = ["Job", "JobStore", "TRANSITIONS", "TERMINAL", "InvalidJobState", "UndefinedJob",
+           "check_transition"]
+
+TERMINAL = frozenset(("succeeded", "failed", "canceled"))
+TRANSITIONS: dict[str, frozenset[str]] = {
+    "pending": frozenset(("running", "pause-requested", "cancel-requested", "failed")),
+    "running": frozenset(("succeeded", "failed", "pause-requested", "cancel-requested", "running")),
+    "pause-requested": frozenset(("paused", "running", "cancel-requested", "failed", "succeeded")),
+    "paused": frozenset(("running", "cancel-requested")),
+    # a cancel that arrives after a job's commit point is too late: the job succeeds
+    "cancel-requested": frozenset(("reverting", "canceled", "failed", "succeeded")),
+    "reverting": frozenset(("canceled", "failed")),
+    "succeeded": frozenset(),
+    "failed": frozenset(),
+    "canceled": frozenset(),
+}
+
+
+class InvalidJobState(CatalogError):
+    sqlstate = "55000"
+
+
+class UndefinedJob(CatalogError):
+    sqlstate = "42704"
+
+
+def check_transition(job_id: int, current: str, new: str, verb: str) -> None:
+    if new not in TRANSITIONS.get(current, frozenset()):
+        raise InvalidJobState(f"job {job_id}: cannot {verb} a job in state {current}")
+
+
+@dataclass
+class Job:
+    job_id: int
+    job_type: str
+    description: str
+    statement: str
+    user_name: str
+    status: str
+    running_status: str | None
+    created: Any
+    started: Any
+    finished: Any
+    modified: Any
+    fraction_completed: float
+    error: str | None
+    coordinator_id: str | None
+    lease_expires: Any
+    pause_reason: str | None
+    checkpoint: dict | None
+    result: dict | None
+
+
+_COLUMNS = ", ".join(Job.__dataclass_fields__)
+
+
+def _job(row) -> Job:
+    d = dict(row)
+    for k in ("checkpoint", "result"):
+        if isinstance(d[k], str):
+            d[k] = json.loads(d[k])
+    return Job(**d)
+
+
+class JobStore:
+    def __init__(self, pool) -> None:
+        self._pool = pool
+
+    async def create(self, job_id: int, job_type: str, description: str, user: str, spec: dict,
+                     coordinator: str | None, lease_seconds: float) -> None:
+        """A new job, already claimed by `coordinator` (it starts at once) when given."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                f"INSERT INTO pgkeep.jobs(job_id, job_type, description, statement, user_name, status, "
+                f"started, coordinator_id, lease_expires) VALUES ($1, $2, $3, $3, $4, "
+                f"CASE WHEN $5::text IS NULL THEN 'pending' ELSE 'running' END, "
+                f"CASE WHEN $5::text IS NULL THEN NULL ELSE now() END, $5, "
+                f"now() + make_interval(secs => $6))",
+                job_id, job_type, description, user, coordinator, lease_seconds)
+            await conn.execute("INSERT INTO pgkeep.job_payloads(job_id, spec) VALUES ($1, $2::jsonb)",
+                               job_id, json.dumps(spec))
+
+    async def get(self, job_id: int) -> Job:
+        row = await self._pool.fetchrow(f"SELECT {_COLUMNS} FROM pgkeep.jobs WHERE job_id = $1", job_id)
+        if row is None:
+            raise UndefinedJob(f"job with ID {job_id} does not exist")
+        return _job(row)
+
+    async def list(self, *, job_ids: list[int] | None = None, recent_hours: float | None = None,
+                   job_types: tuple[str, ...] | None = None) -> list[Job]:
+        """CockroachDB's SHOW JOBS order: unfinished first (by start), then finished (by finish)."""
+        rows = await self._pool.fetch(
+            f"SELECT {_COLUMNS} FROM pgkeep.jobs WHERE ($1::bigint[] IS NULL OR job_id = ANY($1)) "
+            f"AND ($2::float8 IS NULL OR finished IS NULL OR finished > now() - make_interval(secs => $2 * 3600)) "
+            f"AND ($3::text[] IS NULL OR job_type = ANY($3)) "
+            f"ORDER BY finished IS NOT NULL, CASE WHEN finished IS NULL THEN coalesce(started, created) "
+            f"ELSE finished END, job_id",
+            job_ids, recent_hours, list(job_types) if job_types else None)
+        return [_job(r) for r in rows]
+
+    async def payload(self, job_id: int) -> dict:
+        spec = await self._pool.fetchval("SELECT spec FROM pgkeep.job_payloads WHERE job_id = $1", job_id)
+        return json.loads(spec) if isinstance(spec, str) else spec
+
+    async def request(self, job_id: int, new: str, verb: str, reason: str | None = None) -> Job:
+        """A user's PAUSE (pause-requested, or paused at once when not running anywhere), RESUME
+        (running, to be claimed) or CANCEL (cancel-requested)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow("SELECT status, coordinator_id FROM pgkeep.jobs WHERE job_id = $1 "
+                                      "FOR UPDATE", job_id)
+            if row is None:
+                raise UndefinedJob(f"job with ID {job_id} does not exist")
+            current = row["status"]
+            if new == "pause-requested" and current in ("paused", "pause-requested"):
+                raise InvalidJobState(f"job {job_id}: cannot pause a job in state {current}")
+            check_transition(job_id, current, new, verb)
+            if new == "pause-requested" and current == "pending":
+                new = "paused"
+            if new == "running":  # resumed: any process may claim it
+                await conn.execute("UPDATE pgkeep.jobs SET status = 'running', coordinator_id = NULL, "
+                                   "lease_expires = NULL, pause_reason = NULL, modified = now() "
+                                   "WHERE job_id = $1", job_id)
+            else:
+                await conn.execute("UPDATE pgkeep.jobs SET status = $2, pause_reason = coalesce($3, "
+                                   "pause_reason), modified = now() WHERE job_id = $1", job_id, new, reason)
+        return await self.get(job_id)
+
+    async def claim(self, coordinator: str, lease_seconds: float) -> Job | None:
+        """Claim one running job that no live process holds (lease missing or expired)."""
+        row = await self._pool.fetchrow(
+            f"UPDATE pgkeep.jobs SET coordinator_id = $1, lease_expires = now() + make_interval(secs => $2), "
+            f"status = CASE WHEN status = 'pending' THEN 'running' ELSE status END, "
+            f"started = coalesce(started, now()), modified = now() WHERE job_id = ("
+            f"  SELECT job_id FROM pgkeep.jobs WHERE status IN ('running', 'pending', 'cancel-requested', "
+            f"  'reverting', 'pause-requested') AND (lease_expires IS NULL OR lease_expires < now()) "
+            f"  ORDER BY created LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING {_COLUMNS}",
+            coordinator, lease_seconds)
+        return _job(row) if row else None
+
+    async def heartbeat(self, coordinator: str, job_ids: list[int], lease_seconds: float) -> dict[int, str]:
+        """Renew the leases of the jobs this process runs; returns their current status (a user
+        may have asked to pause or cancel them). A job missing from the answer was lost: another
+        process took it after our lease expired."""
+        rows = await self._pool.fetch(
+            "UPDATE pgkeep.jobs SET lease_expires = now() + make_interval(secs => $3) "
+            "WHERE job_id = ANY($2) AND coordinator_id = $1 RETURNING job_id, status",
+            coordinator, job_ids, lease_seconds)
+        return {r[0]: r[1] for r in rows}
+
+    async def progress(self, job_id: int, fraction: float, running_status: str) -> None:
+        await self._pool.execute(
+            "UPDATE pgkeep.jobs SET fraction_completed = $2, running_status = $3, modified = now() "
+            "WHERE job_id = $1 AND finished IS NULL", job_id, min(max(fraction, 0.0), 1.0), running_status)
+
+    async def save_checkpoint(self, job_id: int, coordinator: str, checkpoint: dict) -> None:
+        await self._pool.execute(
+            "UPDATE pgkeep.jobs SET checkpoint = $3::jsonb, modified = now() "
+            "WHERE job_id = $1 AND coordinator_id = $2", job_id, coordinator, json.dumps(checkpoint))
+
+    async def finish(self, job_id: int, coordinator: str, status: str, *, error: str | None = None,
+                     result: dict | None = None, running_status: str | None = None) -> None:
+        """End (or park) a job this process holds: succeeded, failed, canceled, or paused."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            current = await conn.fetchval("SELECT status FROM pgkeep.jobs WHERE job_id = $1 FOR UPDATE",
+                                          job_id)
+            if current is None:
+                return
+            check_transition(job_id, current, status, "finish")
+            terminal = status in TERMINAL
+            await conn.execute(
+                "UPDATE pgkeep.jobs SET status = $2, error = $3, result = $4::jsonb, "
+                "running_status = $5, modified = now(), "
+                "finished = CASE WHEN $6 THEN now() ELSE NULL END, "
+                "fraction_completed = CASE WHEN $2 = 'succeeded' THEN 1 ELSE fraction_completed END, "
+                "coordinator_id = NULL, lease_expires = NULL WHERE job_id = $1",
+                job_id, status, error, json.dumps(result) if result is not None else None,
+                running_status, terminal)
+
+    async def release(self, job_id: int, coordinator: str) -> None:
+        """Give a job up without changing its status (shutdown): another process adopts it."""
+        await self._pool.execute(
+            "UPDATE pgkeep.jobs SET coordinator_id = NULL, lease_expires = NULL "
+            "WHERE job_id = $1 AND coordinator_id = $2", job_id, coordinator)

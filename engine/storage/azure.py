@@ -1,0 +1,342 @@
+"""azure://container/path?PARAMS (aliases azure-blob://, azure-storage://): Azure Blob Storage,
+through azure-storage-blob.
+
+Parameters (CockroachDB's names, plus pgkeep's AZURE_ENDPOINT; anything else is 22023):
+  AZURE_ACCOUNT_NAME (required); AUTH=specified (default: AZURE_ACCOUNT_KEY, or the service
+  principal AZURE_CLIENT_ID + AZURE_CLIENT_SECRET + AZURE_TENANT_ID) | implicit (azure-identity's
+  DefaultAzureCredential from pgkeep's environment); AZURE_ENVIRONMENT (AzurePublicCloud, the
+  default, AzureUSGovernmentCloud, AzureChinaCloud, AzureGermanCloud: the endpoint suffix and the
+  login authority); AZURE_ENDPOINT (the account's blob endpoint, e.g.
+  http://127.0.0.1:10000/devstoreaccount1 for Azurite or a private cloud; default
+  https://<account>.blob.<suffix>). Service principals and AUTH=implicit need the azure-identity
+  package (0A000 without it).
+
+Contracts (base.py): a writer sends small objects with one Put Blob at commit; past one block it
+stages blocks of `part_size` bytes, `parallel` at a time in the background (memory about
+(parallel+1) blocks), and commits the block list at commit: nothing is visible before, and an
+aborted writer's uncommitted blocks are never listed (the service drops them). Block IDs are
+random per writer, so concurrent writers of one name never mix blocks (but the first commit
+drops the others' uncommitted blocks, so a concurrent second writer fails: 58030). Every upload carries a
+Content-MD5 (validate_content). `get` streams ranged chunks (optionally from an offset),
+`list` reads every page, then yields in name order. The SDK's retries are off (retry_total=0): wrappers.py retries.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import threading
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator
+from urllib.parse import urlsplit
+
+from ..errors import InvalidURI, NotFound, StorageError, Unsupported
+from .base import ObjectInfo
+from .uri import (CloudURI, PartPipeline, Requests, TransientStorageError, check_name, describe,
+                  fix_base64, join_key, parse_auth, parse_cloud_uri)
+
+__all__ = ["AzureStore", "parse_azure", "AZURE_PARAMS"]
+
+AZURE_PARAMS = frozenset({
+    "AUTH", "AZURE_ACCOUNT_NAME", "AZURE_ACCOUNT_KEY", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET",
+    "AZURE_TENANT_ID", "AZURE_ENVIRONMENT", "AZURE_ENDPOINT",
+})
+
+# AZURE_ENVIRONMENT -> (blob endpoint suffix, login authority)
+ENVIRONMENTS = {
+    "AzurePublicCloud": ("core.windows.net", "login.microsoftonline.com"),
+    "AzureUSGovernmentCloud": ("core.usgovcloudapi.net", "login.microsoftonline.us"),
+    "AzureChinaCloud": ("core.chinacloudapi.cn", "login.chinacloudapi.cn"),
+    "AzureGermanCloud": ("core.cloudapi.de", "login.microsoftonline.de"),
+}
+
+PART_SIZE = 8 << 20
+PARALLEL_PARTS = 2
+READ_CHUNK = 4 << 20
+
+
+@dataclass(frozen=True)
+class AzureConfig:
+    uri: CloudURI
+    auth: str
+    account: str
+    key: str | None = field(repr=False)
+    client_id: str | None
+    client_secret: str | None = field(repr=False)
+    tenant_id: str | None
+    account_url: str
+    authority: str
+
+
+def parse_azure(uri: str) -> AzureConfig:
+    cu = parse_cloud_uri(uri, AZURE_PARAMS, what="azure")
+    auth = parse_auth(cu)
+    account = cu.get("AZURE_ACCOUNT_NAME")
+    if not account:
+        raise InvalidURI(f'azure uri missing "AZURE_ACCOUNT_NAME" parameter: {cu.redacted}')
+    key = cu.get("AZURE_ACCOUNT_KEY")
+    cid, secret, tenant = (cu.get("AZURE_CLIENT_ID"), cu.get("AZURE_CLIENT_SECRET"),
+                           cu.get("AZURE_TENANT_ID"))
+    principal = [n for n, v in (("AZURE_CLIENT_ID", cid), ("AZURE_CLIENT_SECRET", secret),
+                                ("AZURE_TENANT_ID", tenant)) if v]
+    if auth == "specified":
+        if key and principal:
+            raise InvalidURI(f"give AZURE_ACCOUNT_KEY or AZURE_CLIENT_ID/AZURE_CLIENT_SECRET/"
+                             f"AZURE_TENANT_ID, not both: {cu.redacted}")
+        if not key and len(principal) != 3:
+            missing = [n for n in ("AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET", "AZURE_TENANT_ID")
+                       if n not in principal]
+            what = ('"AZURE_ACCOUNT_KEY" parameter' if not principal
+                    else ", ".join(f'"{m}"' for m in missing) + " parameter")
+            raise InvalidURI(f"azure uri missing {what}: {cu.redacted}",
+                             hint="give AZURE_ACCOUNT_KEY, or AZURE_CLIENT_ID, AZURE_CLIENT_SECRET and "
+                                  "AZURE_TENANT_ID, or AUTH=implicit")
+    elif key or principal:
+        raise InvalidURI(f"AUTH=implicit takes no AZURE_ACCOUNT_KEY or client credentials: {cu.redacted}")
+    if key:
+        key = fix_base64(key)
+        try:
+            base64.b64decode(key, validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidURI(f"AZURE_ACCOUNT_KEY in {cu.redacted} is not base64") from None
+    env = cu.get("AZURE_ENVIRONMENT") or "AzurePublicCloud"
+    if env not in ENVIRONMENTS:
+        raise InvalidURI(f"unknown AZURE_ENVIRONMENT {env!r} in {cu.redacted}",
+                         hint="one of " + ", ".join(ENVIRONMENTS))
+    suffix, authority = ENVIRONMENTS[env]
+    endpoint = cu.get("AZURE_ENDPOINT")
+    if endpoint:
+        e = urlsplit(endpoint)
+        if e.scheme not in ("http", "https") or not e.hostname:
+            raise InvalidURI(f"invalid AZURE_ENDPOINT in {cu.redacted}: want http(s)://host[:port][/account]")
+        account_url = endpoint.rstrip("/")
+    else:
+        account_url = f"https://{account}.blob.{suffix}"
+    secrets = tuple(cu.secrets) + tuple(s for s in (key,) if s)
+    cu = CloudURI(cu.scheme, cu.bucket, cu.prefix, cu.params, cu.redacted, secrets)
+    return AzureConfig(cu, auth, account, key, cid, secret, tenant, account_url, authority)
+
+
+def _make_container_client(cfg: AzureConfig):
+    from azure.storage.blob import BlobServiceClient
+
+    if cfg.key:
+        credential: Any = {"account_name": cfg.account, "account_key": cfg.key}
+    else:
+        try:
+            import azure.identity as identity
+        except ImportError:
+            raise Unsupported(f"{'AUTH=implicit' if cfg.auth == 'implicit' else 'AZURE_CLIENT_ID'} "
+                              "for azure storage needs the azure-identity package, which is not "
+                              "installed", hint="pip install azure-identity, or use AZURE_ACCOUNT_KEY") from None
+        if cfg.auth == "implicit":
+            credential = identity.DefaultAzureCredential(authority=cfg.authority)
+        else:
+            credential = identity.ClientSecretCredential(cfg.tenant_id, cfg.client_id, cfg.client_secret,
+                                                         authority=cfg.authority)
+    svc = BlobServiceClient(cfg.account_url, credential=credential, retry_total=0,
+                            connection_timeout=10, read_timeout=120,
+                            max_single_get_size=READ_CHUNK, max_chunk_get_size=READ_CHUNK,
+                            max_single_put_size=PART_SIZE, max_block_size=PART_SIZE)
+    return svc.get_container_client(cfg.uri.bucket)
+
+
+class _AzureWriter:
+    def __init__(self, store: "AzureStore", path: str) -> None:
+        self._s = store
+        self._path = path
+        self._key = join_key(store.cfg.uri.prefix, path)
+        self._tag = uuid.uuid4().hex           # block IDs unique to this writer
+        self._pipe = PartPipeline(store.part_size, store.parallel, self._stage)
+        self._closed = False
+
+    def _block_id(self, n: int) -> str:
+        return base64.b64encode(f"{self._tag}-{n:06d}".encode()).decode()
+
+    async def _stage(self, n: int, data: bytes) -> str:
+        bid = self._block_id(n)
+        await self._s._call("write", f"{self._path} (block {n})",
+                            lambda: self._s._blob(self._key).stage_block(bid, data, length=len(data),
+                                                                        validate_content=True))
+        return bid
+
+    async def write(self, data: bytes) -> None:
+        if self._closed:
+            raise StorageError(f"write to {self._path} in {self._s.uri} after commit or abort")
+        if data:
+            await self._pipe.feed(data)
+
+    async def commit(self) -> None:
+        if self._closed:
+            raise StorageError(f"commit of {self._path} in {self._s.uri} after commit or abort")
+        s = self._s
+        if not self._pipe.started:
+            rest = self._pipe.take_rest()
+            await s._call("write", self._path, lambda: s._blob(self._key).upload_blob(
+                rest, overwrite=True, length=len(rest), validate_content=True, max_concurrency=1))
+            self._closed = True
+            return
+        await self._pipe.launch_rest()
+        await self._pipe.drain()
+
+        def op():
+            from azure.storage.blob import BlobBlock
+            ids = [self._pipe.results[n] for n in sorted(self._pipe.results)]
+            s._blob(self._key).commit_block_list([BlobBlock(block_id=i) for i in ids])
+        await s._call("write", self._path, op)
+        self._closed = True
+
+    async def abort(self) -> None:
+        # Staged blocks stay uncommitted: never listed nor readable, dropped by the service
+        # (after a week, or at the next commit of this name).
+        self._closed = True
+        self._pipe.cancel()
+
+
+class AzureStore:
+    supports_get_offset = True
+
+    def __init__(self, cfg: AzureConfig) -> None:
+        self.cfg = cfg
+        self.uri = cfg.uri.redacted
+        self.container = cfg.uri.bucket
+        self.part_size = PART_SIZE
+        self.parallel = PARALLEL_PARTS
+        self.list_page_size = 1000
+        self._req = Requests("azure", self._classify)
+        self._cc = None
+        self._lock = threading.Lock()
+
+    @property
+    def request_policy(self):
+        return self._req.policy
+
+    @request_policy.setter
+    def request_policy(self, policy) -> None:
+        self._req.policy = policy
+
+    def _container(self):
+        with self._lock:
+            if self._cc is None:
+                self._cc = _make_container_client(self.cfg)
+            return self._cc
+
+    def _blob(self, key: str):
+        return self._container().get_blob_client(key)
+
+    async def _call(self, op: str, path: str, fn):
+        return await self._req.call(self, op, path, fn)
+
+    def _key(self, path: str) -> str:
+        check_name(path, self.uri)
+        return join_key(self.cfg.uri.prefix, path)
+
+    def _classify(self, e: BaseException, op: str, path: str) -> Exception:
+        from azure.core import exceptions as zx
+
+        where = f"cannot {op} {path} in {self.uri}"
+        code = str(getattr(e, "error_code", None) or "")
+        code = code.rpartition(".")[2] if code.startswith("StorageErrorCode.") else code
+        if isinstance(e, zx.ResourceNotFoundError):
+            if code.lower() in ("containernotfound", "container_not_found"):
+                return StorageError(f"{where}: the container {self.container!r} does not exist")
+            return NotFound(f"{path} does not exist in {self.uri}")
+        if isinstance(e, zx.ClientAuthenticationError):
+            return StorageError(f"{where}: authentication failed ({code or 'HTTP 403'})")
+        if isinstance(e, (zx.ServiceRequestError, zx.ServiceResponseError, zx.IncompleteReadError,
+                          zx.DecodeError, ConnectionError, TimeoutError)):
+            return TransientStorageError(f"{where}: {describe(e, self.cfg.uri.secrets)}")
+        if isinstance(e, zx.HttpResponseError):
+            status = e.status_code or 0
+            text = f"{where}: {code or type(e).__name__} (HTTP {status})"
+            if status >= 500 or status in (408, 429) or code in ("ServerBusy", "OperationTimedOut"):
+                return TransientStorageError(text)
+            return StorageError(text)
+        return StorageError(f"{where}: {describe(e, self.cfg.uri.secrets)}")
+
+    async def writer(self, path: str) -> _AzureWriter:
+        self._key(path)
+        return _AzureWriter(self, path)
+
+    async def get(self, path: str, offset: int = 0) -> AsyncIterator[bytes]:
+        key = self._key(path)
+
+        def open_():
+            from azure.core.exceptions import HttpResponseError
+            try:
+                d = self._blob(key).download_blob(offset=offset or None, max_concurrency=1,
+                                                  validate_content=False)
+            except HttpResponseError as e:
+                if offset and e.status_code == 416:
+                    self._blob(key).get_blob_properties()     # NotFound if missing
+                    return None
+                raise
+            return d.chunks()
+        chunks = await self._call("read", path, open_)
+        if chunks is None:
+            return
+        end = object()
+        while True:
+            try:
+                chunk = await self._req.thread(next, chunks, end)
+            except Exception as e:  # noqa: BLE001
+                raise self._classify(e, "read", path) from None
+            if chunk is end:
+                return
+            if chunk:
+                yield chunk
+
+    async def get_range(self, path: str, offset: int, length: int) -> bytes:
+        key = self._key(path)
+        if length <= 0:
+            await self.stat(path)
+            return b""
+
+        def op():
+            from azure.core.exceptions import HttpResponseError
+            try:
+                return self._blob(key).download_blob(offset=offset, length=length, max_concurrency=1).readall()
+            except HttpResponseError as e:
+                if e.status_code == 416:
+                    self._blob(key).get_blob_properties()
+                    return b""
+                raise
+        return await self._call("read", path, op)
+
+    async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+        base = self.cfg.uri.prefix + "/" if self.cfg.uri.prefix else ""
+
+        def page(token):
+            pager = self._container().list_blobs(name_starts_with=base + prefix,
+                                                 results_per_page=self.list_page_size).by_page(continuation_token=token)
+            items = [(b.name, int(b.size or 0)) for b in next(pager, [])]
+            return items, pager.continuation_token
+        token = None
+        found: list[ObjectInfo] = []
+        while True:     # every page first, then sorted: an emulator need not list in order
+            items, token = await self._call("list objects under", prefix or "/", lambda t=token: page(t))
+            found += [ObjectInfo(name[len(base):], size) for name, size in items]
+            if not token:
+                break
+        found.sort(key=lambda o: o.path)
+        for info in found:
+            yield info
+
+    async def delete(self, path: str) -> None:
+        key = self._key(path)
+        try:
+            await self._call("delete", path, lambda: self._blob(key).delete_blob())
+        except NotFound:
+            pass
+
+    async def stat(self, path: str) -> ObjectInfo:
+        key = self._key(path)
+        props = await self._call("stat", path, lambda: self._blob(key).get_blob_properties())
+        return ObjectInfo(path, int(props.size))
+
+    async def close(self) -> None:
+        self._req.shutdown()
+        cc, self._cc = self._cc, None
+        if cc is not None:
+            await asyncio.to_thread(cc.close)

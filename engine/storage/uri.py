@@ -1,0 +1,275 @@
+"""What a cloud storage URI says, and the frame the cloud backends (s3, gs, azure) share.
+
+Owns:
+- `parse_cloud_uri`: scheme://bucket/path?PARAMS -> CloudURI. Parameters are CockroachDB's, exact
+  upper-case names; anything else is 22023 `unknown query parameters: A, B` (InvalidURI). A
+  parameter given twice is 22023 too. Every message names the store by its redacted URI, with
+  unknown parameters' values hidden as well (a misspelt secret must not leak).
+- `TransientStorageError`: a StorageError (58030) that a retry may cure (throttling, 5xx,
+  resets, timeouts, truncated bodies). Backends raise it; only wrappers.py acts on it.
+- `Requests`: how a backend runs its blocking SDK calls: in the store's own small thread pool
+  (never on the event loop), each call through `request_policy.run(...)`, the one seam where
+  wrappers.py puts its retries. A backend never retries by itself.
+- `PartPipeline`: a written stream cut into parts uploaded in the background, bounded memory.
+- `scrub` / `describe`: short error texts from SDK exceptions with every secret value removed.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Iterable
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
+
+from ..errors import EngineError, InvalidURI, StorageError
+from ..redact import REDACTED, SECRET_QUERY_PARAMS, redact_uri
+
+__all__ = ["CloudURI", "parse_cloud_uri", "parse_bool", "parse_auth", "TransientStorageError",
+           "Requests", "DirectPolicy", "PartPipeline", "scrub", "describe", "check_name",
+           "join_key", "fix_base64"]
+
+
+class TransientStorageError(StorageError):
+    """A failure that may go away if the same request is made again (58030 if it does not)."""
+
+
+@dataclass(frozen=True)
+class CloudURI:
+    scheme: str
+    bucket: str                  # bucket or container (the URI's host)
+    prefix: str                  # the path under it, no leading or trailing '/'
+    params: dict[str, str]
+    redacted: str                # the whole URI as it may appear in messages
+    secrets: tuple[str, ...] = field(default=(), repr=False)   # values to scrub from texts
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        v = self.params.get(name)
+        return default if v is None or v == "" else v
+
+
+def parse_cloud_uri(uri: str, known: Iterable[str], *, what: str) -> CloudURI:
+    """Split and validate a bucket URI; `known` are the parameters this scheme accepts."""
+    u = urlsplit(uri)
+    known = set(known)
+    pairs = parse_qsl(u.query, keep_blank_values=True)
+    unknown = sorted({k for k, _ in pairs if k not in known})
+    if unknown:
+        shown = _hide_values(uri, set(unknown))
+        raise InvalidURI(f"unknown query parameters: {', '.join(unknown)} for {shown}",
+                         hint=f"{what} URIs take {', '.join(sorted(known))} "
+                              "(upper-case, as CockroachDB spells them)")
+    red = redact_uri(uri)
+    params: dict[str, str] = {}
+    for k, v in pairs:
+        if k in params:
+            raise InvalidURI(f"query parameter {k} is given more than once in {red}")
+        params[k] = v
+    host = u.netloc.rpartition("@")[2]
+    if not host:
+        raise InvalidURI(f"empty host component; {what} URI must specify a target "
+                         f"{'container' if what == 'azure' else 'bucket'}: {red}")
+    prefix = unquote(u.path).strip("/")
+    if any(part in ("..", ".") for part in prefix.split("/")):
+        raise InvalidURI(f"invalid {what} URI {red}: '.' and '..' are not allowed in the path")
+    secrets = tuple(v for k, v in params.items() if k in SECRET_QUERY_PARAMS and v)
+    return CloudURI(u.scheme.lower(), unquote(host), prefix, params, red, secrets)
+
+
+def _hide_values(uri: str, names: set[str]) -> str:
+    """redact_uri, and the values of `names` hidden as well."""
+    red = redact_uri(uri)
+    head, q, query = red.partition("?")
+    if not q:
+        return red
+    out = []
+    for p in query.split("&"):
+        k, eq, _ = p.partition("=")
+        out.append(k + "=" + REDACTED if eq and unquote(k) in names else p)
+    return head + "?" + "&".join(out)
+
+
+_TRUE = {"1", "t", "T", "TRUE", "true", "True"}
+_FALSE = {"0", "f", "F", "FALSE", "false", "False"}
+
+
+def parse_bool(cu: CloudURI, name: str, default: bool = False) -> bool:
+    v = cu.params.get(name)
+    if v is None or v == "":
+        return default
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    raise InvalidURI(f"invalid value {v!r} for {name} in {cu.redacted}: want true or false")
+
+
+def parse_auth(cu: CloudURI) -> str:
+    """AUTH=specified (the default: credentials come from the URI) or AUTH=implicit (from
+    pgkeep's own environment, the SDK's default chain)."""
+    v = (cu.params.get("AUTH") or "specified").lower()
+    if v not in ("specified", "implicit"):
+        raise InvalidURI(f"unsupported value {cu.params['AUTH']!r} for AUTH in {cu.redacted}",
+                         hint="AUTH=specified or AUTH=implicit")
+    return v
+
+
+def check_name(name: str, cu_redacted: str) -> None:
+    """Object names are '/'-separated, relative, with no empty, '.' or '..' segment."""
+    if not name or name.startswith("/") or any(p in ("", ".", "..") for p in name.split("/")):
+        raise InvalidURI(f"invalid object name {name!r} in {cu_redacted}")
+
+
+def fix_base64(value: str) -> str:
+    """A base64 value whose '+' signs became spaces because the URI did not percent-encode them
+    (form decoding, as CockroachDB's): base64 has no spaces, so this is unambiguous."""
+    return value.replace(" ", "+")
+
+
+def join_key(prefix: str, name: str) -> str:
+    return f"{prefix}/{name}" if prefix else name
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    for s in secrets:
+        if s and len(s) >= 4:
+            text = text.replace(s, REDACTED).replace(quote(s, safe=""), REDACTED)
+    return text
+
+
+def describe(exc: BaseException, secrets: Iterable[str] = ()) -> str:
+    """One short line about an SDK exception, never containing a secret."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if len(text) > 240:
+        text = text[:240] + "..."
+    name = type(exc).__name__
+    return scrub(f"{name}: {text}" if text else name, secrets)
+
+
+# -- running blocking SDK calls --
+class DirectPolicy:
+    """No retries: one attempt. wrappers.RetryPolicy replaces it."""
+
+    async def run(self, attempt: Callable[[], Awaitable[Any]], *, store: Any, op: str,
+                  path: str) -> Any:
+        return await attempt()
+
+
+class Requests:
+    """A store's blocking SDK calls: a bounded thread pool of its own, the request policy seam,
+    and the translation of SDK exceptions into NotFound / TransientStorageError / StorageError
+    by the backend's `classify(exc, op, path) -> Exception`."""
+
+    def __init__(self, name: str, classify: Callable[[BaseException, str, str], Exception],
+                 max_workers: int = 8) -> None:
+        self._name = name
+        self._classify = classify
+        self._max_workers = max_workers
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self.policy: Any = DirectPolicy()
+
+    def _executor(self) -> concurrent.futures.ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(
+                self._max_workers, thread_name_prefix=f"pgkeep-{self._name}")
+        return self._pool
+
+    async def thread(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        """Run fn in the pool, no policy, exceptions untouched."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor(), functools.partial(fn, *args, **kw))
+
+    async def call(self, store: Any, op: str, path: str, fn: Callable[..., Any], *args: Any,
+                   **kw: Any) -> Any:
+        """One SDK request, through the policy; exceptions classified."""
+        async def attempt():
+            try:
+                return await self.thread(fn, *args, **kw)
+            except EngineError:
+                raise
+            except Exception as e:  # noqa: BLE001 - every SDK failure is classified
+                raise self._classify(e, op, path) from None
+        return await self.policy.run(attempt, store=store, op=op, path=path)
+
+    def shutdown(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+
+class PartPipeline:
+    """Cuts a written stream into parts of `part_size` bytes and uploads each in the background
+    with `upload(number, data)` (numbers from 1), at most `parallel` at once. Memory stays
+    bounded: a write waits for a free upload slot before cutting the next part, so at most
+    `parallel` parts are in flight plus the one being filled (about parallel+1 parts)."""
+
+    def __init__(self, part_size: int, parallel: int,
+                 upload: Callable[[int, bytes], Awaitable[Any]],
+                 start: Callable[[], Awaitable[Any]] | None = None) -> None:
+        self.part_size = part_size
+        self.parallel = max(1, parallel)
+        self._upload = upload
+        self._start = start
+        self._buf = bytearray()
+        self._tasks: list[asyncio.Task] = []
+        self.parts = 0           # parts launched
+        self.total = 0           # bytes fed
+        self.results: dict[int, Any] = {}
+
+    @property
+    def started(self) -> bool:
+        return self.parts > 0
+
+    async def feed(self, data: bytes) -> None:
+        self._buf += data
+        self.total += len(data)
+        while len(self._buf) >= self.part_size:
+            await self._reap(self.parallel - 1)
+            with memoryview(self._buf) as mv:
+                part = bytes(mv[:self.part_size])
+            del self._buf[:self.part_size]
+            await self._launch(part)
+
+    async def _launch(self, part: bytes) -> None:
+        if self.parts == 0 and self._start is not None:
+            await self._start()
+        self.parts += 1
+        n = self.parts
+
+        async def run():
+            self.results[n] = await self._upload(n, part)
+        self._tasks.append(asyncio.ensure_future(run()))
+
+    async def _reap(self, keep: int) -> None:
+        """Wait until at most `keep` uploads are in flight; raise the first failure."""
+        while True:
+            for t in [t for t in self._tasks if t.done()]:
+                self._tasks.remove(t)
+                t.result()
+            if len(self._tasks) <= keep:
+                return
+            await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+
+    def take_rest(self) -> bytes:
+        rest = bytes(self._buf)
+        self._buf = bytearray()
+        return rest
+
+    async def launch_rest(self) -> None:
+        """Upload what is left (if anything) as the final part, after every full one."""
+        if self._buf:
+            await self._reap(self.parallel - 1)      # before copying: less in memory at once
+            await self._launch(self.take_rest())
+
+    async def drain(self) -> None:
+        await self._reap(0)
+
+    def cancel(self) -> None:
+        for t in self._tasks:
+            if t.done():
+                if not t.cancelled():
+                    t.exception()   # retrieved: the writer reports the first failure itself
+            else:
+                t.cancel()
+        self._tasks.clear()
+        self._buf = bytearray()

@@ -1,0 +1,222 @@
+"""Retries around any ObjectStore: exponential backoff with jitter, bounded attempts and time.
+
+What is retried: TransientStorageError only (throttling 503/SlowDown/429, other 5xx, connection
+resets, timeouts, truncated bodies; the backends decide, uri.TransientStorageError). NotFound,
+InvalidURI and plain StorageError (denied, no such bucket, ...) pass through at once.
+
+Where: at two levels, both owned here, never inside a backend.
+- Each SDK request of a backend that has the request seam (`request_policy`, see uri.Requests):
+  one part upload, one list page, one stat. This is what lets a streaming writer survive a failed
+  part upload without buffering the whole object: the part is still in memory and is sent again.
+- Whole protocol calls of a store without the seam (nodelocal, or any other), and the body of a
+  `get` stream: a stream cut mid-way is reopened at the offset already delivered (ranged GET),
+  so the caller sees every byte exactly once, in order.
+
+When a request keeps failing (max_attempts, or max_elapsed seconds since its first attempt),
+it raises StorageError (58030) whose message is the backend's (naming the store by its redacted
+URI) plus how long it tried. A writer that fails for good aborts its upload before raising, so
+nothing partial ever becomes visible and no multipart upload is left behind.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+from ..errors import StorageError
+from .base import ObjectInfo, ObjectStore
+from .uri import TransientStorageError
+
+__all__ = ["RetryPolicy", "RetryingStore"]
+
+log = logging.getLogger("pgkeep.storage")
+
+
+@dataclass
+class RetryPolicy:
+    max_attempts: int = 8
+    base_delay: float = 0.2      # seconds before the 2nd attempt (before jitter)
+    max_delay: float = 8.0
+    max_elapsed: float = 90.0    # no new attempt starts later than this after the first
+    rng: random.Random = field(default_factory=random.Random, repr=False)
+    retries: int = 0             # attempts that failed transiently and were tried again
+
+    def delay(self, failures: int) -> float:
+        """Equal jitter: half the exponential step, plus up to as much again at random."""
+        step = min(self.max_delay, self.base_delay * (2 ** (failures - 1)))
+        return step / 2 + self.rng.uniform(0, step / 2)
+
+    def give_up(self, e: TransientStorageError, failures: int, started: float) -> StorageError | None:
+        """None to try again, else the final error."""
+        elapsed = time.monotonic() - started
+        if failures < self.max_attempts and elapsed + self.delay(failures) <= self.max_elapsed:
+            return None
+        return StorageError(f"{e.message} (gave up after {failures} attempts in {elapsed:.1f} s)",
+                            hint=e.hint or "the storage service kept failing; try again later",
+                            detail=e.detail)
+
+    async def run(self, attempt: Callable[[], Awaitable[Any]], *, store: Any = None,
+                  op: str = "", path: str = "") -> Any:
+        started = time.monotonic()
+        failures = 0
+        while True:
+            try:
+                return await attempt()
+            except TransientStorageError as e:
+                failures += 1
+                final = self.give_up(e, failures, started)
+                if final is not None:
+                    raise final from None
+                wait = self.delay(failures)
+                self.retries += 1
+                log.debug("retrying %s of %s in %.2fs: %s", op, path, wait, e.message)
+                await asyncio.sleep(wait)
+
+
+def _final(e: TransientStorageError) -> StorageError:
+    return StorageError(e.message, hint=e.hint, detail=e.detail)
+
+
+class _RetryingWriter:
+    """Passes writes through; on any failure aborts the inner upload, then raises."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self._done = False
+
+    async def _guard(self, coro: Awaitable[None]) -> None:
+        try:
+            await coro
+        except Exception as e:
+            await self._abort_quietly()
+            if isinstance(e, TransientStorageError):
+                raise _final(e) from None
+            raise
+
+    async def write(self, data: bytes) -> None:
+        if self._done:
+            raise StorageError("write after commit or abort")
+        await self._guard(self._inner.write(data))
+
+    async def commit(self) -> None:
+        if self._done:
+            raise StorageError("commit after commit or abort")
+        await self._guard(self._inner.commit())
+        self._done = True
+
+    async def abort(self) -> None:
+        if not self._done:
+            self._done = True
+            await self._inner.abort()
+
+    async def _abort_quietly(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        try:
+            await asyncio.shield(self._inner.abort())
+        except Exception as e:  # noqa: BLE001 - the original failure is the one to report
+            log.debug("abort after a failed upload also failed: %s", e)
+
+
+class RetryingStore:
+    """An ObjectStore that retries transient failures of `inner` (see the module docstring)."""
+
+    def __init__(self, inner: ObjectStore, policy: RetryPolicy | None = None) -> None:
+        self.inner = inner
+        self.uri = inner.uri
+        self._seam = hasattr(inner, "request_policy")
+        self.policy = policy or RetryPolicy()
+
+    @property
+    def policy(self) -> RetryPolicy:
+        return self._policy
+
+    @policy.setter
+    def policy(self, policy: RetryPolicy) -> None:
+        self._policy = policy
+        if self._seam:
+            self.inner.request_policy = policy
+
+    async def _whole(self, op: str, path: str, fn: Callable[[], Awaitable[Any]]) -> Any:
+        if self._seam:      # the inner store already retried each request
+            try:
+                return await fn()
+            except TransientStorageError as e:
+                raise _final(e) from None
+        return await self._policy.run(fn, store=self, op=op, path=path)
+
+    async def writer(self, path: str) -> _RetryingWriter:
+        return _RetryingWriter(await self._whole("write", path, lambda: self.inner.writer(path)))
+
+    async def get(self, path: str) -> AsyncIterator[bytes]:
+        delivered = 0
+        failures = 0
+        started = time.monotonic()
+        resumable = getattr(self.inner, "supports_get_offset", False)
+        while True:
+            if resumable:
+                stream, skip = self.inner.get(path, offset=delivered), 0
+            else:
+                stream, skip = self.inner.get(path), delivered
+            try:
+                async for chunk in stream:
+                    if skip:
+                        if len(chunk) <= skip:
+                            skip -= len(chunk)
+                            continue
+                        chunk, skip = chunk[skip:], 0
+                    delivered += len(chunk)
+                    yield chunk
+                return
+            except TransientStorageError as e:
+                failures += 1
+                final = self._policy.give_up(e, failures, started)
+                if final is not None:
+                    raise final from None
+                self._policy.retries += 1
+                await asyncio.sleep(self._policy.delay(failures))
+            finally:
+                await stream.aclose()
+
+    async def get_range(self, path: str, offset: int, length: int) -> bytes:
+        return await self._whole("read", path, lambda: self.inner.get_range(path, offset, length))
+
+    async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+        last: str | None = None
+        failures = 0
+        started = time.monotonic()
+        while True:
+            stream = self.inner.list(prefix)
+            try:
+                async for info in stream:
+                    if last is not None and info.path <= last:
+                        continue            # already delivered before the listing was cut
+                    last = info.path
+                    yield info
+                return
+            except TransientStorageError as e:
+                failures += 1
+                final = None if not self._seam else _final(e)
+                final = final or self._policy.give_up(e, failures, started)
+                if final is not None:
+                    raise final from None
+                self._policy.retries += 1
+                await asyncio.sleep(self._policy.delay(failures))
+            finally:
+                await stream.aclose()
+
+    async def delete(self, path: str) -> None:
+        await self._whole("delete", path, lambda: self.inner.delete(path))
+
+    async def stat(self, path: str) -> ObjectInfo:
+        return await self._whole("stat", path, lambda: self.inner.stat(path))
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    def __repr__(self) -> str:
+        return f"RetryingStore({self.uri})"

@@ -1,0 +1,138 @@
+"""SHOW [AUTOMATIC] JOB(S) [WHEN COMPLETE], PAUSE/RESUME/CANCEL JOB(S), over the catalog's jobs.
+
+Visibility: an admin (upstream superuser) sees and controls every job; other users their own
+(CockroachDB's VIEWJOB/CONTROLJOB grants come with the privileges issue). `<select>` forms run
+the query on the client's own upstream connection, so it reads only what the client may read.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import ClassVar
+
+from .. import errors, sql
+from ..wire.messages import Column
+from ..wire.values import OID
+from .base import CommandContext, Result, literal_text
+
+__all__ = ["COMMANDS", "JOBS_COLUMNS"]
+
+_I8, _TS, _F8 = (dict(type_oid=OID.INT8, type_size=8), dict(type_oid=OID.TIMESTAMPTZ, type_size=8),
+                 dict(type_oid=OID.FLOAT8, type_size=8))
+JOBS_COLUMNS = [Column("job_id", **_I8), Column("job_type"), Column("description"), Column("statement"),
+                Column("user_name"), Column("status"), Column("running_status"),
+                Column("created", **_TS), Column("started", **_TS), Column("finished", **_TS),
+                Column("modified", **_TS), Column("fraction_completed", **_F8), Column("error"),
+                Column("coordinator_id"), Column("trace_id", **_I8), Column("execution_errors")]
+_TERMINAL = ("succeeded", "failed", "canceled")
+_WAIT_TIMEOUT = 24 * 3600.0  # SHOW JOB WHEN COMPLETE gives up after a day, as CockroachDB
+
+
+def _row(job, cut: bool) -> tuple:
+    desc = job.description if not cut or len(job.description) <= 100 else job.description[:100]
+    return (job.job_id, job.job_type, desc, job.statement, job.user_name, job.status,
+            job.running_status, job.created, job.started, job.finished, job.modified,
+            job.fraction_completed, job.error, job.coordinator_id, None, None)
+
+
+def _job_id(expr) -> int:
+    text = literal_text(expr, "the job ID")
+    try:
+        return int(text)
+    except ValueError:
+        raise errors.InvalidParameterValue(f"invalid job ID {text!r}") from None
+
+
+async def _query_ids(ctx: CommandContext, query: sql.SelectFromShow) -> list[int]:
+    from .show_sources import rewrite_query
+    text = await rewrite_query(ctx, query) if query.sources else query.sql
+    rows = await ctx.client_query(text)
+    try:
+        return [int(r[0]) for r in rows if r and r[0] is not None]
+    except ValueError:
+        raise errors.InvalidParameterValue("the query must return job IDs") from None
+
+
+async def _visible(ctx: CommandContext, jobs):
+    if await ctx.is_admin():
+        return jobs
+    return [j for j in jobs if j.user_name == ctx.user]
+
+
+async def _wait(ctx: CommandContext, job_ids: list[int]):
+    store = ctx.app.catalog.jobs
+    deadline = asyncio.get_running_loop().time() + _WAIT_TIMEOUT
+    while True:
+        jobs = await store.list(job_ids=job_ids)
+        if all(j.status in _TERMINAL for j in jobs) or asyncio.get_running_loop().time() > deadline:
+            return jobs
+        await asyncio.sleep(0.25)
+
+
+class _ShowJobs:
+    statement_types: ClassVar = (sql.ShowJobs, sql.ShowJob)
+
+    def describe(self, stmt):
+        return JOBS_COLUMNS
+
+    async def execute(self, ctx: CommandContext, stmt) -> Result:
+        store = ctx.app.catalog.jobs
+        if getattr(stmt, "schedule_id", None) is not None or getattr(stmt, "schedules_query", None):
+            raise errors.FeatureNotSupported("SHOW JOBS FOR SCHEDULE(S): schedules are not supported by pgkeep yet")
+        if isinstance(stmt, sql.ShowJob):
+            ids, cut = [_job_id(stmt.job_id)], False
+            await store.get(ids[0])  # 42704 for an unknown job
+        elif stmt.query is not None:
+            ids, cut = await _query_ids(ctx, stmt.query), True
+        elif stmt.automatic:
+            return Result(JOBS_COLUMNS, [])  # pgkeep runs no automatic jobs
+        else:
+            ids, cut = None, True
+        if stmt.block:
+            jobs = await _wait(ctx, ids if ids is not None else [
+                j.job_id for j in await store.list() if j.status not in _TERMINAL])
+        else:
+            jobs = await store.list(job_ids=ids, recent_hours=None if ids else 12)
+        return Result(JOBS_COLUMNS, [_row(j, cut) for j in await _visible(ctx, jobs)])
+
+
+_ACTIONS = {sql.PauseJobs: ("pause-requested", "pause", "PAUSE"),
+            sql.ResumeJobs: ("running", "resume", "RESUME"),
+            sql.CancelJobs: ("cancel-requested", "cancel", "CANCEL")}
+
+
+class _ControlJobs:
+    statement_types: ClassVar = tuple(_ACTIONS)
+
+    def describe(self, stmt):
+        return None
+
+    async def execute(self, ctx: CommandContext, stmt) -> Result:
+        new, verb, word = _ACTIONS[type(stmt)]
+        store = ctx.app.catalog.jobs
+        if stmt.schedule_id is not None or stmt.schedules_query is not None:
+            raise errors.FeatureNotSupported(f"{word} JOBS FOR SCHEDULE(S): schedules are not supported by pgkeep yet")
+        if stmt.job_id is not None:
+            ids = [_job_id(stmt.job_id)]
+        elif stmt.query is not None:
+            ids = await _query_ids(ctx, stmt.query)
+        else:
+            ids = [j.job_id for j in await store.list(job_types=(stmt.all_type,))
+                   if j.status not in _TERMINAL]
+        reason = literal_text(stmt.reason, "the reason") if getattr(stmt, "reason", None) else None
+        admin = await ctx.is_admin()
+        for job_id in ids:
+            job = await store.get(job_id)
+            if not admin and job.user_name != ctx.user:
+                raise errors.InsufficientPrivilege(f"only an admin or the owner of job {job_id} may {verb} it")
+            if stmt.all_type is not None or stmt.query is not None:
+                if (verb == "resume" and job.status != "paused") or (verb != "resume" and job.status in _TERMINAL):
+                    continue  # the bulk forms act on the jobs they can act on
+            await store.request(job_id, new, verb, reason)
+            ctx.app.jobs.request_local(job_id, "cancel" if verb == "cancel" else
+                                       ("pause" if verb == "pause" else None))
+        if verb == "resume":
+            ctx.app.jobs.wake()
+        return Result(tag=f"{word} JOB" if stmt.job_id is not None else f"{word} JOBS {len(ids)}")
+
+
+COMMANDS = (_ShowJobs(), _ControlJobs())

@@ -232,3 +232,24 @@ def test_job_rows_carry_no_secrets(pgkeep, pg18):
     assert secret not in text
     assert "AWS_SECRET_ACCESS_KEY=redacted" in text
     assert secret not in pgkeep.log()
+
+
+def test_select_forms_and_all_jobs(pgkeep, bank, slow):
+    ids = [run(pgkeep, f"BACKUP DATABASE jobbank INTO '{collection('sel')}' WITH DETACHED")[0][0]
+           for _ in range(2)]
+    listed = run(pgkeep, f"SHOW JOBS SELECT job_id FROM [SHOW JOBS] WHERE job_id IN ({ids[0]}, {ids[1]})")
+    assert sorted(r[0] for r in listed) == sorted(ids)
+    run(pgkeep, f"PAUSE JOBS (SELECT job_id FROM [SHOW JOBS] WHERE job_id = {ids[0]})")
+    run(pgkeep, "CANCEL ALL BACKUP JOBS")
+    states = {r[0]: r[5] for r in run(pgkeep, f"SHOW JOBS WHEN COMPLETE SELECT unnest(ARRAY{ids}::bigint[])")}
+    assert set(states.values()) <= {"canceled", "succeeded"} and "canceled" in states.values()
+
+
+def test_when_complete_wait_ends_on_cancel_request(pgkeep, bank, slow):
+    job_id = run(pgkeep, f"BACKUP DATABASE jobbank INTO '{collection('wait')}' WITH DETACHED")[0][0]
+    with psycopg.connect(pgkeep.dsn(), autocommit=True) as conn:
+        threading.Timer(0.3, conn.cancel_safe).start()
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            conn.execute(f"SHOW JOB WHEN COMPLETE {job_id}")
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    assert wait_status(pgkeep, job_id, ("succeeded", "failed"))[5] == "succeeded"  # the job went on

@@ -45,5 +45,5 @@ def test_errors_in_the_outer_query_come_from_upstream(pgkeep):
         with pytest.raises(psycopg.errors.UndefinedColumn):
             conn.execute("SELECT no_such_column FROM [SHOW CLUSTER SETTINGS]")
         with pytest.raises(psycopg.errors.FeatureNotSupported):
-            conn.execute("SELECT * FROM [SHOW JOBS]")
+            conn.execute("SELECT * FROM [SHOW SCHEDULES]")
         assert conn.execute("SELECT 1").fetchone() == (1,)

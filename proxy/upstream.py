@@ -7,12 +7,11 @@ session connects with the client's own startup packet, so pgkeep never needs the
 from __future__ import annotations
 
 import asyncio
-import ssl
 import struct
 from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from .wire.messages import CANCEL_REQUEST_CODE, SSL_REQUEST_CODE
+from .wire.messages import CANCEL_REQUEST_CODE
 
 __all__ = ["UpstreamAddress", "parse_upstream", "send_cancel"]
 
@@ -50,31 +49,6 @@ def parse_upstream(dsn: str) -> UpstreamAddress:
                            password=unquote(u.password) if u.password else q.get("password"),
                            database=unquote(u.path.lstrip("/")) or q.get("dbname", "postgres"),
                            dsn=dsn)
-
-
-async def _open(addr: UpstreamAddress, protocol_factory):
-    loop = asyncio.get_running_loop()
-    if addr.unix_path:
-        return await loop.create_unix_connection(protocol_factory, addr.unix_path)
-    return await loop.create_connection(protocol_factory, addr.host, addr.port)
-
-
-async def negotiate_tls(addr: UpstreamAddress, reader: asyncio.StreamReader,
-                        writer: asyncio.StreamWriter) -> bool:
-    """Ask the upstream for TLS per sslmode; True when the stream is now encrypted."""
-    if addr.sslmode == "disable":
-        return False
-    writer.write(struct.pack("!ii", 8, SSL_REQUEST_CODE))
-    answer = await reader.readexactly(1)
-    if answer == b"S":
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        await writer.start_tls(ctx, server_hostname=addr.host)
-        return True
-    if addr.sslmode == "require":
-        raise ConnectionError("the upstream refused TLS and sslmode=require")
-    return False
 
 
 async def send_cancel(addr: UpstreamAddress, pid: int, secret: bytes) -> None:

@@ -11,12 +11,11 @@ restore side only selects, orders and renders around it. See `plan` for the plan
 from __future__ import annotations
 
 from .capture import capture
-from .errors import (IncompatibleType, MissingDependency, MissingSchema, SchemaError,
-                     SchemaFormatError)
+from .errors import MissingDependency, SchemaError, SchemaFormatError
 from .model import (SCHEMA_VERSION, DatabaseInfo, ObjectSummary, Schema, SchemaObject,
                     TableInfo)
 from .plan import SESSION_SETUP, RestorePlan, plan_restore
 
 __all__ = ["capture", "plan_restore", "Schema", "DatabaseInfo", "TableInfo", "SchemaObject",
            "ObjectSummary", "RestorePlan", "SESSION_SETUP", "SCHEMA_VERSION", "SchemaError",
-           "MissingDependency", "IncompatibleType", "MissingSchema", "SchemaFormatError"]
+           "MissingDependency", "SchemaFormatError"]

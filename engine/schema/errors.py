@@ -8,40 +8,23 @@ of the dependency errors is CockroachDB's (`cannot restore table "t" without ref
 SQLSTATEs:
   MissingDependency  42P01 undefined_table  a restored object needs a relation, sequence, owner table,
                                             view dependency or function that the restore leaves out
-  IncompatibleType   42710 duplicate_object a type of the same name exists in the target with another
-                                            definition (raised by the plan's own DO block at execution)
-  MissingSchema      3F000 invalid_schema_name  a table restore into a database lacking the schema
-                                            (raised by the plan's DO block at execution)
   SchemaFormatError  XX001 data_corrupted   a schema document this version cannot read
+A type of the same name with another definition in the target (42710) and a table restore into a
+database lacking the schema (3F000) are raised by the plan's own DO blocks, inside PostgreSQL.
 """
 from __future__ import annotations
 
-__all__ = ["SchemaError", "MissingDependency", "IncompatibleType", "MissingSchema",
-           "SchemaFormatError"]
+from ..errors import EngineError
+
+__all__ = ["SchemaError", "MissingDependency", "SchemaFormatError"]
 
 
-class SchemaError(Exception):
-    sqlstate = "XX000"
-    severity = "ERROR"
-
-    def __init__(self, message: str, *, hint: str | None = None, detail: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
-        self.detail = detail
-        self.position = None
+class SchemaError(EngineError):
+    """Base of the schema package's errors (an engine error with its SQLSTATE)."""
 
 
 class MissingDependency(SchemaError):
     sqlstate = "42P01"
-
-
-class IncompatibleType(SchemaError):
-    sqlstate = "42710"
-
-
-class MissingSchema(SchemaError):
-    sqlstate = "3F000"
 
 
 class SchemaFormatError(SchemaError):

@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from proxy.pgcluster import RUN_AS, PgCluster, embedded_bin_dir, free_port  # noqa: E402
+from proxy.pgcluster import PgCluster, embedded_bin_dir, ensure_system_user, free_port  # noqa: E402
 from tests.support.pgkeep import PgkeepProcess  # noqa: E402
 
 __all__ = ["main"]
@@ -96,12 +96,7 @@ def _pgbouncer_binary() -> str:
 
 def _unprivileged_account() -> pwd.struct_passwd:
     """PgBouncer refuses to run as root: use the system user PgCluster runs PostgreSQL as."""
-    try:
-        return pwd.getpwnam(RUN_AS)
-    except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", "-s", "/usr/sbin/nologin", RUN_AS],
-                       check=True, capture_output=True)
-        return pwd.getpwnam(RUN_AS)
+    return ensure_system_user()
 
 
 class PgBouncer:

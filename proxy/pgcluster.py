@@ -15,7 +15,7 @@ import socket
 import subprocess
 from pathlib import Path
 
-__all__ = ["PgCluster", "embedded_bin_dir", "free_port", "debian_bin_dir"]
+__all__ = ["PgCluster", "embedded_bin_dir", "free_port", "debian_bin_dir", "ensure_system_user"]
 
 RUN_AS = "pgkeep"
 
@@ -41,7 +41,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _ensure_system_user() -> pwd.struct_passwd:
+def ensure_system_user() -> pwd.struct_passwd:
+    """The unprivileged system account servers run as when pgkeep is root (created if missing)."""
     try:
         return pwd.getpwnam(RUN_AS)
     except KeyError:
@@ -68,7 +69,7 @@ class PgCluster:
         self.superuser = superuser
         self.hba = hba
         self.conf = conf or {}
-        self._account = _ensure_system_user() if os.geteuid() == 0 else None
+        self._account = ensure_system_user() if os.geteuid() == 0 else None
 
     # -- paths and URIs --
     @property

@@ -26,7 +26,7 @@ from .format.envelope import Sealer, seal
 from .format.manifest import Chunk, DatabaseEntry, FileRef, Manifest, TableEntry
 from .jobs import JobStopped
 from .spec import BackupResult, BackupSpec, Connector, EngineSettings, Progress
-from .storage import ObjectStore, put
+from .storage import ObjectStore, join_uri, put
 from .targets import resolve_backup_tables
 
 __all__ = ["run_backup", "PGKEEP_VERSION"]
@@ -381,9 +381,9 @@ async def _claim_subdir(store: ObjectStore, subdir: str, lock: str) -> None:
     async for info in store.list(subdir.strip("/") + "/"):
         name = info.path.rsplit("/", 1)[-1]
         if name == "BACKUP_MANIFEST":
-            raise BackupExists(f"{store.uri}{subdir} already contains a BACKUP_MANIFEST file")
+            raise BackupExists(f"{join_uri(store.uri, subdir)} already contains a BACKUP_MANIFEST file")
         if name.startswith("BACKUP-LOCK-") and info.path != lock:
-            raise BackupExists(f"{store.uri}{subdir} is being written by job {name[12:]}",
+            raise BackupExists(f"{join_uri(store.uri, subdir)} is being written by job {name[12:]}",
                                hint="wait for that backup to finish, or back up again in a moment")
     await put(store, lock, b"")
 

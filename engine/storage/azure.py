@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import logging
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -121,6 +122,9 @@ def parse_azure(uri: str) -> AzureConfig:
 def _make_container_client(cfg: AzureConfig):
     from azure.storage.blob import BlobServiceClient
 
+    # The SDK logs every request and response at INFO: pgkeep's log is not a wire trace.
+    logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
+
     if cfg.key:
         credential: Any = {"account_name": cfg.account, "account_key": cfg.key}
     else:
@@ -140,6 +144,11 @@ def _make_container_client(cfg: AzureConfig):
                             max_single_get_size=READ_CHUNK, max_chunk_get_size=READ_CHUNK,
                             max_single_put_size=PART_SIZE, max_block_size=PART_SIZE)
     return svc.get_container_client(cfg.uri.bucket)
+
+
+class _Incomplete(Exception):
+    """An answer missing what every complete one has (a connection cut inside the headers
+    reads, to http.client, as a short but well-formed response)."""
 
 
 class _AzureWriter:
@@ -239,13 +248,15 @@ class AzureStore:
         code = str(getattr(e, "error_code", None) or "")
         code = code.rpartition(".")[2] if code.startswith("StorageErrorCode.") else code
         if isinstance(e, zx.ResourceNotFoundError):
-            if code.lower() in ("containernotfound", "container_not_found"):
+            if code.lower() in ("containernotfound", "container_not_found") or op not in (
+                    "read", "stat", "delete"):
                 return StorageError(f"{where}: the container {self.container!r} does not exist")
             return NotFound(f"{path} does not exist in {self.uri}")
         if isinstance(e, zx.ClientAuthenticationError):
             return StorageError(f"{where}: authentication failed ({code or 'HTTP 403'})")
-        if isinstance(e, (zx.ServiceRequestError, zx.ServiceResponseError, zx.IncompleteReadError,
-                          zx.DecodeError, ConnectionError, TimeoutError)):
+        if isinstance(e, (_Incomplete, zx.ServiceRequestError, zx.ServiceResponseError,
+                          zx.IncompleteReadError, zx.DecodeError, zx.DeserializationError,
+                          ConnectionError, TimeoutError)):
             return TransientStorageError(f"{where}: {describe(e, self.cfg.uri.secrets)}")
         if isinstance(e, zx.HttpResponseError):
             status = e.status_code or 0
@@ -272,20 +283,27 @@ class AzureStore:
                     self._blob(key).get_blob_properties()     # NotFound if missing
                     return None
                 raise
-            return d.chunks()
-        chunks = await self._call("read", path, open_)
-        if chunks is None:
+            if d.size is None:
+                raise _Incomplete("the answer lacks its length")
+            return d.size, d.chunks()
+        opened = await self._call("read", path, open_)
+        if opened is None:
             return
-        end = object()
+        expected, chunks = opened
+        end, got = object(), 0
         while True:
             try:
                 chunk = await self._req.thread(next, chunks, end)
             except Exception as e:  # noqa: BLE001
                 raise self._classify(e, "read", path) from None
             if chunk is end:
-                return
+                break
             if chunk:
+                got += len(chunk)
                 yield chunk
+        if got != expected:
+            raise TransientStorageError(f"cannot read {path} in {self.uri}: the answer was cut "
+                                        f"short ({got} of {expected} bytes)")
 
     async def get_range(self, path: str, offset: int, length: int) -> bytes:
         key = self._key(path)
@@ -296,7 +314,13 @@ class AzureStore:
         def op():
             from azure.core.exceptions import HttpResponseError
             try:
-                return self._blob(key).download_blob(offset=offset, length=length, max_concurrency=1).readall()
+                d = self._blob(key).download_blob(offset=offset, length=length, max_concurrency=1)
+                if d.size is None:
+                    raise _Incomplete("the answer lacks its length")
+                data = d.readall()
+                if len(data) != d.size:
+                    raise _Incomplete(f"the answer was cut short ({len(data)} of {d.size} bytes)")
+                return data
             except HttpResponseError as e:
                 if e.status_code == 416:
                     self._blob(key).get_blob_properties()
@@ -332,7 +356,12 @@ class AzureStore:
 
     async def stat(self, path: str) -> ObjectInfo:
         key = self._key(path)
-        props = await self._call("stat", path, lambda: self._blob(key).get_blob_properties())
+        def op():
+            props = self._blob(key).get_blob_properties()
+            if props.size is None:
+                raise _Incomplete("the answer lacks Content-Length")
+            return props
+        props = await self._call("stat", path, op)
         return ObjectInfo(path, int(props.size))
 
     async def close(self) -> None:

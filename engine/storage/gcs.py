@@ -27,7 +27,7 @@ import json
 import os
 import threading
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import AsyncIterator
 
 from ..errors import InvalidURI, NotFound, StorageError, Unsupported
 from .base import ObjectInfo
@@ -323,7 +323,6 @@ class GCSStore:
         from google.api_core import exceptions as gx
         from google.auth import exceptions as ax
         from google.cloud.storage import exceptions as sx
-        import requests
 
         where = f"cannot {op} {path} in {self.uri}"
         if isinstance(e, ImportError):
@@ -335,7 +334,9 @@ class GCSStore:
                 return StorageError(f"{where}: the resumable upload session expired (HTTP {status})")
             return TransientStorageError(text) if status >= 500 or status in (408, 429) else StorageError(text)
         if isinstance(e, gx.NotFound):
-            return NotFound(f"{path} does not exist in {self.uri}")
+            if op in ("read", "stat", "delete"):
+                return NotFound(f"{path} does not exist in {self.uri}")
+            return StorageError(f"{where}: the bucket {self.bucket!r} does not exist (HTTP 404)")
         if isinstance(e, gx.GoogleAPICallError):
             status = e.code or 0
             text = f"{where}: {type(e).__name__} (HTTP {status})"
@@ -344,7 +345,7 @@ class GCSStore:
             return StorageError(text)
         if isinstance(e, sx.InvalidResponse):
             status = getattr(getattr(e, "response", None), "status_code", 0) or 0
-            if status == 404:
+            if status == 404 and op in ("read", "stat", "delete"):
                 return NotFound(f"{path} does not exist in {self.uri}")
             text = f"{where}: unexpected answer (HTTP {status})"
             if status >= 500 or status in (408, 429):
@@ -353,9 +354,8 @@ class GCSStore:
         text = f"{where}: {describe(e, self.cfg.uri.secrets)}"
         if isinstance(e, ax.RefreshError):
             return StorageError(f"{where}: cannot obtain Google credentials")
-        if isinstance(e, (sx.DataCorruption, ax.TransportError, requests.ConnectionError,
-                          requests.Timeout, requests.exceptions.ChunkedEncodingError,
-                          requests.exceptions.ContentDecodingError, ConnectionError, TimeoutError)):
+        # requests' connection, timeout and chunked-encoding errors are OSErrors (IOError)
+        if isinstance(e, (sx.DataCorruption, ax.TransportError, OSError)):
             return TransientStorageError(text)
         if isinstance(e, ax.DefaultCredentialsError):
             return StorageError(f"{where}: no Google credentials in pgkeep's environment (AUTH=implicit)")

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 from urllib.parse import urlsplit
 
@@ -49,6 +49,9 @@ _THROTTLE = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExcee
              "ServiceUnavailable", "OperationAborted", "PriorRequestNotComplete"}
 
 
+_READS = ("read", "stat", "delete")   # ops where 404 means the object is missing: NotFound
+
+
 @dataclass(frozen=True)
 class _Role:
     arn: str
@@ -60,8 +63,8 @@ class S3Config:
     uri: CloudURI
     auth: str
     key_id: str | None
-    secret: str | None
-    token: str | None
+    secret: str | None = field(repr=False)
+    token: str | None = field(repr=False)
     region: str | None
     endpoint: str | None
     path_style: bool
@@ -133,7 +136,13 @@ def _make_client(cfg: S3Config):
     session = boto3.session.Session(**creds)
     if cfg.roles:
         session = _assume_role_chain(session, cfg, region)
-    return session.client("s3", endpoint_url=cfg.endpoint, config=config)
+    client = session.client("s3", endpoint_url=cfg.endpoint, config=config)
+    # No 'Expect: 100-continue': bodies are in memory already, and with it an S3-compatible
+    # server that answers an empty PUT at once (SeaweedFS) leaves the kept-alive connection
+    # out of step, so the next request on it hangs until the read timeout.
+    from botocore.handlers import add_expect_header
+    client.meta.events.unregister("before-call.s3", add_expect_header)
+    return client
 
 
 def _assume_role_chain(base, cfg: S3Config, region: str):
@@ -229,6 +238,7 @@ class _S3Writer:
             except Exception as e:  # an earlier attempt may have completed it, its answer lost
                 if attempts > 1 and _code(e) == "NoSuchUpload":
                     head = s._client.head_object(Bucket=s.bucket, Key=self._key)
+                    _check("head_object", head)
                     if head["ContentLength"] == total:
                         return head
                 raise
@@ -251,6 +261,22 @@ class _S3Writer:
                     if _code(e) != "NoSuchUpload":
                         raise
             await s._call("abort the upload of", self._path, op)
+
+
+class _Incomplete(Exception):
+    """An answer that lacks what every complete answer has: a connection cut inside the
+    headers reads, to http.client, as a short but well-formed response."""
+
+
+# what every complete answer to these calls carries
+_REQUIRED = {"create_multipart_upload": "UploadId", "upload_part": "ETag",
+             "get_object": "ContentLength", "head_object": "ContentLength", "list_objects_v2": "Name"}
+
+
+def _check(name: str, resp: dict) -> None:
+    need = _REQUIRED.get(name)
+    if need and need not in resp:
+        raise _Incomplete(f"the answer to {name} lacks {need}")
 
 
 def _code(e: BaseException) -> str:
@@ -296,7 +322,12 @@ class S3Store:
         created there, off the event loop)."""
         if isinstance(fn, str):
             name = fn
-            return await self._req.call(self, op, path, lambda: getattr(self._client, name)(*args, **kw))
+
+            def checked():
+                resp = getattr(self._client, name)(*args, **kw)
+                _check(name, resp)
+                return resp
+            return await self._req.call(self, op, path, checked)
         return await self._req.call(self, op, path, lambda: fn(*args, **kw))
 
     def _key(self, path: str) -> str:
@@ -309,11 +340,10 @@ class S3Store:
         if isinstance(e, bx.ClientError):
             code = _code(e)
             status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
-            if code in ("NoSuchKey", "404", "NotFound") or (status == 404 and code != "NoSuchBucket"
-                                                              and code != "NoSuchUpload"):
+            if code in ("NoSuchKey", "404", "NotFound") and op in _READS:
                 return NotFound(f"{path} does not exist in {uri}")
             text = f"cannot {op} {path} in {uri}: {code or 'error'} (HTTP {status})"
-            if code == "NoSuchBucket":
+            if code == "NoSuchBucket" or (status == 404 and op not in _READS and code != "NoSuchUpload"):
                 return StorageError(f"cannot {op} {path} in {uri}: the bucket {self.bucket!r} does not exist")
             if status >= 500 or status in (408, 429) or code in _THROTTLE:
                 return TransientStorageError(text)
@@ -322,16 +352,11 @@ class S3Store:
             return StorageError(f"cannot {op} {path} in {uri}: no AWS credentials found in pgkeep's "
                                 "environment (AUTH=implicit)")
         text = f"cannot {op} {path} in {uri}: {describe(e, self.cfg.uri.secrets)}"
-        transient = (bx.HTTPClientError, bx.IncompleteReadError, bx.FlexibleChecksumError,
-                     bx.ChecksumError, bx.ResponseParserError, ConnectionError, TimeoutError)
-        if isinstance(e, transient):
+        from botocore.parsers import ResponseParserError
+        transient = (_Incomplete, bx.HTTPClientError, bx.IncompleteReadError, bx.FlexibleChecksumError,
+                     bx.ChecksumError, ResponseParserError, OSError)   # OSError: resets, timeouts
+        if isinstance(e, transient) or type(e).__module__.startswith("urllib3"):
             return TransientStorageError(text)
-        try:
-            import urllib3.exceptions as ux
-            if isinstance(e, (ux.HTTPError,)):
-                return TransientStorageError(text)
-        except ImportError:  # pragma: no cover
-            pass
         return StorageError(text)
 
     async def writer(self, path: str) -> _S3Writer:
@@ -352,6 +377,7 @@ class S3Store:
                 return      # the offset is the end of the object
             raise
         body = resp["Body"]
+        expected, got = int(resp["ContentLength"]), 0
         try:
             while True:
                 try:
@@ -359,8 +385,12 @@ class S3Store:
                 except Exception as e:  # noqa: BLE001
                     raise self._classify(e, "read", path) from None
                 if not chunk:
-                    return
+                    break
+                got += len(chunk)
                 yield chunk
+            if got != expected:
+                raise TransientStorageError(f"cannot read {path} in {self.uri}: the answer was cut "
+                                            f"short ({got} of {expected} bytes)")
         finally:
             body.close()
 
@@ -380,8 +410,12 @@ class S3Store:
                     self._client.head_object(Bucket=self.bucket, Key=key)   # NotFound if missing
                     return b""
                 raise
+            _check("get_object", resp)
             with resp["Body"] as body:
-                return body.read()
+                data = body.read()
+            if len(data) != resp["ContentLength"]:
+                raise _Incomplete(f"the answer was cut short ({len(data)} of {resp['ContentLength']} bytes)")
+            return data
         return await self._call("read", path, op)
 
     async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import re
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Iterable
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
@@ -39,7 +40,7 @@ class CloudURI:
     scheme: str
     bucket: str                  # bucket or container (the URI's host)
     prefix: str                  # the path under it, no leading or trailing '/'
-    params: dict[str, str]
+    params: dict[str, str] = field(repr=False)
     redacted: str                # the whole URI as it may appear in messages
     secrets: tuple[str, ...] = field(default=(), repr=False)   # values to scrub from texts
 
@@ -137,9 +138,14 @@ def scrub(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
+_URL_QUERY = re.compile(r"""(https?://[^\s?"'<>]+)\?[^\s"'<>]*""")
+
+
 def describe(exc: BaseException, secrets: Iterable[str] = ()) -> str:
-    """One short line about an SDK exception, never containing a secret."""
+    """One short line about an SDK exception, never containing a secret: known secret values
+    are scrubbed, and URLs lose their query strings (resumable-upload session IDs, signatures)."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    text = _URL_QUERY.sub(r"\1?...", text)
     if len(text) > 240:
         text = text[:240] + "..."
     name = type(exc).__name__

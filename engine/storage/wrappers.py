@@ -178,6 +178,7 @@ class RetryingStore:
                 if final is not None:
                     raise final from None
                 self._policy.retries += 1
+                log.debug("resuming the read of %s at byte %d: %s", path, delivered, e.message)
                 await asyncio.sleep(self._policy.delay(failures))
             finally:
                 await stream.aclose()

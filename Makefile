@@ -1,7 +1,7 @@
 # The two commands of the README: `make run` and `make test`.
 PYTHON ?= python3
 
-.PHONY: run test deps install bench-proxy bench-backup
+.PHONY: run test deps install bench-proxy bench-backup bench-storage
 
 install:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e .
@@ -22,3 +22,6 @@ bench-proxy: deps
 
 bench-backup: deps
 	$(PYTHON) bench/backup_restore.py
+
+bench-storage: deps
+	$(PYTHON) bench/storage.py

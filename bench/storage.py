@@ -66,8 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         pg.psql("CREATE DATABASE bench_storage")
         _log(f"loading {args.rows:,} rows")
-        pg.psql(REAL_DDL + ";" + (REAL_INSERT % args.rows) + ";" + ";".join(REAL_POST) + "; VACUUM ANALYZE",
-                "bench_storage")
+        pg.psql(REAL_DDL + ";" + (REAL_INSERT % args.rows) + ";" + ";".join(REAL_POST), "bench_storage")
+        pg.psql("VACUUM ANALYZE", "bench_storage")
         size = int(pg.psql("SELECT pg_database_size('bench_storage')"))
         times: dict[str, dict[str, list[float]]] = {s: {"backup": [], "restore": []} for s in stores}
         for rnd in range(1, args.rounds + 1):

@@ -149,18 +149,6 @@ def test_opening_does_no_io():
         asyncio.run(open_store(uri, CTX).close())
 
 
-def test_azure_service_principal_without_azure_identity():
-    try:
-        import azure.identity  # noqa: F401
-        pytest.skip("azure-identity is installed: a service principal would try to log in")
-    except ImportError:
-        pass
-    s = open_store(AZ_SP_URI, CTX)
-    with pytest.raises(Unsupported) as e:
-        asyncio.run(s.stat("x"))
-    assert "azure-identity" in e.value.message and e.value.sqlstate == "0A000"
-
-
 # -- against the servers --
 def _run(coro):
     return asyncio.run(coro)

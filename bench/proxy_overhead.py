@@ -56,6 +56,7 @@ class Run:
     latency_ms: float | None
     seconds: float
     error: str | None = None
+    cpu_us_per_txn: float | None = None  # the proxy process's own CPU (user+system) per transaction
 
 
 # -- the servers ----------------------------------------------------------------------------------
@@ -243,6 +244,12 @@ def table(summary: dict, runs: list[Run], targets: list[str], modes: list[str]) 
                 for k, w in zip(("pgkeep/direct", "pgkeep/pgbouncer"), widths[1 + len(targets):])]
         lines.append("  ".join(row))
     lines.append("")
+    for mode in modes:
+        for t in ("pgkeep", "pgbouncer"):
+            cpu = [r.cpu_us_per_txn for r in runs if r.mode == mode and r.target == t and r.cpu_us_per_txn]
+            if cpu:
+                lines.append(f"{t} CPU per transaction, -M {mode}: {statistics.median(cpu):.1f} us (median)")
+    lines.append("")
     lines.append("per-run tps (round: " + ", ".join(targets) + "):")
     for mode in modes:
         for rnd in sorted({r.round for r in runs}):
@@ -282,6 +289,18 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     if bad or a.rounds < 1 or a.duration < 1:
         p.error(f"bad --modes/--targets/--rounds/--duration ({', '.join(sorted(bad)) or 'value < 1'})")
     return a
+
+
+def _cpu_seconds(proc) -> float | None:
+    """User+system CPU seconds of a process and its children (pgkeep's --workers)."""
+    if proc is None:
+        return None
+    try:
+        import psutil
+        root = psutil.Process(proc.pid)
+        return sum(sum(p.cpu_times()[:2]) for p in [root, *root.children(recursive=True)])
+    except Exception:  # noqa: BLE001 - psutil missing or the process gone: no figure
+        return None
 
 
 def _exited(target: str, pgkeep: PgkeepProcess | None, bouncer: PgBouncer | None) -> str | None:
@@ -365,7 +384,13 @@ def main(argv: list[str] | None = None) -> int:
                             _log(notes[-1])
                         runs.append(Run(rnd, mode, t, None, None, None, None, 0.0, error=dead))
                         continue
+                    proc = {"pgkeep": pgkeep.proc if pgkeep else None,
+                            "pgbouncer": bouncer.proc if bouncer else None}.get(t)
+                    cpu0 = _cpu_seconds(proc)
                     run = measure(bin_dir, ports[t], mode, a, rnd, t)
+                    cpu1 = _cpu_seconds(proc)
+                    if cpu0 is not None and cpu1 is not None and run.transactions:
+                        run.cpu_us_per_txn = (cpu1 - cpu0) / run.transactions * 1e6
                     runs.append(run)
                     status = f"{run.tps:,.0f} tps" if run.error is None else f"ERROR {run.error}"
                     _log(f"round {rnd}/{a.rounds} -M {mode:<8} {t:<9} {status}")

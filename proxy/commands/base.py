@@ -32,6 +32,29 @@ class CommandContext:
         return bool(await self.app.catalog.pool.fetchval(
             "SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = $1", self.user))
 
+    async def require_storage_access(self, uri: str, what: str) -> None:
+        """CockroachDB's rule: pgkeep's own disk (nodelocal://), implicit credentials and custom
+        endpoints need admin (EXTERNALIOIMPLICITACCESS); an external connection needs its owner
+        or admin (USAGE, until grants exist). Explicit credentials in the URI need nothing."""
+        from urllib.parse import parse_qs, urlsplit
+        u = urlsplit(uri)
+        scheme = u.scheme.lower()
+        params = {k.upper(): v[-1] for k, v in parse_qs(u.query).items()}
+        if scheme == "external":
+            from engine.external import parse_external
+            name, _ = parse_external(uri)  # a malformed URI is 22023 before any lookup
+            conn = await self.app.catalog.connections.get(name)
+            if conn.owner != self.user and not await self.is_admin():
+                raise errors.InsufficientPrivilege(
+                    f"user {self.user} does not have USAGE privilege on external connection {name}")
+            return
+        if (scheme in ("nodelocal", "userfile") or params.get("AUTH", "").lower() == "implicit"
+                or "AWS_ENDPOINT" in params or "AZURE_ENDPOINT" in params):
+            if not await self.is_admin():
+                raise errors.InsufficientPrivilege(
+                    f"only users with the admin role are allowed to {what} {scheme}:// storage "
+                    "with implicit access", hint="EXTERNALIOIMPLICITACCESS is granted to admins only in pgkeep")
+
     async def require_admin(self, what: str) -> None:
         if not await self.is_admin():
             raise errors.InsufficientPrivilege(f"only users with the admin role are allowed to {what}",

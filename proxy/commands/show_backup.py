@@ -60,7 +60,9 @@ class _ShowBackups:
         if stmt.newer_than is not None or stmt.older_than is not None or stmt.revision_start_time:
             raise errors.FeatureNotSupported("SHOW BACKUPS time filters need backup IDs "
                                              "(use_backups_with_ids), which pgkeep does not have yet")
-        paths = await ctx.app.engine.list_backups(collection_uri(stmt.collection))
+        uri = collection_uri(stmt.collection)
+        await ctx.require_storage_access(uri, "SHOW BACKUPS IN")
+        paths = await ctx.app.engine.list_backups(uri)
         return Result([Column("path")], [(p,) for p in paths])
 
 
@@ -81,6 +83,7 @@ class _ShowBackup:
             raise errors.InvalidParameterValue("SHOW BACKUP needs a backup in the collection",
                                                hint="use SHOW BACKUPS IN to list the backups of a collection")
         uri = collection_uri(stmt.collection)
+        await ctx.require_storage_access(uri, "SHOW BACKUP FROM")
         subdir = None if stmt.subdir is None else literal_text(stmt.subdir, "the subdir")
         handle, schemas = await ctx.app.engine.open_backup(uri, subdir, stmt.latest)
         try:

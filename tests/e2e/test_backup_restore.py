@@ -347,3 +347,11 @@ def test_truncated_file_is_detected(pgkeep, pg18, chinook):
                     "WITH schema_only, verify_backup_table_data, new_db_name = 'chinook_t'")
     assert victim.name in str(e.value)
     assert "chinook_t" not in pg18.psql("SELECT datname FROM pg_database").split()
+
+
+def test_show_backup_of_pgkeep_disk_needs_admin(pgkeep, chinook_backup):
+    coll, _ = chinook_backup
+    with psycopg.connect(pgkeep.dsn(user="md5user", password="md5 secret"), autocommit=True) as conn:
+        for sql in (f"SHOW BACKUPS IN '{coll}'", f"SHOW BACKUP SCHEMAS FROM LATEST IN '{coll}'"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(sql)

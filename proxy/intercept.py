@@ -278,9 +278,9 @@ class Interceptor:
                 self.s.write(b"".join(out))
         except asyncio.CancelledError:
             raise
-        except ConnectionError:
-            raise
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:  # noqa: BLE001 - every error ends in ErrorResponse + ReadyForQuery
+            if self.s.state.name == "CLOSED":
+                raise
             self.s.write(m.error_response(errors.error_fields(e)))
             await self.s.abort_transaction()
         self.s.write(m.ready_for_query(self.s.txn_status))

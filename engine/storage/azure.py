@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 
 from ..errors import InvalidURI, NotFound, StorageError, Unsupported
 from .base import ObjectInfo
-from .uri import (CloudURI, PartPipeline, Requests, TransientStorageError, check_name, describe,
+from .uri import (CloudURI, CloudWriter, PartPipeline, Requests, TransientStorageError, check_name, describe,
                   fix_base64, join_key, parse_auth, parse_cloud_uri)
 
 __all__ = ["AzureStore", "parse_azure", "AZURE_PARAMS"]
@@ -151,14 +151,11 @@ class _Incomplete(Exception):
     reads, to http.client, as a short but well-formed response)."""
 
 
-class _AzureWriter:
+class _AzureWriter(CloudWriter):
     def __init__(self, store: "AzureStore", path: str) -> None:
-        self._s = store
-        self._path = path
-        self._key = join_key(store.cfg.uri.prefix, path)
+        super().__init__(store, path)
         self._tag = uuid.uuid4().hex           # block IDs unique to this writer
         self._pipe = PartPipeline(store.part_size, store.parallel, self._stage)
-        self._closed = False
 
     def _block_id(self, n: int) -> str:
         return base64.b64encode(f"{self._tag}-{n:06d}".encode()).decode()
@@ -170,22 +167,13 @@ class _AzureWriter:
                                                                         validate_content=True))
         return bid
 
-    async def write(self, data: bytes) -> None:
-        if self._closed:
-            raise StorageError(f"write to {self._path} in {self._s.uri} after commit or abort")
-        if data:
-            await self._pipe.feed(data)
-
-    async def commit(self) -> None:
-        if self._closed:
-            raise StorageError(f"commit of {self._path} in {self._s.uri} after commit or abort")
+    async def _put_whole(self, data: bytes) -> None:
         s = self._s
-        if not self._pipe.started:
-            rest = self._pipe.take_rest()
-            await s._call("write", self._path, lambda: s._blob(self._key).upload_blob(
-                rest, overwrite=True, length=len(rest), validate_content=True, max_concurrency=1))
-            self._closed = True
-            return
+        await s._call("write", self._path, lambda: s._blob(self._key).upload_blob(
+            data, overwrite=True, length=len(data), validate_content=True, max_concurrency=1))
+
+    async def _complete(self) -> None:
+        s = self._s
         await self._pipe.launch_rest()
         await self._pipe.drain()
 
@@ -194,7 +182,6 @@ class _AzureWriter:
             ids = [self._pipe.results[n] for n in sorted(self._pipe.results)]
             s._blob(self._key).commit_block_list([BlobBlock(block_id=i) for i in ids])
         await s._call("write", self._path, op)
-        self._closed = True
 
     async def abort(self) -> None:
         # Staged blocks stay uncommitted: never listed nor readable, dropped by the service

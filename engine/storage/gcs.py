@@ -31,7 +31,7 @@ from typing import AsyncIterator
 
 from ..errors import InvalidURI, NotFound, StorageError, Unsupported
 from .base import ObjectInfo
-from .uri import (CloudURI, PartPipeline, Requests, TransientStorageError, check_name, describe,
+from .uri import (CloudURI, CloudWriter, PartPipeline, Requests, TransientStorageError, check_name, describe,
                   fix_base64, join_key, parse_auth, parse_cloud_uri)
 
 __all__ = ["GCSStore", "parse_gs", "GS_PARAMS"]
@@ -135,17 +135,14 @@ class _UploadHTTPError(Exception):
         self.status = status
 
 
-class _GCSWriter:
+class _GCSWriter(CloudWriter):
     def __init__(self, store: "GCSStore", path: str) -> None:
-        self._s = store
-        self._path = path
-        self._key = join_key(store.cfg.uri.prefix, path)
+        super().__init__(store, path)
         self._url: str | None = None
         self._size = max(_QUANTUM, store.part_size // _QUANTUM * _QUANTUM)
         self._pipe = PartPipeline(self._size, 1, self._send_chunk, self._start)
         import google_crc32c
         self._crc = google_crc32c.Checksum()
-        self._closed = False
 
     async def _start(self) -> None:
         s = self._s
@@ -216,33 +213,24 @@ class _GCSWriter:
         state: dict = {}
         await self._s._call("write", f"{self._path} (chunk {n})", self._put, start, data, None, state)
 
-    async def write(self, data: bytes) -> None:
-        if self._closed:
-            raise StorageError(f"write to {self._path} in {self._s.uri} after commit or abort")
-        if data:
-            await self._pipe.feed(data)
-
-    async def commit(self) -> None:
-        if self._closed:
-            raise StorageError(f"commit of {self._path} in {self._s.uri} after commit or abort")
+    async def _put_whole(self, data: bytes) -> None:
         s = self._s
-        if not self._pipe.started:
-            rest = self._pipe.take_rest()
 
-            def op():
-                blob = s._bucket().blob(self._key)
-                blob.upload_from_string(rest, content_type="application/octet-stream",
-                                        timeout=_TIMEOUT, checksum="crc32c", retry=None)
-            await s._call("write", self._path, op)
-            self._closed = True
-            return
+        def op():
+            blob = s._bucket().blob(self._key)
+            blob.upload_from_string(data, content_type="application/octet-stream",
+                                    timeout=_TIMEOUT, checksum="crc32c", retry=None)
+        await s._call("write", self._path, op)
+
+    async def _complete(self) -> None:
+        s = self._s
         await self._pipe.drain()
         rest = self._pipe.take_rest()
         self._crc.update(rest)
         start = self._pipe.parts * self._size
         state: dict = {}
         meta = await s._call("write", self._path, self._put, start, rest, start + len(rest), state)
-        self._closed = True
+        self._closed = True  # finalized: a CRC mismatch below removes the object, abort must not
         want = self._b64crc()
         if meta and meta.get("crc32c") and meta["crc32c"] != want:
             await s.delete(self._path)

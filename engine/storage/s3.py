@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 
 from ..errors import InvalidURI, NotFound, StorageError
 from .base import ObjectInfo
-from .uri import (CloudURI, PartPipeline, Requests, TransientStorageError, check_name, describe,
+from .uri import (CloudURI, CloudWriter, PartPipeline, Requests, TransientStorageError, check_name, describe,
                   join_key, parse_auth, parse_bool, parse_cloud_uri)
 
 __all__ = ["S3Store", "parse_s3", "S3_PARAMS"]
@@ -175,14 +175,11 @@ def _assume_role_chain(base, cfg: S3Config, region: str):
     return boto3.session.Session(botocore_session=bs)
 
 
-class _S3Writer:
+class _S3Writer(CloudWriter):
     def __init__(self, store: "S3Store", path: str) -> None:
-        self._s = store
-        self._path = path
-        self._key = join_key(store.cfg.uri.prefix, path)
+        super().__init__(store, path)
         self._upload_id: str | None = None
         self._pipe = PartPipeline(store.part_size, store.parallel, self._upload_part, self._start)
-        self._closed = False
 
     def _checksum(self, **kw: Any) -> dict[str, Any]:
         return kw if self._s.cfg.skip_checksum else {"ChecksumAlgorithm": "CRC32", **kw}
@@ -206,22 +203,13 @@ class _S3Writer:
             part["ChecksumCRC32"] = resp["ChecksumCRC32"]
         return part
 
-    async def write(self, data: bytes) -> None:
-        if self._closed:
-            raise StorageError(f"write to {self._path} in {self._s.uri} after commit or abort")
-        if data:
-            await self._pipe.feed(data)
-
-    async def commit(self) -> None:
-        if self._closed:
-            raise StorageError(f"commit of {self._path} in {self._s.uri} after commit or abort")
+    async def _put_whole(self, data: bytes) -> None:
         s = self._s
-        if not self._pipe.started:
-            rest = self._pipe.take_rest()
-            await s._call("write", self._path, "put_object", Bucket=s.bucket, Key=self._key,
-                          Body=rest, **self._checksum(**self._extra()))
-            self._closed = True
-            return
+        await s._call("write", self._path, "put_object", Bucket=s.bucket, Key=self._key,
+                      Body=data, **self._checksum(**self._extra()))
+
+    async def _complete(self) -> None:
+        s = self._s
         await self._pipe.launch_rest()
         await self._pipe.drain()
         parts = [self._pipe.results[n] for n in sorted(self._pipe.results)]
@@ -243,7 +231,6 @@ class _S3Writer:
                         return head
                 raise
         await s._call("write", self._path, complete)
-        self._closed = True
 
     async def abort(self) -> None:
         if self._closed:

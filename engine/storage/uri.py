@@ -26,7 +26,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 from ..errors import EngineError, InvalidURI, StorageError
 from ..redact import REDACTED, SECRET_QUERY_PARAMS, redact_uri
 
-__all__ = ["CloudURI", "parse_cloud_uri", "parse_bool", "parse_auth", "TransientStorageError",
+__all__ = ["CloudWriter", "CloudURI", "parse_cloud_uri", "parse_bool", "parse_auth", "TransientStorageError",
            "Requests", "DirectPolicy", "PartPipeline", "scrub", "describe", "check_name",
            "join_key", "fix_base64"]
 
@@ -279,3 +279,40 @@ class PartPipeline:
                 t.cancel()
         self._tasks.clear()
         self._buf = bytearray()
+
+
+class CloudWriter:
+    """The shell every cloud writer shares: writes feed a PartPipeline (parts upload in the
+    background once the object is big enough); commit puts a small object in one request or
+    completes the multipart upload; nothing is usable after commit or abort. A backend sets
+    `self._pipe` and implements `_put_whole(data)` and `_complete()`; `abort()` is its own."""
+
+    def __init__(self, store, path: str) -> None:
+        self._s = store
+        self._path = path
+        self._key = join_key(store.cfg.uri.prefix, path)
+        self._closed = False
+        self._pipe: PartPipeline
+
+    def _check_open(self, action: str) -> None:
+        if self._closed:
+            raise StorageError(f"{action} {self._path} in {self._s.uri} after commit or abort")
+
+    async def write(self, data: bytes) -> None:
+        self._check_open("write to")
+        if data:
+            await self._pipe.feed(data)
+
+    async def commit(self) -> None:
+        self._check_open("commit of")
+        if not self._pipe.started:
+            await self._put_whole(self._pipe.take_rest())
+        else:
+            await self._complete()
+        self._closed = True
+
+    async def _put_whole(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    async def _complete(self) -> None:
+        raise NotImplementedError

@@ -246,8 +246,12 @@ class _Planner:
         me = o.key
         parent = f"idx:{d['parent']}" if d.get("parent") else None
         if parent and parent in self.sel.keys:
+            # Each attach validates its parent index, and recursively the parents above it,
+            # against what its own transaction sees: two attaches in one index tree running at
+            # once can each miss the other's and leave the root invalid (then a foreign key on
+            # it fails). So the attaches of one tree never share a stage.
             self.add(f"{o.key}#attach", f"ALTER INDEX {self.objs[parent].ident} ATTACH PARTITION "
-                     f"{o.ident}", ATTACH, [parent, me])
+                     f"{o.ident}", ATTACH, [parent, me], locks=(f"attach:{self._index_root(parent)}",))
         tail = list(d["stats"])
         if d["clustered"]:
             tail.append(f"ALTER TABLE {table.ident} CLUSTER ON {quote_ident(o.name)}")
@@ -255,6 +259,16 @@ class _Planner:
             tail.append(f"ALTER TABLE ONLY {table.ident} REPLICA IDENTITY USING INDEX "
                         f"{quote_ident(o.name)}")
         self.chain(o, tail, FINAL, [me], locks=(table.key,))
+
+    def _index_root(self, key: str) -> str:
+        seen = set()
+        while key not in seen:
+            seen.add(key)
+            parent = self.objs[key].details.get("parent") if key in self.objs else None
+            if not parent or f"idx:{parent}" not in self.objs:
+                break
+            key = f"idx:{parent}"
+        return key
 
     def _trigger(self, o: SchemaObject) -> None:
         deps = [f"rel:{o.table}", *o.deps]

@@ -298,3 +298,31 @@ def test_torture_pg15_to_pg18(pg15, pg18, torture15):
     _compare(pg18, pg15, torture15, pg18, "sch_torture15_r", normalize=_version_noise)
     _compare(pg18, pg15, torture15, pg18, "sch_torture15_r", "--create", normalize=_version_noise)
     assert asyncio.run(table_hashes(pg15, torture15)) == asyncio.run(table_hashes(pg18, "sch_torture15_r"))
+
+
+def test_attaches_of_one_index_tree_never_share_a_stage(pg18, torture18):
+    """Each ATTACH validates its parent index (and the parents above) against what its own
+    transaction sees: two attaches of one tree in parallel could leave the root index invalid,
+    and a foreign key referencing it would then fail (seen as a rare CI failure)."""
+    from engine.schema import plan_restore
+    schema = asyncio.run(capture_db(pg18, torture18))
+    plan = plan_restore(schema, target_database="x")
+    attach = re.compile(r"^ALTER INDEX (\S+) ATTACH PARTITION (\S+)$")
+    parent_of, stage_of = {}, {}
+    for n, stage in enumerate(plan.post_data):
+        for stmt in stage:
+            m = attach.match(stmt)
+            if m:
+                parent_of[m.group(2)] = m.group(1)
+                stage_of[m.group(2)] = n
+
+    def root(index):
+        while index in parent_of:
+            index = parent_of[index]
+        return index
+    trees: dict[str, list[int]] = {}
+    for child, n in stage_of.items():
+        trees.setdefault(root(child), []).append(n)
+    assert sum(len(v) for k, v in trees.items() if "events" in k) >= 8, "nested partitions to attach"
+    for tree, stages in trees.items():
+        assert len(stages) == len(set(stages)), f"attaches into {tree} share a stage: {sorted(stages)}"

@@ -22,11 +22,9 @@ Content-MD5 (validate_content). `get` streams ranged chunks (optionally from an 
 """
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import logging
-import threading
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
@@ -34,8 +32,8 @@ from urllib.parse import urlsplit
 
 from ..errors import InvalidURI, NotFound, StorageError, Unsupported
 from .base import ObjectInfo
-from .uri import (CloudURI, CloudWriter, PartPipeline, Requests, TransientStorageError, check_name, describe,
-                  fix_base64, join_key, parse_auth, parse_cloud_uri)
+from .uri import (CloudStore, CloudURI, CloudWriter, PartPipeline, TransientStorageError,
+                  describe, fix_base64, parse_auth, parse_cloud_uri)
 
 __all__ = ["AzureStore", "parse_azure", "AZURE_PARAMS"]
 
@@ -190,33 +188,23 @@ class _AzureWriter(CloudWriter):
         self._pipe.cancel()
 
 
-class AzureStore:
-    supports_get_offset = True
-
-    def __init__(self, cfg: AzureConfig) -> None:
-        self.cfg = cfg
-        self.uri = cfg.uri.redacted
-        self.container = cfg.uri.bucket
-        self.part_size = PART_SIZE
-        self.parallel = PARALLEL_PARTS
-        self.list_page_size = 1000
-        self._req = Requests("azure", self._classify)
-        self._cc = None
-        self._lock = threading.Lock()
+class AzureStore(CloudStore):
+    SERVICE = "azure"
+    PART_SIZE = PART_SIZE
+    PARALLEL_PARTS = PARALLEL_PARTS
 
     @property
-    def request_policy(self):
-        return self._req.policy
+    def container(self) -> str:
+        return self.bucket
 
-    @request_policy.setter
-    def request_policy(self, policy) -> None:
-        self._req.policy = policy
+    def _make_sdk(self):
+        return _make_container_client(self.cfg)
+
+    def _close_sdk(self, cc) -> None:
+        cc.close()
 
     def _container(self):
-        with self._lock:
-            if self._cc is None:
-                self._cc = _make_container_client(self.cfg)
-            return self._cc
+        return self._sdk_handle()
 
     def _blob(self, key: str):
         return self._container().get_blob_client(key)
@@ -224,9 +212,6 @@ class AzureStore:
     async def _call(self, op: str, path: str, fn):
         return await self._req.call(self, op, path, fn)
 
-    def _key(self, path: str) -> str:
-        check_name(path, self.uri)
-        return join_key(self.cfg.uri.prefix, path)
 
     def _classify(self, e: BaseException, op: str, path: str) -> Exception:
         from azure.core import exceptions as zx
@@ -351,8 +336,3 @@ class AzureStore:
         props = await self._call("stat", path, op)
         return ObjectInfo(path, int(props.size))
 
-    async def close(self) -> None:
-        self._req.shutdown()
-        cc, self._cc = self._cc, None
-        if cc is not None:
-            await asyncio.to_thread(cc.close)

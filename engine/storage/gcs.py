@@ -20,19 +20,17 @@ The SDK's own retries are off (retry=None): wrappers.py retries through the requ
 """
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import json
 import os
-import threading
 from dataclasses import dataclass, field
 from typing import AsyncIterator
 
 from ..errors import InvalidURI, NotFound, StorageError, Unsupported
 from .base import ObjectInfo
-from .uri import (CloudURI, CloudWriter, PartPipeline, Requests, TransientStorageError, check_name, describe,
-                  fix_base64, join_key, parse_auth, parse_cloud_uri)
+from .uri import (CloudStore, CloudURI, CloudWriter, PartPipeline, TransientStorageError,
+                  describe, fix_base64, parse_auth, parse_cloud_uri)
 
 __all__ = ["GCSStore", "parse_gs", "GS_PARAMS"]
 
@@ -261,33 +259,22 @@ def _committed(r) -> int:
     return int(rng.rpartition("-")[2]) + 1
 
 
-class GCSStore:
-    supports_get_offset = True
+class GCSStore(CloudStore):
+    SERVICE = "gcs"
+    PART_SIZE = PART_SIZE
 
     def __init__(self, cfg: GSConfig) -> None:
-        self.cfg = cfg
-        self.uri = cfg.uri.redacted
-        self.bucket = cfg.uri.bucket
-        self.part_size = PART_SIZE
-        self.list_page_size = 1000
-        self._req = Requests("gcs", self._classify)
-        self._made = None
-        self._lock = threading.Lock()
+        super().__init__(cfg)
         self.emulated = emulator_host() is not None
 
-    @property
-    def request_policy(self):
-        return self._req.policy
+    def _make_sdk(self):
+        return _make_client(self.cfg)
 
-    @request_policy.setter
-    def request_policy(self, policy) -> None:
-        self._req.policy = policy
+    def _close_sdk(self, made) -> None:
+        made[1].close()
 
     def _ensure(self):
-        with self._lock:
-            if self._made is None:
-                self._made = _make_client(self.cfg)
-            return self._made
+        return self._sdk_handle()
 
     @property
     def _client(self):
@@ -303,9 +290,6 @@ class GCSStore:
     async def _call(self, op: str, path: str, fn, *args, **kw):
         return await self._req.call(self, op, path, lambda: fn(*args, **kw))
 
-    def _key(self, path: str) -> str:
-        check_name(path, self.uri)
-        return join_key(self.cfg.uri.prefix, path)
 
     def _classify(self, e: BaseException, op: str, path: str) -> Exception:
         from google.api_core import exceptions as gx
@@ -432,8 +416,3 @@ class GCSStore:
             raise NotFound(f"{path} does not exist in {self.uri}")
         return ObjectInfo(path, int(blob.size or 0))
 
-    async def close(self) -> None:
-        self._req.shutdown()
-        made, self._made = self._made, None
-        if made is not None:
-            await asyncio.to_thread(made[1].close)

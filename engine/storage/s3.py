@@ -20,17 +20,15 @@ through the request seam (uri.Requests) where wrappers.py retries.
 """
 from __future__ import annotations
 
-import asyncio
 import os
-import threading
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 from urllib.parse import urlsplit
 
 from ..errors import InvalidURI, NotFound, StorageError
 from .base import ObjectInfo
-from .uri import (CloudURI, CloudWriter, PartPipeline, Requests, TransientStorageError, check_name, describe,
-                  join_key, parse_auth, parse_bool, parse_cloud_uri)
+from .uri import (CloudStore, CloudURI, CloudWriter, PartPipeline, TransientStorageError,
+                  describe, parse_auth, parse_bool, parse_cloud_uri)
 
 __all__ = ["S3Store", "parse_s3", "S3_PARAMS"]
 
@@ -273,36 +271,21 @@ def _code(e: BaseException) -> str:
     return ""
 
 
-class S3Store:
-    supports_get_offset = True
+class S3Store(CloudStore):
+    SERVICE = "s3"
+    PART_SIZE = PART_SIZE
+    PARALLEL_PARTS = PARALLEL_PARTS
 
-    def __init__(self, cfg: S3Config) -> None:
-        self.cfg = cfg
-        self.uri = cfg.uri.redacted
-        self.bucket = cfg.uri.bucket
-        self.part_size = PART_SIZE
-        self.parallel = PARALLEL_PARTS
-        self.list_page_size = 1000
-        self._req = Requests("s3", self._classify)
-        self._client_obj = None
-        self._client_lock = threading.Lock()
+    def _make_sdk(self):
+        return _make_client(self.cfg)
 
-    # the request seam, for wrappers.RetryingStore
-    @property
-    def request_policy(self):
-        return self._req.policy
-
-    @request_policy.setter
-    def request_policy(self, policy) -> None:
-        self._req.policy = policy
+    def _close_sdk(self, client) -> None:
+        client.close()
 
     @property
     def _client(self):
-        # Only ever touched from the pool's threads (creating a client takes ~50 ms).
-        with self._client_lock:
-            if self._client_obj is None:
-                self._client_obj = _make_client(self.cfg)
-            return self._client_obj
+        # Only ever touched from the pool's threads, so the client is built off the event loop.
+        return self._sdk_handle()
 
     async def _call(self, op: str, path: str, fn, *args, **kw):
         """fn: a client method name, or a callable run in the pool (so the client is only ever
@@ -317,9 +300,6 @@ class S3Store:
             return await self._req.call(self, op, path, checked)
         return await self._req.call(self, op, path, lambda: fn(*args, **kw))
 
-    def _key(self, path: str) -> str:
-        check_name(path, self.uri)
-        return join_key(self.cfg.uri.prefix, path)
 
     def _classify(self, e: BaseException, op: str, path: str) -> Exception:
         from botocore import exceptions as bx
@@ -436,8 +416,3 @@ class S3Store:
         resp = await self._call("stat", path, "head_object", Bucket=self.bucket, Key=key)
         return ObjectInfo(path, int(resp["ContentLength"]))
 
-    async def close(self) -> None:
-        self._req.shutdown()
-        client, self._client_obj = self._client_obj, None
-        if client is not None:
-            await asyncio.to_thread(client.close)

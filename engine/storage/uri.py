@@ -16,6 +16,7 @@ Owns:
 from __future__ import annotations
 
 import asyncio
+import threading
 import concurrent.futures
 import functools
 import re
@@ -26,7 +27,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 from ..errors import EngineError, InvalidURI, StorageError
 from ..redact import REDACTED, SECRET_QUERY_PARAMS, redact_uri
 
-__all__ = ["CloudWriter", "CloudURI", "parse_cloud_uri", "parse_bool", "parse_auth", "TransientStorageError",
+__all__ = ["CloudStore", "CloudWriter", "CloudURI", "parse_cloud_uri", "parse_bool", "parse_auth", "TransientStorageError",
            "Requests", "DirectPolicy", "PartPipeline", "scrub", "describe", "check_name",
            "join_key", "fix_base64"]
 
@@ -315,4 +316,61 @@ class CloudWriter:
         raise NotImplementedError
 
     async def _complete(self) -> None:
+        raise NotImplementedError
+
+
+class CloudStore:
+    """The shell every cloud store shares: its configuration, the retry seam `request_policy`
+    (wrappers.RetryingStore installs its policy there), an SDK handle built lazily in the store's
+    own threads (building one takes tens of milliseconds), names inside the store, and close().
+    A backend sets SERVICE, PART_SIZE, PARALLEL_PARTS and implements `_make_sdk()`,
+    `_close_sdk(sdk)` and `_classify(exc, op, path)`."""
+
+    supports_get_offset = True
+    SERVICE = ""
+    PART_SIZE = 8 << 20
+    PARALLEL_PARTS = 2
+
+    def __init__(self, cfg) -> None:
+        self.cfg = cfg
+        self.uri = cfg.uri.redacted
+        self.bucket = cfg.uri.bucket
+        self.part_size = self.PART_SIZE
+        self.parallel = self.PARALLEL_PARTS
+        self.list_page_size = 1000
+        self._req = Requests(self.SERVICE, self._classify)
+        self._sdk: Any = None
+        self._sdk_lock = threading.Lock()
+
+    @property
+    def request_policy(self):
+        return self._req.policy
+
+    @request_policy.setter
+    def request_policy(self, policy) -> None:
+        self._req.policy = policy
+
+    def _sdk_handle(self) -> Any:
+        with self._sdk_lock:
+            if self._sdk is None:
+                self._sdk = self._make_sdk()
+            return self._sdk
+
+    def _key(self, path: str) -> str:
+        check_name(path, self.uri)
+        return join_key(self.cfg.uri.prefix, path)
+
+    async def close(self) -> None:
+        self._req.shutdown()
+        sdk, self._sdk = self._sdk, None
+        if sdk is not None:
+            await asyncio.to_thread(self._close_sdk, sdk)
+
+    def _make_sdk(self) -> Any:
+        raise NotImplementedError
+
+    def _close_sdk(self, sdk: Any) -> None:
+        raise NotImplementedError
+
+    def _classify(self, e: BaseException, op: str, path: str) -> Exception:
         raise NotImplementedError

@@ -349,7 +349,7 @@ def test_gcs_resumable_upload_resumes_exactly(cut_after, keep_half):
     from engine.storage.gcs import GCSStore, parse_gs
     store = GCSStore(parse_gs("gs://b/p?AUTH=implicit"))
     session = _ResumableSession(cut_after, keep_half)
-    store._made = (None, session, "")
+    store._sdk = (None, session, "")
     store.emulated = False
     store.request_policy = fast()
     store.part_size = 256 << 10

@@ -300,24 +300,11 @@ class AzureStore(CloudStore):
                 raise
         return await self._call("read", path, op)
 
-    async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
-        base = self.cfg.uri.prefix + "/" if self.cfg.uri.prefix else ""
-
-        def page(token):
-            pager = self._container().list_blobs(name_starts_with=base + prefix,
-                                                 results_per_page=self.list_page_size).by_page(continuation_token=token)
-            items = [(b.name, int(b.size or 0)) for b in next(pager, [])]
-            return items, pager.continuation_token
-        token = None
-        found: list[ObjectInfo] = []
-        while True:     # every page first, then sorted: an emulator need not list in order
-            items, token = await self._call("list objects under", prefix or "/", lambda t=token: page(t))
-            found += [ObjectInfo(name[len(base):], size) for name, size in items]
-            if not token:
-                break
-        found.sort(key=lambda o: o.path)
-        for info in found:
-            yield info
+    def _list_page(self, prefix: str, token):
+        pager = self._container().list_blobs(name_starts_with=prefix, results_per_page=self.list_page_size)
+        pages = pager.by_page(continuation_token=token)
+        items = [(b.name, int(b.size or 0)) for b in next(pages, [])]
+        return items, pages.continuation_token
 
     async def delete(self, path: str) -> None:
         key = self._key(path)

@@ -381,24 +381,11 @@ class GCSStore(CloudStore):
                 return b""
         return await self._call("read", path, op)
 
-    async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
-        base = self.cfg.uri.prefix + "/" if self.cfg.uri.prefix else ""
-
-        def page(token):
-            it = self._client.list_blobs(self.bucket, prefix=base + prefix, page_token=token,
-                                         page_size=self.list_page_size, timeout=_TIMEOUT, retry=None)
-            items = [(b.name, int(b.size or 0)) for b in next(it.pages)]
-            return items, it.next_page_token
-        token = None
-        found: list[ObjectInfo] = []
-        while True:     # every page first, then sorted: an emulator need not list in order
-            items, token = await self._call("list objects under", prefix or "/", page, token)
-            found += [ObjectInfo(name[len(base):], size) for name, size in items]
-            if not token:
-                break
-        found.sort(key=lambda o: o.path)
-        for info in found:
-            yield info
+    def _list_page(self, prefix: str, token):
+        it = self._client.list_blobs(self.bucket, prefix=prefix, page_token=token,
+                                     page_size=self.list_page_size, timeout=_TIMEOUT, retry=None)
+        items = [(b.name, int(b.size or 0)) for b in next(it.pages)]
+        return items, it.next_page_token
 
     async def delete(self, path: str) -> None:
         key = self._key(path)

@@ -385,24 +385,13 @@ class S3Store(CloudStore):
             return data
         return await self._call("read", path, op)
 
-    async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
-        # Every page first, then sorted: S3 lists in key order, but S3-compatible stores need
-        # not (SeaweedFS walks its directory tree: 'a/x' before 'a-b').
-        base = self.cfg.uri.prefix + "/" if self.cfg.uri.prefix else ""
-        token = None
-        found: list[ObjectInfo] = []
-        while True:
-            kw = {"ContinuationToken": token} if token else {}
-            page = await self._call("list objects under", prefix or "/", "list_objects_v2",
-                                    Bucket=self.bucket, Prefix=base + prefix,
-                                    MaxKeys=self.list_page_size, **kw)
-            found += [ObjectInfo(o["Key"][len(base):], int(o["Size"])) for o in page.get("Contents", ())]
-            if not page.get("IsTruncated"):
-                break
-            token = page["NextContinuationToken"]
-        found.sort(key=lambda o: o.path)
-        for info in found:
-            yield info
+    def _list_page(self, prefix: str, token):
+        kw = {"ContinuationToken": token} if token else {}
+        page = self._client.list_objects_v2(Bucket=self.bucket, Prefix=prefix,
+                                            MaxKeys=self.list_page_size, **kw)
+        _check("list_objects_v2", page)
+        items = [(o["Key"], int(o["Size"])) for o in page.get("Contents", ())]
+        return items, page["NextContinuationToken"] if page.get("IsTruncated") else None
 
     async def delete(self, path: str) -> None:
         key = self._key(path)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Iterable
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
+from .base import ObjectInfo
 from ..errors import EngineError, InvalidURI, StorageError
 from ..redact import REDACTED, SECRET_QUERY_PARAMS, redact_uri
 
@@ -359,6 +360,27 @@ class CloudStore:
     def _key(self, path: str) -> str:
         check_name(path, self.uri)
         return join_key(self.cfg.uri.prefix, path)
+
+    async def list(self, prefix: str = ""):
+        """Every page first, then sorted by name: a cloud lists in key order, but S3-compatible
+        stores and emulators need not (SeaweedFS walks its tree: 'a/x' before 'a-b')."""
+        base = self.cfg.uri.prefix + "/" if self.cfg.uri.prefix else ""
+        token = None
+        found: list[ObjectInfo] = []
+        while True:
+            items, token = await self._req.call(self, "list objects under", prefix or "/",
+                                                self._list_page, base + prefix, token)
+            found += [ObjectInfo(name[len(base):], size) for name, size in items]
+            if not token:
+                break
+        found.sort(key=lambda o: o.path)
+        for info in found:
+            yield info
+
+    def _list_page(self, prefix: str, token: Any) -> tuple[list[tuple[str, int]], Any]:
+        """One page of (full name, size) under a full prefix, and the next page's token or None;
+        runs in the store's threads."""
+        raise NotImplementedError
 
     async def close(self) -> None:
         self._req.shutdown()

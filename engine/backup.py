@@ -25,7 +25,7 @@ from .format import layout
 from .format.envelope import Sealer, seal
 from .format.manifest import Chunk, DatabaseEntry, FileRef, Manifest, TableEntry
 from .jobs import JobStopped
-from .spec import BackupResult, BackupSpec, Connector, EngineSettings, Progress
+from .spec import BackupResult, BackupSpec, Connector, EngineSettings
 from .storage import ObjectStore, join_uri, put
 from .targets import resolve_backup_tables
 
@@ -43,15 +43,16 @@ class _Job:
     entry: TableEntry
     chunk: Chunk
     page_range: tuple[int, int | None] | None   # None: the whole table
+    heap_bytes: int                             # what the chunk covers of the table's heap
 
 
 class _ChunkSink:
     """Receives one chunk's COPY output and writes it as sealed parts of bounded size."""
 
     def __init__(self, store: ObjectStore, pool: ThreadPoolExecutor, settings: EngineSettings,
-                 subdir: str, job: _Job, written: list[str], progress: Progress | None) -> None:
+                 subdir: str, job: _Job, written: list[str]) -> None:
         self.store, self.pool, self.settings = store, pool, settings
-        self.subdir, self.job, self.written, self.progress = subdir, job, written, progress
+        self.subdir, self.job, self.written = subdir, job, written
         self.loop = asyncio.get_running_loop()
         self.buf: list[bytes] = []
         self.size = 0
@@ -67,8 +68,7 @@ class _ChunkSink:
             await self._flush()
 
     async def _flush(self) -> None:
-        batch = b"".join(self.buf)
-        self.buf.clear()
+        batch, self.buf = self.buf, []   # joined by the sealer, in its thread
         self.size = 0
         if self.pending is not None:
             await self.pending
@@ -91,13 +91,11 @@ class _ChunkSink:
         self.writer = None
         self.part += 1
 
-    async def _process(self, batch: bytes) -> None:
+    async def _process(self, batch: list[bytes]) -> None:
         if self.writer is None:
             await self._open_part()
         out = await self.loop.run_in_executor(self.pool, self.sealer.feed, batch)
         await self.writer.write(out)
-        if self.progress:
-            self.progress(len(batch), 0)
         if self.sealer.stored_size >= self.settings.file_size:
             await self._close_part()
 
@@ -200,7 +198,7 @@ async def _backup_database(spec: BackupSpec, connector: Connector, store: Object
         todo: list[tuple[int, _Job]] = []
         kept = 0
         for t in tables:
-            fmt = "binary" if t.binary_ok else "text"
+            fmt = "binary" if t.binary_ok and not t.text_compact else "text"
             e = TableEntry(t.oid, t.schema, t.name, t.kind, fmt, list(t.columns))
             entries.append(e)
             old = old_tables.get(str(t.oid))
@@ -210,18 +208,22 @@ async def _backup_database(spec: BackupSpec, connector: Connector, store: Object
                 old, ranges = None, _chunk_ranges(int(sizes.get(t.oid, 0)), chunk_pages)
             tpart = part["tables"][str(t.oid)] = {"columns": e.columns, "format": fmt,
                                                    "ranges": ranges, "chunks": {}}
+            pages = int(sizes.get(t.oid, 0))
             for i, r in enumerate(ranges):
                 c = Chunk(i)
                 e.chunks.append(c)
+                heap = block * (pages if r is None else max(0, min(r[1] or pages, pages) - r[0]))
                 done = old["chunks"].get(str(i)) if old else None
                 if done and await _still_exact(coord, t, r, done["rows"], saved["snapshot"]):
                     c.rows = done["rows"]
                     c.files = [FileRef(**f) for f in done["files"]]
                     tpart["chunks"][str(i)] = done
                     kept += 1
+                    if job is not None:
+                        job.progress(heap, c.rows)
                     continue
-                weight = chunk_pages if r is not None else int(sizes.get(t.oid, 0))
-                todo.append((weight, _Job(ordinal, t, e, c, tuple(r) if r else None)))
+                weight = chunk_pages if r is not None else pages
+                todo.append((weight, _Job(ordinal, t, e, c, tuple(r) if r else None, heap)))
         if saved:
             _log.info("backup of %s resumed: %d finished chunks still exact, %d to (re)do",
                       dbname, kept, len(todo))
@@ -251,7 +253,7 @@ async def _backup_database(spec: BackupSpec, connector: Connector, store: Object
                         stopping.append(stop)
                         return
                 item = queue.get_nowait()
-                sink = _ChunkSink(store, pool, settings, subdir, item, written, progress)
+                sink = _ChunkSink(store, pool, settings, subdir, item, written)
                 try:
                     status = await _copy_out(conn, item.table, item.page_range, item.entry.format, sink)
                     await sink.finish()
@@ -259,8 +261,8 @@ async def _backup_database(spec: BackupSpec, connector: Connector, store: Object
                     await sink.abort()
                     raise
                 item.chunk.rows = int(status.split()[-1])
-                if progress:
-                    progress(0, item.chunk.rows)
+                if progress:  # in heap bytes, the unit of total_bytes, whatever the COPY format
+                    progress(item.heap_bytes, item.chunk.rows)
                 part["tables"][str(item.table.oid)]["chunks"][str(item.chunk.index)] = {
                     "rows": item.chunk.rows, "files": [asdict(f) for f in item.chunk.files]}
                 await save(ordinal, part)

@@ -21,6 +21,11 @@ FLAG_ZSTD = 1
 FLAG_ENCRYPTED = 2
 HEADER_SIZE = 8
 FRAME_CONTENT = 4 << 20  # content bytes per zstd frame at most
+# A frame that compressed at least this well says the content is highly redundant: it and the
+# next frames get level 3 (zstd's "dfast" match finder), which costs about what level 1 does on such
+# content and finds the long repeats of blank-padded or sequential rows that level 1 misses.
+REDUNDANT_RATIO = 8
+REDUNDANT_LEVEL = 3
 
 
 class Sealer:
@@ -31,6 +36,7 @@ class Sealer:
 
     def __init__(self, level: int = 3) -> None:
         self._zc = zstandard.ZstdCompressor(level=level)
+        self._adapt = level < REDUNDANT_LEVEL
         self._h = hashlib.sha256()
         self.stored_size = 0
         self.logical_size = 0
@@ -44,11 +50,22 @@ class Sealer:
         self.stored_size += len(data)
         return data
 
-    def feed(self, content: bytes) -> bytes:
+    def feed(self, content: bytes | list[bytes]) -> bytes:
+        """Seal `content` (or the concatenation of a list of pieces, joined here so that a
+        caller running this in a worker thread does not copy on its event loop)."""
+        if isinstance(content, list):
+            content = content[0] if len(content) == 1 else b"".join(content)
         self.logical_size += len(content)
         view = memoryview(content)
-        return self._out(b"".join(self._zc.compress(view[i:i + FRAME_CONTENT])
-                                  for i in range(0, len(view), FRAME_CONTENT)))
+        frames = []
+        for i in range(0, len(view), FRAME_CONTENT):
+            frame = view[i:i + FRAME_CONTENT]
+            out = self._zc.compress(frame)
+            if self._adapt and len(out) * REDUNDANT_RATIO <= len(frame):
+                self._zc, self._adapt = zstandard.ZstdCompressor(level=REDUNDANT_LEVEL), False
+                out = min(out, self._zc.compress(frame), key=len)  # cheap on such content
+            frames.append(out)
+        return self._out(frames[0] if len(frames) == 1 else b"".join(frames))
 
     def finish(self) -> bytes:
         return self._out(b"")

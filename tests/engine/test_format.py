@@ -128,3 +128,28 @@ def test_opener_pieces_are_bounded_and_split_anywhere():
         o.finish()
         assert total == len(content)
         assert biggest <= FRAME_CONTENT
+
+
+def _pgbench_like_rows(n: int) -> bytes:
+    """Text COPY rows shaped like pgbench_accounts: counters and a blank-padded char(84)."""
+    return b"".join(b"%d\t%d\t0\t%s\n" % (i, 1 + i // 100000, b" " * 84) for i in range(1, n + 1))
+
+
+def test_sealer_switches_to_level_3_on_redundant_content_only():
+    import zstandard
+    redundant = _pgbench_like_rows(200_000)
+    frames = [redundant[i:i + FRAME_CONTENT] for i in range(0, len(redundant), FRAME_CONTENT)]
+    at_level_1 = sum(len(zstandard.ZstdCompressor(level=1).compress(f)) for f in frames)
+    at_level_3 = sum(len(zstandard.ZstdCompressor(level=3).compress(f)) for f in frames)
+    assert at_level_3 < at_level_1 * 0.9      # the premise: level 3 finds what level 1 misses
+    s = Sealer(1)
+    stored = s.feed([redundant[:5000], redundant[5000:]]) + s.finish()  # a list of pieces is joined
+    assert len(stored) <= at_level_3 + 8 + 64
+    assert open_bytes("f", stored, s.sha256) == redundant
+    # content that compresses poorly keeps the configured level: identical to plain level 1
+    noisy = os.urandom(3 << 20).hex().encode()[: 5 << 20]
+    s1 = Sealer(1)
+    body = s1.feed(noisy)
+    expected = b"".join(zstandard.ZstdCompressor(level=1).compress(noisy[i:i + FRAME_CONTENT])
+                        for i in range(0, len(noisy), FRAME_CONTENT))
+    assert body[8:] == expected

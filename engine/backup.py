@@ -28,6 +28,7 @@ from .jobs import JobStopped
 from .spec import BackupResult, BackupSpec, Connector, EngineSettings
 from .storage import ObjectStore, join_uri, put
 from .targets import resolve_backup_tables
+from .timing import PhaseClock
 
 __all__ = ["run_backup", "PGKEEP_VERSION"]
 
@@ -174,7 +175,7 @@ async def _still_exact(conn, t, page_range, rows: int, old_snapshot: str) -> boo
 async def _backup_database(spec: BackupSpec, connector: Connector, store: ObjectStore,
                            settings: EngineSettings, subdir: str, ordinal: int, dbname: str,
                            table_filter, written: list[str], job, pool: ThreadPoolExecutor,
-                           saved: dict | None, save) -> tuple[DatabaseEntry, dt.datetime]:
+                           saved: dict | None, save, clock: PhaseClock) -> tuple[DatabaseEntry, dt.datetime]:
     """Back up one database under one snapshot. `saved` is this database's part of a checkpoint
     (chunks finished under an earlier snapshot, before a pause or a crash): a finished chunk is
     kept only if `_still_exact` proves the new snapshot sees exactly the same rows in its pages,
@@ -222,8 +223,9 @@ async def _backup_database(spec: BackupSpec, connector: Connector, store: Object
                     if job is not None:
                         job.progress(heap, c.rows)
                     continue
-                weight = chunk_pages if r is not None else pages
+                weight = pages if r is None else min(r[1] or pages, pages) - r[0]
                 todo.append((weight, _Job(ordinal, t, e, c, tuple(r) if r else None, heap)))
+        clock.lap(f"{dbname}: snapshot and schema")
         if saved:
             _log.info("backup of %s resumed: %d finished chunks still exact, %d to (re)do",
                       dbname, kept, len(todo))
@@ -267,10 +269,12 @@ async def _backup_database(spec: BackupSpec, connector: Connector, store: Object
                     "rows": item.chunk.rows, "files": [asdict(f) for f in item.chunk.files]}
                 await save(ordinal, part)
 
+        clock.lap(f"{dbname}: {len(workers)} connections")
         if todo:
             await _gather_or_cancel([work(w) for w in workers])
         if stopping:
             raise stopping[0]
+        clock.lap(f"{dbname}: data ({len(todo)} chunks)")
         for e in entries:
             e.rows = sum(c.rows for c in e.chunks)
             e.logical_bytes = sum(f.logical_bytes for f in e.files)
@@ -319,6 +323,7 @@ async def run_backup(spec: BackupSpec, connector: Connector, store: ObjectStore,
     if spec.scope == "cluster":
         raise Unsupported("full cluster backups are not supported by pgkeep yet",
                           hint="back up databases: BACKUP DATABASE d1, d2 INTO ...")
+    clock = PhaseClock(_log, f"backup job {spec.job_id}")
     plan = await resolve_backup_tables(spec, connector)
     saved = (job.checkpoint or {}) if job is not None else {}
     start = dt.datetime.fromisoformat(saved["start"]) if saved.get("start") else dt.datetime.now(dt.timezone.utc)
@@ -333,6 +338,7 @@ async def run_backup(spec: BackupSpec, connector: Connector, store: ObjectStore,
             await job.save_checkpoint(checkpoint)
 
     written: list[str] = []
+    clock.lap("resolve and claim")
     pool = ThreadPoolExecutor(max_workers=max(2, settings.backup_parallelism),
                               thread_name_prefix="pgkeep-seal")
     try:
@@ -342,7 +348,7 @@ async def run_backup(spec: BackupSpec, connector: Connector, store: ObjectStore,
             old = saved.get("databases", {}).get(str(ordinal))
             entry, snap_time = await _backup_database(
                 spec, connector, store, settings, subdir, ordinal, dbname, table_filter, written,
-                job, pool, old if old and old.get("name") == dbname else None, save)
+                job, pool, old if old and old.get("name") == dbname else None, save, clock)
             databases.append(entry)
             end_time = max(end_time, snap_time) if ordinal else snap_time
         conn = await connector.connect(plan[0][0])
@@ -362,6 +368,8 @@ async def run_backup(spec: BackupSpec, connector: Connector, store: ObjectStore,
         await put(store, layout.checksum_path(subdir), sha.encode())
         await put(store, layout.latest_marker(end_time), subdir.encode())
         await store.delete(lock)
+        clock.lap("commit")
+        clock.done()
     except JobStopped:
         raise  # paused or released: the checkpoint references what was written
     except BaseException:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -27,6 +26,7 @@ from .jobs import JobStopped
 from .spec import Connector, EngineSettings, Progress, RestoreResult, RestoreSpec, TableRef
 from .storage import ObjectStore
 from .targets import table_name
+from .timing import PhaseClock
 
 __all__ = ["run_restore"]
 
@@ -72,23 +72,6 @@ async def _verify_chunk(store: ObjectStore, load: _Load, pool=None) -> None:
         from .errors import DataCorrupted
         raise DataCorrupted(f"{t.schema}.{t.name} chunk {load.chunk.index} holds {rows} rows, "
                             f"the manifest says {load.chunk.rows}")
-
-
-class _Clock:
-    """Phase timings of a restore, logged at INFO when it ends: where the time goes."""
-
-    def __init__(self, what: str) -> None:
-        self.what = what
-        self.start = self.last = time.monotonic()
-        self.laps: list[str] = []
-
-    def lap(self, name: str) -> None:
-        now = time.monotonic()
-        self.laps.append(f"{name} {now - self.last:.2f}s")
-        self.last = now
-
-    def done(self) -> None:
-        _log.info("%s: %.2fs (%s)", self.what, time.monotonic() - self.start, ", ".join(self.laps))
 
 
 def _loads(tables: list[TableEntry]) -> list[_Load]:
@@ -169,7 +152,7 @@ async def _restore_database(handle: BackupHandle, entry: DatabaseEntry, target: 
     conns: list = []
     pool = ThreadPoolExecutor(max_workers=max(2, settings.restore_parallelism),
                               thread_name_prefix="pgkeep-open")
-    clock = _Clock(f"restore of {entry.name} as {target}")
+    clock = PhaseClock(_log, f"restore of {entry.name} as {target}")
     progress = job.progress if job is not None else None
     try:
         if await admin.fetchval("SELECT true FROM pg_database WHERE datname = $1", target):

@@ -8,6 +8,8 @@ Blocking file I/O runs in worker threads so the event loop keeps serving clients
 from __future__ import annotations
 
 import asyncio
+import errno
+import mmap
 import os
 import uuid
 from pathlib import Path
@@ -21,29 +23,93 @@ __all__ = ["LocalStore"]
 _READ_SIZE = 1 << 20
 
 
+_DIRECT_BUFFER = 4 << 20
+_BLOCK = 4096
+_SPARE_BUFFERS: list[mmap.mmap] = []   # reused: a fresh mapping page-faults all its pages in
+_MAX_SPARE = 8
+
+
+def _take_buffer() -> mmap.mmap:
+    try:
+        return _SPARE_BUFFERS.pop()
+    except IndexError:
+        return mmap.mmap(-1, _DIRECT_BUFFER)
+
+
+def _give_buffer(buf: mmap.mmap) -> None:
+    if len(_SPARE_BUFFERS) < _MAX_SPARE:
+        _SPARE_BUFFERS.append(buf)
+    else:
+        buf.close()
+
+
 class _LocalWriter:
+    """Writes with O_DIRECT where the filesystem has it: a backup streams gigabytes that nobody
+    reads back soon, and through the page cache each new page costs the kernel an allocation
+    (often a reclaim) plus a copy, about a fifth of pgkeep's CPU during a backup here, while
+    evicting the database's own cached pages. Bytes gather in a page-aligned buffer and go out
+    in whole blocks; the last block is padded and the file truncated to its length. Where
+    O_DIRECT is refused (tmpfs, some network filesystems) the file is written normally."""
+
     def __init__(self, store: "LocalStore", target: Path) -> None:
         self._target = target
         self._tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-        self._f = None
+        self._f = None            # a buffered file, when O_DIRECT is not available
+        self._fd: int | None = None
+        self._buf: mmap.mmap | None = None
+        self._pos = 0
+        self._size = 0
         self._store = store
 
     async def _open(self) -> None:
         def op():
             self._target.parent.mkdir(parents=True, exist_ok=True)
             self._store._confine(self._target.parent)
-            return open(self._tmp, "wb")
-        self._f = await asyncio.to_thread(op)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+            try:
+                self._fd = os.open(self._tmp, flags | getattr(os, "O_DIRECT", 0), 0o644)
+                self._buf = _take_buffer()
+            except OSError as e:
+                if e.errno != errno.EINVAL or not hasattr(os, "O_DIRECT"):
+                    raise
+                self._tmp.unlink(missing_ok=True)
+                self._f = open(self._tmp, "xb")
+        await asyncio.to_thread(op)
+
+    def _write_all(self, view) -> None:
+        while view:
+            view = view[os.write(self._fd, view):]
+
+    def _put(self, data: bytes) -> None:
+        view = memoryview(data)
+        self._size += len(view)
+        while view:
+            take = min(len(view), _DIRECT_BUFFER - self._pos)
+            self._buf[self._pos:self._pos + take] = view[:take]
+            self._pos += take
+            view = view[take:]
+            if self._pos == _DIRECT_BUFFER:
+                self._write_all(memoryview(self._buf))
+                self._pos = 0
 
     async def write(self, data: bytes) -> None:
         if data:
-            await asyncio.to_thread(self._f.write, data)
+            await asyncio.to_thread(self._f.write if self._f is not None else self._put, data)
 
     async def commit(self) -> None:
         def op():
-            self._f.flush()
-            os.fsync(self._f.fileno())
-            self._f.close()
+            if self._f is not None:
+                self._f.flush()
+                os.fsync(self._f.fileno())
+                self._f.close()
+            else:
+                if self._pos:
+                    padded = -(-self._pos // _BLOCK) * _BLOCK
+                    self._buf[self._pos:padded] = bytes(padded - self._pos)
+                    self._write_all(memoryview(self._buf)[:padded])
+                    os.ftruncate(self._fd, self._size)
+                os.fsync(self._fd)
+                self._close_direct()
             os.replace(self._tmp, self._target)
             dfd = os.open(self._target.parent, os.O_RDONLY)
             try:
@@ -52,10 +118,19 @@ class _LocalWriter:
                 os.close(dfd)
         await asyncio.to_thread(op)
 
+    def _close_direct(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if self._buf is not None:
+            _give_buffer(self._buf)
+            self._buf = None
+
     async def abort(self) -> None:
         def op():
             if self._f and not self._f.closed:
                 self._f.close()
+            self._close_direct()
             self._tmp.unlink(missing_ok=True)
         await asyncio.to_thread(op)
 

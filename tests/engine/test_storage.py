@@ -4,8 +4,12 @@ S3 (SeaweedFS), GCS (fake-gcs-server) and Azure (Azurite), the servers real proc
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
+import shutil
+import tempfile
 import tracemalloc
+from pathlib import Path
 
 import pytest
 
@@ -13,21 +17,24 @@ from engine.errors import InvalidURI, NotFound, StorageError, Unsupported
 from engine.storage import StoreContext, open_store, put, read_all
 from tests.support.objstores import azure_server, gcs_server, s3_server  # noqa: F401 (fixtures)
 
-STORES = ["nodelocal", "s3", "gcs", "azure"]
+STORES = ["nodelocal", "nodelocal-tmpfs", "s3", "gcs", "azure"]
 _SERVER_FIXTURE = {"s3": "s3_server", "gcs": "gcs_server", "azure": "azure_server"}
 
 
 @pytest.fixture(params=STORES)
 def store(request, tmp_path):
     root = tmp_path / "root"
+    if request.param == "nodelocal-tmpfs":  # no O_DIRECT there: the buffered fallback
+        root = Path(tempfile.mkdtemp(dir="/dev/shm")) / "root"
+        request.addfinalizer(lambda: shutil.rmtree(root.parent, ignore_errors=True))
     root.mkdir()
-    if request.param == "nodelocal":
+    if request.param.startswith("nodelocal"):
         s = open_store("nodelocal://self/coll", StoreContext(root))
     else:
         server = request.getfixturevalue(_SERVER_FIXTURE[request.param])
         s = open_store(server.collection_uri("coll"), StoreContext(root))
     s._root_for_tests = root
-    s.kind = request.param
+    s.kind = request.param.split("-")[0]
     yield s
     asyncio.run(s.close())
 
@@ -339,3 +346,52 @@ def test_empty_and_small_puts_in_a_row(store):
             assert await read_all(store, f"e{i}") == b""
             assert await read_all(store, f"s{i}") == b"%d" % i * 100
     run(asyncio.wait_for(main(), 20))
+
+
+def _direct_io_supported(directory: Path) -> bool:
+    probe = directory / ".probe"
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_DIRECT, 0o600))
+        return True
+    except OSError as e:
+        assert e.errno == errno.EINVAL
+        return False
+    finally:
+        probe.unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize("where", ["tmp", "tmpfs"])
+def test_nodelocal_direct_writes_keep_every_byte(tmp_path, where):
+    """nodelocal writes with O_DIRECT in whole blocks where the filesystem allows it, and
+    buffered elsewhere; either way every size and split of the bytes comes back exactly."""
+    base = tmp_path if where == "tmp" else Path(tempfile.mkdtemp(dir="/dev/shm"))
+    try:
+        root = base / "root"
+        root.mkdir()
+        s = open_store("nodelocal://self/coll", StoreContext(root))
+        block, buffer = 4096, 4 << 20
+        sizes = [0, 1, block - 1, block, block + 1, buffer - 1, buffer, buffer + 1, 3 * buffer + 777]
+
+        async def main():
+            modes = set()
+            for size in sizes:
+                data = os.urandom(size)
+                w = await s.writer(f"f{size}")
+                modes.add(w._inner._fd is not None)  # under the retry wrapper
+                step = 1000 + size % 7919
+                for i in range(0, size, step):
+                    await w.write(data[i:i + step])
+                await w.commit()
+                assert await read_all(s, f"f{size}") == data
+                assert (await s.stat(f"f{size}")).size == size
+            w = await s.writer("aborted")
+            await w.write(os.urandom(buffer + 5))
+            await w.abort()
+            assert [o.path async for o in s.list("aborted")] == []
+            assert not [p for p in (root / "coll").iterdir() if p.name.endswith(".tmp")]
+            return modes
+
+        assert run(main()) == {_direct_io_supported(root)}
+    finally:
+        if where == "tmpfs":
+            shutil.rmtree(base, ignore_errors=True)

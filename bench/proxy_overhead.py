@@ -40,6 +40,7 @@ from tests.support.pgkeep import PgkeepProcess  # noqa: E402
 __all__ = ["main"]
 
 TARGETS = ("direct", "pgkeep", "pgbouncer")
+OPTIONAL_TARGETS = ("pyrelay",)  # bench/pyrelay.py: the floor of any Python (uvloop) proxy
 MODES = ("simple", "prepared")
 RESULTS = REPO / "bench" / "results" / "proxy_overhead.json"
 TARGET_RATIO = 1.0   # issue 2: pgkeep at least matches PgBouncer at -M prepared
@@ -226,7 +227,8 @@ def summarize(runs: list[Run], targets: list[str], modes: list[str]) -> dict:
             return None
         ratios[mode] = {"pgkeep/direct": ratio("pgkeep", "direct"),
                         "pgkeep/pgbouncer": ratio("pgkeep", "pgbouncer"),
-                        "pgbouncer/direct": ratio("pgbouncer", "direct")}
+                        "pgbouncer/direct": ratio("pgbouncer", "direct"),
+                        "pyrelay/pgbouncer": ratio("pyrelay", "pgbouncer")}
     return {"median_tps": medians, "ratios": ratios}
 
 
@@ -245,10 +247,14 @@ def table(summary: dict, runs: list[Run], targets: list[str], modes: list[str]) 
         lines.append("  ".join(row))
     lines.append("")
     for mode in modes:
-        for t in ("pgkeep", "pgbouncer"):
+        for t in ("pgkeep", "pgbouncer", "pyrelay"):
             cpu = [r.cpu_us_per_txn for r in runs if r.mode == mode and r.target == t and r.cpu_us_per_txn]
             if cpu:
                 lines.append(f"{t} CPU per transaction, -M {mode}: {statistics.median(cpu):.1f} us (median)")
+    for mode in modes:
+        if summary["ratios"][mode].get("pyrelay/pgbouncer") is not None:
+            lines.append(f"pyrelay/pgbouncer, -M {mode}: {summary['ratios'][mode]['pyrelay/pgbouncer']:.3f} "
+                         "(a uvloop relay with no protocol work: the floor of a Python proxy)")
     lines.append("")
     lines.append("per-run tps (round: " + ", ".join(targets) + "):")
     for mode in modes:
@@ -273,7 +279,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2, help="pgbench -j")
     p.add_argument("--warmup", type=int, default=3, help="seconds of unrecorded pgbench per target first")
     p.add_argument("--modes", default=",".join(MODES), help="pgbench -M query modes, comma-separated")
-    p.add_argument("--targets", default=",".join(TARGETS), help="subset of direct,pgkeep,pgbouncer")
+    p.add_argument("--targets", default=",".join(TARGETS), help="subset of direct,pgkeep,pgbouncer,pyrelay (pyrelay: a uvloop byte relay, "
+                   "the floor of a Python proxy; not run by default)")
     p.add_argument("--pgkeep-workers", type=int, default=1, help="passed to pgkeep serve --workers")
     p.add_argument("--pgkeep-arg", action="append", default=[], metavar="ARG",
                    help="extra argument for pgkeep serve (repeatable), e.g. --pgkeep-arg=--log-level=WARNING")
@@ -285,7 +292,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         a.duration, a.rounds, a.warmup = 3, 1, 1
     a.modes = [m for m in a.modes.split(",") if m]
     a.targets = [t for t in a.targets.split(",") if t]
-    bad = (set(a.modes) - {"simple", "extended", "prepared"}) | (set(a.targets) - set(TARGETS))
+    bad = (set(a.modes) - {"simple", "extended", "prepared"}) | (set(a.targets) - set(TARGETS) - set(OPTIONAL_TARGETS))
     if bad or a.rounds < 1 or a.duration < 1:
         p.error(f"bad --modes/--targets/--rounds/--duration ({', '.join(sorted(bad)) or 'value < 1'})")
     return a
@@ -303,9 +310,9 @@ def _cpu_seconds(proc) -> float | None:
         return None
 
 
-def _exited(target: str, pgkeep: PgkeepProcess | None, bouncer: PgBouncer | None) -> str | None:
+def _exited(target: str, procs: dict) -> str | None:
     """Why `target`'s process is gone, or None while it runs (direct PostgreSQL is not checked)."""
-    proc = {"pgkeep": pgkeep.proc if pgkeep else None, "pgbouncer": bouncer.proc if bouncer else None}.get(target)
+    proc = procs.get(target)
     if proc is not None and proc.poll() is not None:
         code = proc.returncode
         how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
@@ -327,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     cluster: PgCluster | None = None
     pgkeep: PgkeepProcess | None = None
     bouncer: PgBouncer | None = None
+    relay: subprocess.Popen | None = None
+    procs: dict[str, subprocess.Popen] = {}   # the process behind each proxy target
     runs: list[Run] = []
     notes: list[str] = []
     interrupted = False
@@ -351,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 pgkeep.start()
                 ports["pgkeep"] = pgkeep.port
+                procs["pgkeep"] = pgkeep.proc
             except RuntimeError as e:
                 notes.append(f"pgkeep did not start: {e}")
                 _log(notes[-1])
@@ -359,6 +369,13 @@ def main(argv: list[str] | None = None) -> int:
             _log(f"starting {bouncer.version()} (session mode) on port {bouncer.port}")
             bouncer.start()
             ports["pgbouncer"] = bouncer.port
+            procs["pgbouncer"] = bouncer.proc
+        if "pyrelay" in a.targets:
+            port = free_port()
+            relay = subprocess.Popen([sys.executable, str(REPO / "bench" / "pyrelay.py"), str(port),
+                                      str(cluster.port)], start_new_session=True)
+            _wait_port(port, relay, 30, "pyrelay")
+            ports["pyrelay"], procs["pyrelay"] = port, relay
         targets = [t for t in a.targets if t in ports]
 
         if a.warmup:
@@ -377,15 +394,14 @@ def main(argv: list[str] | None = None) -> int:
             for mi, mode in enumerate(a.modes):
                 shift = (rnd - 1 + mi) % len(targets)          # rotate who goes first
                 for t in targets[shift:] + targets[:shift]:
-                    dead = _exited(t, pgkeep, bouncer)
+                    dead = _exited(t, procs)
                     if dead:
                         if not any(dead in n for n in notes):
                             notes.append(f"{dead} (at {time.strftime('%H:%M:%S')}); its later runs are errors")
                             _log(notes[-1])
                         runs.append(Run(rnd, mode, t, None, None, None, None, 0.0, error=dead))
                         continue
-                    proc = {"pgkeep": pgkeep.proc if pgkeep else None,
-                            "pgbouncer": bouncer.proc if bouncer else None}.get(t)
+                    proc = procs.get(t)
                     cpu0 = _cpu_seconds(proc)
                     run = measure(bin_dir, ports[t], mode, a, rnd, t)
                     cpu1 = _cpu_seconds(proc)
@@ -399,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
         _log("interrupted: stopping everything")
     finally:
         if pgkeep is not None:
-            early = _exited("pgkeep", pgkeep, None)
+            early = _exited("pgkeep", procs)
             if early and not any("pgkeep process" in n for n in notes):
                 notes.append(f"{early} before the benchmark stopped it")
             pgkeep.stop()
@@ -407,6 +423,9 @@ def main(argv: list[str] | None = None) -> int:
                 notes.append(f"pgkeep log ({pgkeep.logfile}):\n{pgkeep.log()[-4000:]}")
         if bouncer is not None:
             bouncer.stop()
+        if relay is not None:
+            relay.terminate()
+            relay.wait(10)
         if cluster is not None:
             cluster.stop("immediate")
         if not a.keep:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
 import mmap
 import os
 import uuid
@@ -41,6 +42,15 @@ def _give_buffer(buf: mmap.mmap) -> None:
         _SPARE_BUFFERS.append(buf)
     else:
         buf.close()
+
+
+def _drop_direct(fd: int) -> bool:
+    """Turn O_DIRECT off on an open file; False if it was not on."""
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    if not flags & getattr(os, "O_DIRECT", 0):
+        return False
+    fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_DIRECT)
+    return True
 
 
 class _LocalWriter:
@@ -78,7 +88,11 @@ class _LocalWriter:
 
     def _write_all(self, view) -> None:
         while view:
-            view = view[os.write(self._fd, view):]
+            try:
+                view = view[os.write(self._fd, view):]
+            except OSError as e:  # a filesystem that opens with O_DIRECT but refuses its writes
+                if e.errno != errno.EINVAL or not _drop_direct(self._fd):
+                    raise
 
     def _put(self, data: bytes) -> None:
         view = memoryview(data)
@@ -179,7 +193,12 @@ class LocalStore:
         def read(fd, buf):
             if buf is None:
                 return os.read(fd, _READ_SIZE)
-            n = os.readv(fd, [buf])
+            try:
+                n = os.readv(fd, [buf])
+            except OSError as e:  # see _LocalWriter._write_all
+                if e.errno != errno.EINVAL or not _drop_direct(fd):
+                    raise
+                n = os.readv(fd, [buf])
             return buf[:n]
 
         try:

@@ -395,3 +395,22 @@ def test_nodelocal_direct_writes_keep_every_byte(tmp_path, where):
     finally:
         if where == "tmpfs":
             shutil.rmtree(base, ignore_errors=True)
+
+
+def test_nodelocal_falls_back_when_direct_io_is_refused_mid_file(tmp_path):
+    """Some filesystems open with O_DIRECT but refuse its I/O (EINVAL): the file goes on
+    buffered instead of failing the backup. An unaligned write makes ext4 refuse it the same way."""
+    root = tmp_path / "root"
+    root.mkdir()
+    s = open_store("nodelocal://self/coll", StoreContext(root))
+    if not _direct_io_supported(root):
+        pytest.fail("this test needs a filesystem with O_DIRECT for tmp_path (ext4, xfs ...)")
+
+    async def main():
+        w = (await s.writer("f"))._inner
+        w._write_all(memoryview(b"odd"))      # unaligned: EINVAL under O_DIRECT
+        w._size = 3
+        w._pos = 0
+        await w.commit()
+        assert await read_all(s, "f") == b"odd"
+    run(main())

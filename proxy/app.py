@@ -45,7 +45,7 @@ class App:
         if not cfg.upstream:
             self.embedded = PgCluster(cfg.data_path / "pg", port=cfg.embedded_port or None)
             await asyncio.to_thread(self.embedded.start)
-            self.upstream_dsn = self.embedded.dsn()
+            self.upstream_dsn = self.embedded.socket_dsn()  # pgkeep owns it: the cheaper path
             _log.info("embedded PostgreSQL %s running in %s on port %d", self.embedded.version,
                       self.embedded.datadir, self.embedded.port)
         self.upstream_address = parse_upstream(self.upstream_dsn)

@@ -162,6 +162,8 @@ def test_embedded_default(embedded_dir):
         # the printed command line connects through pgkeep
         out = psql(url, "-qAt", "-c", "SHOW server_version").stdout
         assert out.startswith("18"), out
+        # pgkeep reaches the server it owns over its Unix socket (no server address there)
+        assert psql(url, "-qAt", "-c", "SELECT inet_server_addr() IS NULL").stdout == "t\n"
         assert _pg_ctl_status(datadir).returncode == 0
         psql(url, "-v", "ON_ERROR_STOP=1", "-qc",
              "DROP TABLE IF EXISTS kept; CREATE TABLE kept(v text); INSERT INTO kept VALUES ('survives')")

@@ -520,8 +520,10 @@ class Session:
             self.close("upstream closed after an error")
 
     async def cancel(self) -> None:
-        """A client's CancelRequest matched this session: stop what it is running."""
+        """A client's CancelRequest matched this session: stop what it is running. The upstream
+        gets one only while it owes an answer: a cancel of pgkeep's own statement relayed to an
+        idle backend would land, a moment later, on the client's next query."""
         self.interceptor.cancel()
-        if self.upstream_key:
+        if self.upstream_key and self._inflight:
             from .upstream import send_cancel
             await send_cancel(self.server.upstream_address, *self.upstream_key)

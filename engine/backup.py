@@ -29,6 +29,7 @@ from .spec import BackupResult, BackupSpec, Connector, EngineSettings
 from .storage import ObjectStore, join_uri, put
 from .targets import resolve_backup_tables
 from .timing import PhaseClock
+from .parallel import close_quietly, run_parallel
 
 __all__ = ["run_backup", "PGKEEP_VERSION"]
 
@@ -234,9 +235,6 @@ async def _backup_database(spec: BackupSpec, connector: Connector, store: Object
             job.phase = f"backing up {dbname}"
         await save(ordinal, part)
         todo.sort(key=lambda j: -j[0])
-        queue: asyncio.Queue[_Job] = asyncio.Queue()
-        for _, j in todo:
-            queue.put_nowait(j)
         n = max(1, min(settings.backup_parallelism, len(todo)))
         if todo:
             for _ in range(n):
@@ -244,36 +242,24 @@ async def _backup_database(spec: BackupSpec, connector: Connector, store: Object
                 workers.append(w)
                 await _begin_snapshot(w, snapshot)
         progress = job.progress if job is not None else None
-        stopping: list[BaseException] = []
 
-        async def work(conn) -> None:
-            while not queue.empty():
-                if job is not None:
-                    try:
-                        job.check()
-                    except JobStopped as stop:  # finish nothing new; the others end their chunk
-                        stopping.append(stop)
-                        return
-                item = queue.get_nowait()
-                sink = _ChunkSink(store, pool, settings, subdir, item, written)
-                try:
-                    status = await _copy_out(conn, item.table, item.page_range, item.entry.format, sink)
-                    await sink.finish()
-                except BaseException:
-                    await sink.abort()
-                    raise
-                item.chunk.rows = int(status.split()[-1])
-                if progress:  # in heap bytes, the unit of total_bytes, whatever the COPY format
-                    progress(item.heap_bytes, item.chunk.rows)
-                part["tables"][str(item.table.oid)]["chunks"][str(item.chunk.index)] = {
-                    "rows": item.chunk.rows, "files": [asdict(f) for f in item.chunk.files]}
-                await save(ordinal, part)
+        async def copy_chunk(conn, item: _Job) -> None:
+            sink = _ChunkSink(store, pool, settings, subdir, item, written)
+            try:
+                status = await _copy_out(conn, item.table, item.page_range, item.entry.format, sink)
+                await sink.finish()
+            except BaseException:
+                await sink.abort()
+                raise
+            item.chunk.rows = int(status.split()[-1])
+            if progress:  # in heap bytes, the unit of total_bytes, whatever the COPY format
+                progress(item.heap_bytes, item.chunk.rows)
+            part["tables"][str(item.table.oid)]["chunks"][str(item.chunk.index)] = {
+                "rows": item.chunk.rows, "files": [asdict(f) for f in item.chunk.files]}
+            await save(ordinal, part)
 
         clock.lap(f"{dbname}: {len(workers)} connections")
-        if todo:
-            await _gather_or_cancel([work(w) for w in workers])
-        if stopping:
-            raise stopping[0]
+        await run_parallel(workers, [j for _, j in todo], copy_chunk, job)
         clock.lap(f"{dbname}: data ({len(todo)} chunks)")
         for e in entries:
             e.rows = sum(c.rows for c in e.chunks)
@@ -292,25 +278,7 @@ async def _backup_database(spec: BackupSpec, connector: Connector, store: Object
         return entry, snap_time
     finally:
         for c in [coord, *workers]:
-            await _close_quietly(c)
-
-
-async def _gather_or_cancel(coros) -> None:
-    tasks = [asyncio.ensure_future(c) for c in coros]
-    try:
-        await asyncio.gather(*tasks)
-    except BaseException:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
-
-
-async def _close_quietly(conn) -> None:
-    try:
-        await asyncio.wait_for(conn.close(), 5)
-    except Exception:  # noqa: BLE001 - closing after a failure must not mask it
-        conn.terminate()
+            await close_quietly(c)
 
 
 async def run_backup(spec: BackupSpec, connector: Connector, store: ObjectStore,
@@ -355,7 +323,7 @@ async def run_backup(spec: BackupSpec, connector: Connector, store: ObjectStore,
         try:
             server_version = int(await conn.fetchval("SHOW server_version_num"))
         finally:
-            await _close_quietly(conn)
+            await close_quietly(conn)
         if job is not None and job.stop == "cancel":  # last chance before the commit point
             job.check()
         manifest = Manifest(id=str(uuid.uuid4()), job_id=spec.job_id, backup_type="full",

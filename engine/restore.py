@@ -27,6 +27,7 @@ from .spec import Connector, EngineSettings, Progress, RestoreResult, RestoreSpe
 from .storage import ObjectStore
 from .targets import table_name
 from .timing import PhaseClock
+from .parallel import run_parallel
 
 __all__ = ["run_restore"]
 
@@ -78,37 +79,6 @@ def _loads(tables: list[TableEntry]) -> list[_Load]:
     loads = [_Load(t, c) for t in tables for c in t.chunks]
     loads.sort(key=lambda l: -sum(f.size for f in l.chunk.files))
     return loads
-
-
-async def _run_parallel(conns, items, fn, job=None) -> None:
-    """Items over connections, each connection taking the next item when done. A job's pause
-    or cancel is honoured between items: a pausing worker takes nothing new and lets the others
-    finish what they hold."""
-    queue: asyncio.Queue = asyncio.Queue()
-    for it in items:
-        queue.put_nowait(it)
-    stopping: list[BaseException] = []
-
-    async def work(conn):
-        while not queue.empty():
-            if job is not None:
-                try:
-                    job.check()
-                except JobStopped as stop:
-                    stopping.append(stop)
-                    return
-            await fn(conn, queue.get_nowait())
-
-    tasks = [asyncio.ensure_future(work(c)) for c in conns]
-    try:
-        await asyncio.gather(*tasks)
-    except BaseException:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
-    if stopping:
-        raise stopping[0]
 
 
 async def _existing_roles(conn) -> set[str]:
@@ -169,7 +139,7 @@ async def _restore_database(handle: BackupHandle, entry: DatabaseEntry, target: 
             job.total_bytes += sum(t.logical_bytes for t in entry.tables)
             job.phase = f"restoring {entry.name}"
         if spec.verify_backup_table_data:
-            await _run_parallel([None] * max(1, settings.restore_parallelism), _loads(entry.tables),
+            await run_parallel([None] * max(1, settings.restore_parallelism), _loads(entry.tables),
                                 lambda _c, load: _verify_chunk(store, load, pool), job)
             clock.lap("verify")
         done = None
@@ -206,14 +176,14 @@ async def _restore_database(handle: BackupHandle, entry: DatabaseEntry, target: 
                 async def load(c, l):
                     await _step(c, f"data:{l.table.oid}:{l.chunk.index}",
                                 lambda: _load_chunk(c, store, l, progress, pool))
-                await _run_parallel(conns, loads, load, job)
+                await run_parallel(conns, loads, load, job)
                 clock.lap("data")
             for n, stage in enumerate(plan.post_data):
                 todo = [(i, stmt) for i, stmt in enumerate(stage) if f"post:{n}:{i}" not in done]
 
                 async def run(c, item, n=n):
                     await _step(c, f"post:{n}:{item[0]}", lambda: c.execute(item[1]))
-                await _run_parallel(conns, todo, run, job)
+                await run_parallel(conns, todo, run, job)
                 clock.lap(f"post-data stage {n} ({len(stage)} statements)")
             await conns[0].execute("DROP SCHEMA pgkeep_restore CASCADE")
             index_entries = int(await conns[0].fetchval(

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from . import schema as schema_mod
 from .errors import BackupExists, EngineError, Unsupported
 from .format import layout
-from .format.envelope import Sealer, seal
+from .format.envelope import LevelHint, Sealer, seal
 from .format.manifest import Chunk, DatabaseEntry, FileRef, Manifest, TableEntry
 from .jobs import JobStopped
 from .spec import BackupResult, BackupSpec, Connector, EngineSettings
@@ -46,6 +46,7 @@ class _Job:
     chunk: Chunk
     page_range: tuple[int, int | None] | None   # None: the whole table
     heap_bytes: int                             # what the chunk covers of the table's heap
+    level: LevelHint                            # shared by the table's chunks
 
 
 class _ChunkSink:
@@ -79,7 +80,7 @@ class _ChunkSink:
     async def _open_part(self) -> None:
         path = layout.data_path(self.subdir, self.job.db_ordinal, self.job.table.oid,
                                 self.job.chunk.index, self.part)
-        self.sealer = Sealer(self.settings.compression_level)
+        self.sealer = Sealer(self.settings.compression_level, self.job.level)
         self.writer = await self.store.writer(path)
         self.written.append(path)
         self.path = path
@@ -211,6 +212,7 @@ async def _backup_database(spec: BackupSpec, connector: Connector, store: Object
             tpart = part["tables"][str(t.oid)] = {"columns": e.columns, "format": fmt,
                                                    "ranges": ranges, "chunks": {}}
             pages = int(sizes.get(t.oid, 0))
+            level = LevelHint()
             for i, r in enumerate(ranges):
                 c = Chunk(i)
                 e.chunks.append(c)
@@ -225,7 +227,7 @@ async def _backup_database(spec: BackupSpec, connector: Connector, store: Object
                         job.progress(heap, c.rows)
                     continue
                 weight = pages if r is None else min(r[1] or pages, pages) - r[0]
-                todo.append((weight, _Job(ordinal, t, e, c, tuple(r) if r else None, heap)))
+                todo.append((weight, _Job(ordinal, t, e, c, tuple(r) if r else None, heap, level)))
         clock.lap(f"{dbname}: snapshot and schema")
         if saved:
             _log.info("backup of %s resumed: %d finished chunks still exact, %d to (re)do",

@@ -12,8 +12,8 @@ import zstandard
 
 from ..errors import DataCorrupted, Unsupported
 
-__all__ = ["MAGIC", "VERSION", "FLAG_ZSTD", "FLAG_ENCRYPTED", "HEADER_SIZE", "FRAME_CONTENT", "Sealer", "Opener",
-           "seal", "open_bytes"]
+__all__ = ["MAGIC", "VERSION", "FLAG_ZSTD", "FLAG_ENCRYPTED", "HEADER_SIZE", "FRAME_CONTENT", "LevelHint",
+           "Sealer", "Opener", "seal", "open_bytes"]
 
 MAGIC = b"PGKF"
 VERSION = 1
@@ -28,13 +28,27 @@ REDUNDANT_RATIO = 8
 REDUNDANT_LEVEL = 3
 
 
+class LevelHint:
+    """Shared by the Sealers of one table's files: once one of them finds the content redundant,
+    the files opened after it start at REDUNDANT_LEVEL instead of each rediscovering it (and
+    compressing its first frame twice). A plain flag: set from worker threads, read on open."""
+
+    __slots__ = ("redundant",)
+
+    def __init__(self) -> None:
+        self.redundant = False
+
+
 class Sealer:
     """Content in, stored bytes out. `stored_size` and `sha256` cover everything returned.
 
     The payload is a sequence of independent zstd frames of at most FRAME_CONTENT bytes of
     content each, so a reader decodes one bounded frame at a time whatever the ratio."""
 
-    def __init__(self, level: int = 3) -> None:
+    def __init__(self, level: int = 3, hint: LevelHint | None = None) -> None:
+        self._hint = hint
+        if hint is not None and hint.redundant:
+            level = max(level, REDUNDANT_LEVEL)
         self._zc = zstandard.ZstdCompressor(level=level)
         self._adapt = level < REDUNDANT_LEVEL
         self._h = hashlib.sha256()
@@ -63,6 +77,8 @@ class Sealer:
             out = self._zc.compress(frame)
             if self._adapt and len(out) * REDUNDANT_RATIO <= len(frame):
                 self._zc, self._adapt = zstandard.ZstdCompressor(level=REDUNDANT_LEVEL), False
+                if self._hint is not None:
+                    self._hint.redundant = True
                 out = min(out, self._zc.compress(frame), key=len)  # cheap on such content
             frames.append(out)
         return self._out(frames[0] if len(frames) == 1 else b"".join(frames))

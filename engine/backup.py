@@ -177,7 +177,8 @@ async def _still_exact(conn, t, page_range, rows: int, old_snapshot: str) -> boo
 async def _backup_database(spec: BackupSpec, connector: Connector, store: ObjectStore,
                            settings: EngineSettings, subdir: str, ordinal: int, dbname: str,
                            table_filter, written: list[str], job, pool: ThreadPoolExecutor,
-                           saved: dict | None, save, clock: PhaseClock) -> tuple[DatabaseEntry, dt.datetime]:
+                           saved: dict | None, save, clock: PhaseClock
+                           ) -> tuple[DatabaseEntry, dt.datetime, list[str]]:
     """Back up one database under one snapshot. `saved` is this database's part of a checkpoint
     (chunks finished under an earlier snapshot, before a pause or a crash): a finished chunk is
     kept only if `_still_exact` proves the new snapshot sees exactly the same rows in its pages,
@@ -277,7 +278,8 @@ async def _backup_database(spec: BackupSpec, connector: Connector, store: Object
         entry = DatabaseEntry(ordinal, dbname, snap_time.isoformat(),
                               FileRef(spath, len(schema_bytes), sha), table_filter is None, entries,
                               selected=None if table_filter is None else sorted(table_filter))
-        return entry, snap_time
+        # A table backup holds only its tables: the database's other objects are not its business.
+        return entry, snap_time, schema.uncaptured if table_filter is None else []
     finally:
         for c in [coord, *workers]:
             await close_quietly(c)
@@ -313,13 +315,18 @@ async def run_backup(spec: BackupSpec, connector: Connector, store: ObjectStore,
                               thread_name_prefix="pgkeep-seal")
     try:
         databases: list[DatabaseEntry] = []
+        uncaptured: list[str] = []
         end_time = start
         for ordinal, (dbname, table_filter) in enumerate(plan):
             old = saved.get("databases", {}).get(str(ordinal))
-            entry, snap_time = await _backup_database(
+            entry, snap_time, left_out = await _backup_database(
                 spec, connector, store, settings, subdir, ordinal, dbname, table_filter, written,
                 job, pool, old if old and old.get("name") == dbname else None, save, clock)
             databases.append(entry)
+            uncaptured += [f"{dbname}: {item}" for item in left_out]
+            if left_out:
+                _log.warning("backup of %s leaves out what pgkeep cannot back up yet: %s",
+                             dbname, ", ".join(left_out))
             end_time = max(end_time, snap_time) if ordinal else snap_time
         conn = await connector.connect(plan[0][0])
         try:
@@ -353,7 +360,7 @@ async def run_backup(spec: BackupSpec, connector: Connector, store: ObjectStore,
         pool.shutdown(wait=False)
     tables = [t for d in databases for t in d.tables]
     return BackupResult(rows=sum(t.rows for t in tables), bytes=sum(t.logical_bytes for t in tables),
-                        end_time=end_time, subdir=subdir)
+                        end_time=end_time, subdir=subdir, uncaptured=uncaptured)
 
 
 async def _claim_subdir(store: ObjectStore, subdir: str, lock: str) -> None:

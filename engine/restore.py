@@ -218,7 +218,7 @@ async def _restore_database(handle: BackupHandle, entry: DatabaseEntry, target: 
         size = 0 if spec.schema_only else sum(t.logical_bytes for t in entry.tables)
         clock.done()
         return RestoreResult(rows=rows, index_entries=0 if spec.schema_only else index_entries,
-                             bytes=size)
+                             bytes=size, uncaptured=[f"{entry.name}: {item}" for item in schema.uncaptured])
     finally:
         pool.shutdown(wait=False)
         await admin.close()
@@ -349,4 +349,5 @@ async def run_restore(spec: RestoreSpec, connector: Connector, store: ObjectStor
         total.rows += r.rows
         total.bytes += r.bytes
         total.index_entries += r.index_entries
+        total.uncaptured += r.uncaptured
     return total

@@ -80,11 +80,13 @@ class Engine:
         async def backup(job) -> dict:
             r = await self.backup(backup_spec_from_dict(job.spec), job)
             return {"rows": r.rows, "index_entries": r.index_entries, "bytes": r.bytes,
-                    "end_time": r.end_time.isoformat() if r.end_time else None, "subdir": r.subdir}
+                    "end_time": r.end_time.isoformat() if r.end_time else None, "subdir": r.subdir,
+                    "uncaptured": r.uncaptured}
 
         async def restore(job) -> dict:
             r = await self.restore(restore_spec_from_dict(job.spec), job)
-            return {"rows": r.rows, "index_entries": r.index_entries, "bytes": r.bytes}
+            return {"rows": r.rows, "index_entries": r.index_entries, "bytes": r.bytes,
+                    "uncaptured": r.uncaptured}
         return {"BACKUP": backup, "RESTORE": restore}
 
     async def list_backups(self, uri: str) -> list[str]:

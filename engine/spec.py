@@ -3,7 +3,7 @@ ASTs into these, so the engine never sees SQL text or wire bytes."""
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 __all__ = ["TableRef", "BackupSpec", "RestoreSpec", "BackupResult", "RestoreResult", "Connector",
@@ -61,6 +61,7 @@ class BackupResult:
     bytes: int = 0                      # logical bytes of table data (COPY stream)
     end_time: dt.datetime | None = None
     subdir: str = ""
+    uncaptured: list[str] = field(default_factory=list)   # "db: kind name", left out of the backup
 
 
 @dataclass
@@ -68,6 +69,7 @@ class RestoreResult:
     rows: int = 0
     index_entries: int = 0
     bytes: int = 0
+    uncaptured: list[str] = field(default_factory=list)   # what the backup itself left out
 
 
 Progress = Callable[[int, int], None]  # (bytes done, rows done)

@@ -40,7 +40,7 @@ async def capture(conn: asyncpg.Connection) -> Schema:
         for name in ("database", "namespaces", "extensions", "collations", "types", "functions",
                      "relations", "columns", "constraints", "indexes", "triggers", "policies",
                      "rules", "statistics", "default_acls", "sequences", "depends", "comments",
-                     "binary_types", "type_aliases", "event_triggers"):
+                     "binary_types", "type_aliases", "event_triggers", "uncaptured"):
             rows[name] = await conn.fetch(getattr(Q, name)(v))
         if v < 180000 and rows["sequences"]:
             rel_q = {r["oid"]: r["q"] for r in rows["relations"]}
@@ -111,7 +111,7 @@ def _assemble(v: int, rows: dict) -> Schema:
         objs.append(_event_trigger(r))
     schema = Schema(schema_version=SCHEMA_VERSION, server_version_num=v,
                     database=_database(rows["database"][0]), tables=relations.tables,
-                    objects=objs)
+                    objects=objs, uncaptured=[f"{r['kind']} {r['name']}" for r in rows["uncaptured"]])
     link(schema, rows)
     return schema
 

@@ -129,6 +129,9 @@ class Schema:
     database: DatabaseInfo
     tables: list[TableInfo]
     objects: list[SchemaObject]
+    # What the capture found but cannot back up yet ("text search configuration public.x", ...):
+    # BACKUP and RESTORE say so in a NOTICE. Absent in documents of older pgkeeps.
+    uncaptured: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -142,7 +145,8 @@ class Schema:
         return cls(schema_version=version, server_version_num=d["server_version_num"],
                    database=DatabaseInfo(**d["database"]),
                    tables=[TableInfo(**t) for t in d["tables"]],
-                   objects=[SchemaObject(**o) for o in d["objects"]])
+                   objects=[SchemaObject(**o) for o in d["objects"]],
+                   uncaptured=list(d.get("uncaptured", [])))
 
     def object(self, key: str) -> SchemaObject | None:
         return self.by_key().get(key)

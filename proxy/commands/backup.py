@@ -150,6 +150,9 @@ class _Backup:
         if as_of is not None:
             ctx.notify(f"AS OF SYSTEM TIME {as_written}: PostgreSQL cannot read the past, so this backup "
                        f"is of a snapshot taken at {result['end_time']}, recorded as its end time")
+        if result.get("uncaptured"):
+            ctx.notify(f"this backup leaves out {_objects(result['uncaptured'])}, which pgkeep cannot "
+                       "back up yet: recreate them by hand after a restore")
         return Result(JOB_COLUMNS, [(spec.job_id, "succeeded", 1.0, result["rows"],
                                      result["index_entries"], result["bytes"])])
 
@@ -202,8 +205,17 @@ class _Restore:
         result = await _run_job(ctx, "RESTORE", stmt, spec, o.detached)
         if result is None:
             return Result(_DETACHED_COLUMNS, [(spec.job_id,)])
+        if result.get("uncaptured"):
+            ctx.notify(f"the backup does not hold {_objects(result['uncaptured'])} of the original "
+                       "database, which pgkeep cannot back up yet: create them by hand if needed")
         return Result(JOB_COLUMNS, [(spec.job_id, "succeeded", 1.0, result["rows"],
                                      result["index_entries"], result["bytes"])])
+
+
+def _objects(items: list[str], shown: int = 20) -> str:
+    """"3 objects (db: kind name, ...)", at most `shown` of them named."""
+    names = ", ".join(items[:shown]) + (f" and {len(items) - shown} more" if len(items) > shown else "")
+    return f"{len(items)} object{'s' if len(items) != 1 else ''} ({names})"
 
 
 COMMANDS = (_Backup(), _Restore())

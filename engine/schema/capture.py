@@ -4,8 +4,9 @@ Contract: `capture(conn)` runs on a connection already inside the backup's trans
 READ READ ONLY, on the database being backed up); it only reads, runs one query per catalog (about
 twenty round trips whatever the number of objects, plus one per 500 sequences before PostgreSQL
 18) and leaves the session as it found it (`search_path` is '' and `jit` off for the duration,
-transaction-locally, then put back). Every DDL text in the result is the source server's own
-deparse. Sequence values are read in the same transaction (`last_value`, `is_called`); like
+transaction-locally, then put back). DDL texts are the source server's own deparse where it has
+one; event triggers, text search objects, casts, operators and publications are put together
+from their catalogs, as pg_dump does. Sequence values are read in the same transaction (`last_value`, `is_called`); like
 pg_dump's, they are not MVCC-protected (sequences are not transactional): they are the values at
 capture time, at least those of the snapshot. Reading them needs SELECT on every sequence.
 """
@@ -40,7 +41,8 @@ async def capture(conn: asyncpg.Connection) -> Schema:
         for name in ("database", "namespaces", "extensions", "collations", "types", "functions",
                      "relations", "columns", "constraints", "indexes", "triggers", "policies",
                      "rules", "statistics", "default_acls", "sequences", "depends", "comments",
-                     "binary_types", "type_aliases", "event_triggers", "uncaptured"):
+                     "binary_types", "type_aliases", "event_triggers", "ts_dicts", "ts_configs",
+                     "casts", "operators", "publications", "uncaptured"):
             rows[name] = await conn.fetch(getattr(Q, name)(v))
         if v < 180000 and rows["sequences"]:
             rel_q = {r["oid"]: r["q"] for r in rows["relations"]}
@@ -109,6 +111,9 @@ def _assemble(v: int, rows: dict) -> Schema:
             details={"objtype": r["objtype"]}))
     for r in rows["event_triggers"]:
         objs.append(_event_trigger(r))
+    objs += [_ts_dict(r) for r in rows["ts_dicts"]] + [_ts_config(r) for r in rows["ts_configs"]]
+    objs += [_cast(r) for r in rows["casts"]] + [_operator(r) for r in rows["operators"]]
+    objs += [_publication(v, r) for r in rows["publications"]]
     schema = Schema(schema_version=SCHEMA_VERSION, server_version_num=v,
                     database=_database(rows["database"][0]), tables=relations.tables,
                     objects=objs, uncaptured=[f"{r['kind']} {r['name']}" for r in rows["uncaptured"]])
@@ -235,3 +240,64 @@ def _event_trigger(r) -> SchemaObject:
     return SchemaObject(
         key=f"evt:{r['oid']}", kind="event_trigger", oid=r["oid"], schema=None,
         name=r["evtname"], ident=r["q"], sql_kind="EVENT TRIGGER", owner=r["owner"], ddl=stmts)
+
+
+# The kinds below have no deparser in the server: their DDL is put together here, as pg_dump does.
+
+def _ts_dict(r) -> SchemaObject:
+    options = f", {r['dictinitoption']}" if r["dictinitoption"] else ""
+    return SchemaObject(
+        key=f"tsdict:{r['oid']}", kind="tsdict", oid=r["oid"], schema=r["nspname"], name=r["dictname"],
+        ident=r["q"], sql_kind="TEXT SEARCH DICTIONARY", owner=r["owner"],
+        ddl=[f"CREATE TEXT SEARCH DICTIONARY {r['q']} (TEMPLATE = {r['template']}{options})"])
+
+
+def _ts_config(r) -> SchemaObject:
+    ddl = [f"CREATE TEXT SEARCH CONFIGURATION {r['q']} (PARSER = {r['parser']})"]
+    ddl += [f"ALTER TEXT SEARCH CONFIGURATION {r['q']} ADD MAPPING FOR {m}" for m in r["mappings"]]
+    return SchemaObject(
+        key=f"tscfg:{r['oid']}", kind="tscfg", oid=r["oid"], schema=r["nspname"], name=r["cfgname"],
+        ident=r["q"], sql_kind="TEXT SEARCH CONFIGURATION", owner=r["owner"], ddl=ddl)
+
+
+def _cast(r) -> SchemaObject:
+    ident = f"({r['source']} AS {r['target']})"
+    how = {"f": f"WITH FUNCTION {r['func']}", "i": "WITH INOUT", "b": "WITHOUT FUNCTION"}[r["method"]]
+    context = {"a": " AS ASSIGNMENT", "i": " AS IMPLICIT", "e": ""}[r["context"]]
+    return SchemaObject(
+        key=f"cast:{r['oid']}", kind="cast", oid=r["oid"], schema=None, name=ident, ident=ident,
+        sql_kind="CAST", ddl=[f"CREATE CAST {ident} {how}{context}"])
+
+
+def _operator(r) -> SchemaObject:
+    args = [f"FUNCTION = {r['func']}"]
+    if r["lefttype"] is not None:
+        args.append(f"LEFTARG = {r['lefttype']}")
+    args.append(f"RIGHTARG = {r['righttype']}")
+    for name, col in (("COMMUTATOR", "commutator"), ("NEGATOR", "negator"),
+                      ("RESTRICT", "restrict"), ("JOIN", "join")):
+        if r[col]:
+            args.append(f"{name} = {r[col]}")
+    args += [flag for flag, on in (("HASHES", r["oprcanhash"]), ("MERGES", r["oprcanmerge"])) if on]
+    sig = f"{r['qname']} ({r['lefttype'] or 'NONE'}, {r['righttype']})"
+    return SchemaObject(
+        key=f"opr:{r['oid']}", kind="operator", oid=r["oid"], schema=r["nspname"], name=r["oprname"],
+        ident=sig, sql_kind="OPERATOR", owner=r["owner"],
+        ddl=[f"CREATE OPERATOR {r['qname']} ({', '.join(args)})"])
+
+
+def _publication(v: int, r) -> SchemaObject:
+    """Created after the data and indexes (the tables it lists exist by then)."""
+    publish = ", ".join(op for op, on in (("insert", r["pubinsert"]), ("update", r["pubupdate"]),
+                                          ("delete", r["pubdelete"]), ("truncate", r["pubtruncate"])) if on)
+    options = [f"publish = {quote_literal(publish)}",
+               f"publish_via_partition_root = {'true' if r['pubviaroot'] else 'false'}"]
+    if r["gencols"] is not None:
+        options.append(f"publish_generated_columns = {'stored' if r['gencols'] == 's' else 'none'}")
+    scope = " FOR ALL TABLES" if r["puballtables"] else ""
+    ddl = [f"CREATE PUBLICATION {r['q']}{scope} WITH ({', '.join(options)})"]
+    ddl += [f"ALTER PUBLICATION {r['q']} ADD TABLES IN SCHEMA {s}" for s in r["schemas"]]
+    ddl += [f"ALTER PUBLICATION {r['q']} ADD TABLE ONLY {t}" for t in r["tables"]]
+    return SchemaObject(
+        key=f"pub:{r['oid']}", kind="publication", oid=r["oid"], schema=None, name=r["pubname"],
+        ident=r["q"], sql_kind="PUBLICATION", owner=r["owner"], ddl=ddl)

@@ -17,7 +17,8 @@ __all__ = ["link"]
 _DIRECT = {"pg_type": "type", "pg_proc": "proc", "pg_namespace": "nsp", "pg_extension": "ext",
            "pg_collation": "coll", "pg_constraint": "con", "pg_trigger": "trg",
            "pg_policy": "pol", "pg_rewrite": "rule", "pg_statistic_ext": "stx",
-           "pg_event_trigger": "evt"}
+           "pg_event_trigger": "evt", "pg_ts_dict": "tsdict", "pg_ts_config": "tscfg",
+           "pg_cast": "cast", "pg_operator": "opr", "pg_publication": "pub"}
 
 
 class _Keys:

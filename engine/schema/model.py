@@ -88,7 +88,8 @@ class SchemaObject:
     kind: str                       # schema, extension, collation, enum, composite, range, domain,
                                     # function, procedure, aggregate, sequence, table, foreign_table,
                                     # view, matview, index, constraint, trigger, policy, rule,
-                                    # statistics, default_acl
+                                    # statistics, default_acl, event_trigger, tsdict, tscfg,
+                                    # cast, operator, publication
     oid: int
     schema: str | None              # the namespace's name (None for schemas, extensions ...)
     name: str                       # the object's own name, unquoted

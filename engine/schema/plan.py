@@ -50,7 +50,7 @@ SESSION_SETUP = ["SELECT pg_catalog.set_config('search_path', '', false)",
 PRE, INDEX, ATTACH, FKEY, FINAL, GRANT, REFRESH, EVENT = -1, 0, 1, 2, 3, 4, 5, 6
 _PRIO = {"schema": 0, "extension": 1, "collation": 2, "enum": 3, "range": 3, "composite": 4,
          "domain": 4, "function": 5, "procedure": 5, "aggregate": 6, "sequence": 7, "table": 8,
-         "view": 10, "matview": 11}
+         "view": 10, "matview": 11, "tsdict": 5, "tscfg": 6, "cast": 6, "operator": 6}
 _LIST_GUCS = {"search_path", "temp_tablespaces", "session_preload_libraries",
               "shared_preload_libraries", "local_preload_libraries", "unix_socket_directories"}
 
@@ -161,6 +161,9 @@ class _Planner:
         if self.sel.whole and o.ddl:
             deps = ["drop-public"] if o.name == "public" and "drop-public" in self.steps else []
             self.main[o.key] = self.chain(o, o.ddl, PRE, deps)
+
+    def _publication(self, o: SchemaObject) -> None:
+        self.main[o.key] = self.chain(o, o.ddl, FINAL, o.deps)
 
     def _collation(self, o: SchemaObject) -> None:
         ddl = o.ddl if self.sel.whole else \

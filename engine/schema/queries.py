@@ -17,7 +17,8 @@ from __future__ import annotations
 __all__ = ["NSP_OK", "database", "namespaces", "extensions", "collations", "types", "functions",
            "relations", "columns", "constraints", "indexes", "triggers", "policies", "rules",
            "statistics", "default_acls", "sequences", "depends", "comments", "binary_types",
-           "sequence_values", "type_aliases", "type_signature", "event_triggers", "uncaptured"]
+           "sequence_values", "type_aliases", "type_signature", "event_triggers", "ts_dicts",
+           "ts_configs", "casts", "operators", "publications", "uncaptured"]
 
 NSP_OK = ("n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast', 'pgkeep') "
           "AND n.nspname !~ '^pg_(toast_)?temp_'")
@@ -320,6 +321,87 @@ SELECT et.oid, et.evtname, pg_catalog.quote_ident(et.evtname) AS q, et.evtevent,
  WHERE {_not_ext('pg_event_trigger', 'et.oid')}"""
 
 
+def ts_dicts(v: int) -> str:
+    return f"""
+SELECT d.oid, n.nspname, d.dictname, format('%I.%I', n.nspname, d.dictname) AS q,
+       pg_catalog.pg_get_userbyid(d.dictowner) AS owner,
+       format('%I.%I', tn.nspname, t.tmplname) AS template, d.dictinitoption
+  FROM pg_catalog.pg_ts_dict d JOIN pg_catalog.pg_namespace n ON n.oid = d.dictnamespace
+  JOIN pg_catalog.pg_ts_template t ON t.oid = d.dicttemplate
+  JOIN pg_catalog.pg_namespace tn ON tn.oid = t.tmplnamespace
+ WHERE {NSP_OK} AND {_not_ext('pg_ts_dict', 'd.oid')}"""
+
+
+def ts_configs(v: int) -> str:
+    """Each mapping as 'token type WITH dict, dict' in the order of its dictionaries."""
+    return f"""
+SELECT c.oid, n.nspname, c.cfgname, format('%I.%I', n.nspname, c.cfgname) AS q,
+       pg_catalog.pg_get_userbyid(c.cfgowner) AS owner,
+       format('%I.%I', pn.nspname, p.prsname) AS parser,
+       ARRAY(SELECT format('%s WITH %s', t.alias, pg_catalog.string_agg(
+                       format('%I.%I', dn.nspname, dd.dictname), ', ' ORDER BY m.mapseqno))
+               FROM pg_catalog.pg_ts_config_map m
+               JOIN pg_catalog.ts_token_type(c.cfgparser) t ON t.tokid = m.maptokentype
+               JOIN pg_catalog.pg_ts_dict dd ON dd.oid = m.mapdict
+               JOIN pg_catalog.pg_namespace dn ON dn.oid = dd.dictnamespace
+              WHERE m.mapcfg = c.oid GROUP BY t.tokid, t.alias ORDER BY t.tokid) AS mappings
+  FROM pg_catalog.pg_ts_config c JOIN pg_catalog.pg_namespace n ON n.oid = c.cfgnamespace
+  JOIN pg_catalog.pg_ts_parser p ON p.oid = c.cfgparser
+  JOIN pg_catalog.pg_namespace pn ON pn.oid = p.prsnamespace
+ WHERE {NSP_OK} AND {_not_ext('pg_ts_config', 'c.oid')}"""
+
+
+def casts(v: int) -> str:
+    return f"""
+SELECT c.oid, pg_catalog.format_type(c.castsource, NULL) AS source,
+       pg_catalog.format_type(c.casttarget, NULL) AS target,
+       CASE WHEN c.castfunc <> 0 THEN c.castfunc::pg_catalog.regprocedure::text END AS func,
+       c.castcontext::text AS context, c.castmethod::text AS method
+  FROM pg_catalog.pg_cast c WHERE c.oid >= 16384 AND {_not_ext('pg_cast', 'c.oid')}
+   AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend i WHERE i.classid = 'pg_catalog.pg_cast'::pg_catalog.regclass
+                      AND i.objid = c.oid AND i.deptype = 'i')   -- a range's casts to its multirange"""
+
+
+def operators(v: int) -> str:
+    def op(col: str) -> str:
+        return (f"(SELECT format('OPERATOR(%I.%s)', x.n, x.o) FROM (SELECT rn.nspname AS n, r.oprname AS o "
+                f"FROM pg_catalog.pg_operator r JOIN pg_catalog.pg_namespace rn ON rn.oid = r.oprnamespace "
+                f"WHERE r.oid = o.{col}) x)")
+    return f"""
+SELECT o.oid, n.nspname, o.oprname, pg_catalog.pg_get_userbyid(o.oprowner) AS owner,
+       format('%I.%s', n.nspname, o.oprname) AS qname,
+       CASE WHEN o.oprleft <> 0 THEN pg_catalog.format_type(o.oprleft, NULL) END AS lefttype,
+       pg_catalog.format_type(o.oprright, NULL) AS righttype, o.oprcode::text AS func,
+       {op('oprcom')} AS commutator, {op('oprnegate')} AS negator,
+       NULLIF(o.oprrest, 0)::pg_catalog.regproc::text AS restrict,
+       NULLIF(o.oprjoin, 0)::pg_catalog.regproc::text AS join, o.oprcanhash, o.oprcanmerge
+  FROM pg_catalog.pg_operator o JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace
+ WHERE {NSP_OK} AND {_not_ext('pg_operator', 'o.oid')} AND o.oprcode <> 0"""
+
+
+def publications(v: int) -> str:
+    gencols = "p.pubgencols::text" if v >= 180000 else "NULL::text"
+    return f"""
+SELECT p.oid, p.pubname, pg_catalog.quote_ident(p.pubname) AS q,
+       pg_catalog.pg_get_userbyid(p.pubowner) AS owner, p.puballtables, p.pubinsert, p.pubupdate,
+       p.pubdelete, p.pubtruncate, p.pubviaroot, {gencols} AS gencols,
+       ARRAY(SELECT format('%I.%I', cn.nspname, c.relname)
+                    || CASE WHEN pr.prattrs IS NULL THEN '' ELSE ' (' || (
+                         SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY k.i)
+                           FROM pg_catalog.unnest(pr.prattrs::int2[]) WITH ORDINALITY k(attnum, i)
+                           JOIN pg_catalog.pg_attribute a ON a.attrelid = pr.prrelid AND a.attnum = k.attnum)
+                         || ')' END
+                    || CASE WHEN pr.prqual IS NULL THEN ''
+                            ELSE ' WHERE (' || pg_catalog.pg_get_expr(pr.prqual, pr.prrelid) || ')' END
+               FROM pg_catalog.pg_publication_rel pr JOIN pg_catalog.pg_class c ON c.oid = pr.prrelid
+               JOIN pg_catalog.pg_namespace cn ON cn.oid = c.relnamespace
+              WHERE pr.prpubid = p.oid ORDER BY 1) AS tables,
+       ARRAY(SELECT pg_catalog.quote_ident(sn.nspname) FROM pg_catalog.pg_publication_namespace pn
+               JOIN pg_catalog.pg_namespace sn ON sn.oid = pn.pnnspid
+              WHERE pn.pnpubid = p.oid ORDER BY 1) AS schemas
+  FROM pg_catalog.pg_publication p"""
+
+
 def _in_schema(label: str, catalog: str, alias: str, name_col: str, nsp_col: str) -> str:
     return f"""
 SELECT '{label}', format('%I.%I', n.nspname, {alias}.{name_col})
@@ -340,25 +422,14 @@ def uncaptured(v: int) -> str:
         f"""SELECT 'foreign table', format('%I.%I', n.nspname, c.relname)
   FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
  WHERE c.relkind = 'f' AND {NSP_OK} AND {_not_ext('pg_class', 'c.oid')}""",
-        """SELECT 'publication', pg_catalog.quote_ident(p.pubname) FROM pg_catalog.pg_publication p""",
         """SELECT 'subscription', pg_catalog.quote_ident(s.subname) FROM pg_catalog.pg_subscription s
  WHERE s.subdbid = (SELECT d.oid FROM pg_catalog.pg_database d
                      WHERE d.datname = pg_catalog.current_database())""",
-        f"""SELECT 'operator', format('%I.%s(%s, %s)', n.nspname, o.oprname,
-       CASE WHEN o.oprleft = 0 THEN 'NONE' ELSE pg_catalog.format_type(o.oprleft, NULL) END,
-       pg_catalog.format_type(o.oprright, NULL))
-  FROM pg_catalog.pg_operator o JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace
- WHERE {NSP_OK} AND {_not_ext('pg_operator', 'o.oid')}""",
         _in_schema("operator class", "pg_opclass", "oc", "opcname", "opcnamespace"),
         _in_schema("operator family", "pg_opfamily", "of", "opfname", "opfnamespace"),
-        _in_schema("text search configuration", "pg_ts_config", "tc", "cfgname", "cfgnamespace"),
-        _in_schema("text search dictionary", "pg_ts_dict", "td", "dictname", "dictnamespace"),
         _in_schema("text search parser", "pg_ts_parser", "tp", "prsname", "prsnamespace"),
         _in_schema("text search template", "pg_ts_template", "tt", "tmplname", "tmplnamespace"),
         _in_schema("conversion", "pg_conversion", "cv", "conname", "connamespace"),
-        f"""SELECT 'cast', format('(%s AS %s)', pg_catalog.format_type(c.castsource, NULL),
-       pg_catalog.format_type(c.casttarget, NULL))
-  FROM pg_catalog.pg_cast c WHERE {user.format(a='c', ext=_not_ext('pg_cast', 'c.oid'))}""",
         f"""SELECT 'transform', format('FOR %s LANGUAGE %I', pg_catalog.format_type(t.trftype, NULL), l.lanname)
   FROM pg_catalog.pg_transform t JOIN pg_catalog.pg_language l ON l.oid = t.trflang
  WHERE {user.format(a='t', ext=_not_ext('pg_transform', 't.oid'))}""",

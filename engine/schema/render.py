@@ -27,7 +27,7 @@ _COMPRESSION = {"p": "pglz", "l": "lz4"}
 _CMD = {"*": "ALL", "r": "SELECT", "a": "INSERT", "w": "UPDATE", "d": "DELETE"}
 _OWNED_KINDS = {"schema", "collation", "enum", "composite", "range", "domain", "function",
                 "procedure", "aggregate", "sequence", "table", "view", "matview", "statistics",
-                "event_trigger"}
+                "event_trigger", "tsdict", "tscfg", "operator", "publication"}
 
 
 class Renderer:

@@ -197,6 +197,38 @@ ALTER DEFAULT PRIVILEGES FOR ROLE md5user REVOKE EXECUTE ON FUNCTIONS FROM PUBLI
 ALTER DEFAULT PRIVILEGES GRANT USAGE ON SEQUENCES TO scramuser;
 
 INSERT INTO app.kinds VALUES (1, 'one'), (2, 'two'), (3, NULL);
+CREATE TEXT SEARCH DICTIONARY app.en_stem (TEMPLATE = pg_catalog.snowball, language = 'english', stopwords = 'english');
+CREATE TEXT SEARCH DICTIONARY app.plain (TEMPLATE = pg_catalog.simple);
+CREATE TEXT SEARCH CONFIGURATION app.docs (PARSER = pg_catalog."default");
+ALTER TEXT SEARCH CONFIGURATION app.docs ADD MAPPING FOR asciiword, word WITH app.en_stem, app.plain;
+ALTER TEXT SEARCH CONFIGURATION app.docs ADD MAPPING FOR int, uint WITH app.plain;
+ALTER TEXT SEARCH DICTIONARY app.plain OWNER TO md5user;
+COMMENT ON TEXT SEARCH CONFIGURATION app.docs IS 'for documents';
+COMMENT ON TEXT SEARCH DICTIONARY app.en_stem IS 'english stems';
+CREATE TABLE app.docs (id int PRIMARY KEY, body text,
+  tsv tsvector GENERATED ALWAYS AS (to_tsvector('app.docs'::regconfig, body)) STORED);
+CREATE INDEX docs_fts ON app.docs USING gin (to_tsvector('app.docs'::regconfig, body));
+CREATE FUNCTION app.mood_rank(app.mood) RETURNS integer LANGUAGE sql IMMUTABLE
+  AS $$ SELECT array_position(enum_range(NULL::app.mood), $1) $$;
+CREATE CAST (app.mood AS integer) WITH FUNCTION app.mood_rank(app.mood) AS ASSIGNMENT;
+CREATE CAST (app.pair AS text) WITH INOUT;
+COMMENT ON CAST (app.mood AS integer) IS 'rank of a mood';
+CREATE FUNCTION app.int_eq_text(integer, text) RETURNS boolean LANGUAGE sql IMMUTABLE AS $$ SELECT $1::text = $2 $$;
+CREATE FUNCTION app.text_eq_int(text, integer) RETURNS boolean LANGUAGE sql IMMUTABLE AS $$ SELECT $1 = $2::text $$;
+CREATE OPERATOR app.=== (FUNCTION = app.int_eq_text, LEFTARG = integer, RIGHTARG = text,
+  COMMUTATOR = OPERATOR(app.===), RESTRICT = eqsel, JOIN = eqjoinsel);
+CREATE OPERATOR app.=== (FUNCTION = app.text_eq_int, LEFTARG = text, RIGHTARG = integer,
+  COMMUTATOR = OPERATOR(app.===));
+CREATE OPERATOR app.!!! (FUNCTION = pg_catalog.textlen, RIGHTARG = text);
+ALTER OPERATOR app.!!! (NONE, text) OWNER TO md5user;
+COMMENT ON OPERATOR app.=== (integer, text) IS 'integer equals text';
+CREATE VIEW app.docs_matching AS SELECT id FROM app.docs WHERE id OPERATOR(app.===) body;
+CREATE PUBLICATION pub_docs FOR TABLE app.docs (id, body) WHERE (id > 10), app.kinds WITH (publish = 'insert, update');
+CREATE PUBLICATION pub_app FOR TABLES IN SCHEMA app WITH (publish_via_partition_root = true);
+CREATE PUBLICATION pub_all FOR ALL TABLES WITH (publish = 'truncate');
+COMMENT ON PUBLICATION pub_docs IS 'documents';
+INSERT INTO app.docs SELECT g, 'the quick brown foxes jumped ' || g FROM generate_series(1, 30) g;
+
 INSERT INTO app.items (kind_id, mood, moods, pair, pairs, fr, qty, mail, attrs, tags, name, price, during, body)
 SELECT 1 + g % 3, 'happy', ARRAY['sad', 'ok']::app.mood[], ROW(g, 'x' || g)::app.pair, ARRAY[ROW(g, 'y')::app.pair],
        app.floatrange(g, g + 1), 2 * g, 'u' || g || '@example.com', hstore('k', g::text),

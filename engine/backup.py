@@ -191,6 +191,10 @@ async def _backup_database(spec: BackupSpec, connector: Connector, store: Object
             "SELECT pg_export_snapshot(), pg_current_snapshot()::text, clock_timestamp()")
         schema = await schema_mod.capture(coord)
         tables = [t for t in schema.tables if table_filter is None or t.oid in table_filter]
+        if table_filter is None and schema.large_objects:   # their pages, as rows of the catalog
+            tables.append(schema_mod.TableInfo(
+                schema_mod.LARGEOBJECT_OID, "pg_catalog", "pg_largeobject", "L",
+                ["loid", "pageno", "data"], binary_ok=True))
         sizes = dict(await coord.fetch(
             "SELECT c.oid, pg_relation_size(c.oid) / current_setting('block_size')::int "
             "FROM pg_class c WHERE c.oid = ANY($1::oid[])", [t.oid for t in tables]))

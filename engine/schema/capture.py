@@ -2,7 +2,7 @@
 
 Contract: `capture(conn)` runs on a connection already inside the backup's transaction (REPEATABLE
 READ READ ONLY, on the database being backed up); it only reads, runs one query per catalog (about
-twenty round trips whatever the number of objects, plus one per 500 sequences before PostgreSQL
+thirty round trips whatever the number of objects, plus one per 500 sequences before PostgreSQL
 18) and leaves the session as it found it (`search_path` is '' and `jit` off for the duration,
 transaction-locally, then put back). DDL texts are the source server's own deparse where it has
 one; event triggers, text search objects, casts, operators and publications are put together
@@ -42,7 +42,7 @@ async def capture(conn: asyncpg.Connection) -> Schema:
                      "relations", "columns", "constraints", "indexes", "triggers", "policies",
                      "rules", "statistics", "default_acls", "sequences", "depends", "comments",
                      "binary_types", "type_aliases", "event_triggers", "ts_dicts", "ts_configs",
-                     "casts", "operators", "publications", "uncaptured"):
+                     "casts", "operators", "publications", "large_objects", "uncaptured"):
             rows[name] = await conn.fetch(getattr(Q, name)(v))
         if v < 180000 and rows["sequences"]:
             rel_q = {r["oid"]: r["q"] for r in rows["relations"]}
@@ -116,7 +116,9 @@ def _assemble(v: int, rows: dict) -> Schema:
     objs += [_publication(v, r) for r in rows["publications"]]
     schema = Schema(schema_version=SCHEMA_VERSION, server_version_num=v,
                     database=_database(rows["database"][0]), tables=relations.tables,
-                    objects=objs, uncaptured=[f"{r['kind']} {r['name']}" for r in rows["uncaptured"]])
+                    objects=objs, uncaptured=[f"{r['kind']} {r['name']}" for r in rows["uncaptured"]],
+                    large_objects=[[r["oid"], r["owner"], r["acl"], r["acl_default"], r["comment"]]
+                                   for r in rows["large_objects"]])
     link(schema, rows)
     return schema
 

@@ -23,9 +23,10 @@ from typing import Any
 from .errors import SchemaFormatError
 from .sqltext import quote_ident, quote_literal
 
-__all__ = ["SCHEMA_VERSION", "Schema", "DatabaseInfo", "TableInfo", "SchemaObject", "ObjectSummary"]
+__all__ = ["SCHEMA_VERSION", "LARGEOBJECT_OID", "Schema", "DatabaseInfo", "TableInfo", "SchemaObject", "ObjectSummary"]
 
 SCHEMA_VERSION = 1
+LARGEOBJECT_OID = 2613      # pg_catalog.pg_largeobject, a bootstrap catalog: the same OID everywhere
 
 
 @dataclass
@@ -133,6 +134,9 @@ class Schema:
     # What the capture found but cannot back up yet ("text search configuration public.x", ...):
     # BACKUP and RESTORE say so in a NOTICE. Absent in documents of older pgkeeps.
     uncaptured: list[str] = field(default_factory=list)
+    # The database's large objects, [oid, owner, acl, acl_default, comment] each; their pages are
+    # backed up as the rows of pg_catalog.pg_largeobject (a manifest table of kind 'L').
+    large_objects: list[list] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -147,7 +151,8 @@ class Schema:
                    database=DatabaseInfo(**d["database"]),
                    tables=[TableInfo(**t) for t in d["tables"]],
                    objects=[SchemaObject(**o) for o in d["objects"]],
-                   uncaptured=list(d.get("uncaptured", [])))
+                   uncaptured=list(d.get("uncaptured", [])),
+                   large_objects=list(d.get("large_objects", [])))
 
     def object(self, key: str) -> SchemaObject | None:
         return self.by_key().get(key)

@@ -88,10 +88,38 @@ def plan_restore(schema: Schema, *, target_database: str, tables: set[int] | Non
     p = _Planner(schema, sel, r, target_database)
     p.build()
     pre, post = p.schedule()
+    if sel.whole and schema.large_objects:
+        pre += _large_object_creates(schema.large_objects)
+        post.append(_large_object_decorations(schema.large_objects, r))
     restored = {o.oid for o in schema.objects if o.key in sel.keys and o.kind == "table"}
     return RestorePlan(pre_data=list(SESSION_SETUP) + pre,
                        tables=[t for t in schema.tables if t.oid in restored], post_data=post,
                        database_post=_database_post(schema, target_database, r) if sel.whole else [])
+
+
+_LO_BATCH = 1000     # large objects per statement (creation) or per batch of statements
+
+
+def _large_object_creates(los: list[list]) -> list[str]:
+    """Empty large objects with their original OIDs (owned by the restoring user), before the data
+    phase loads their pages into pg_largeobject."""
+    return [f"SELECT pg_catalog.count(pg_catalog.lo_create(o)) FROM pg_catalog.unnest("
+            f"'{{{','.join(str(lo[0]) for lo in los[i:i + _LO_BATCH])}}}'::pg_catalog.oid[]) o"
+            for i in range(0, len(los), _LO_BATCH)]
+
+
+def _large_object_decorations(los: list[list], r: Renderer) -> list[str]:
+    """Owners, privileges and comments, as batches of statements (one post-data stage)."""
+    stmts: list[str] = []
+    for oid, owner, acl, acl_default, comment in los:
+        new_owner = r.owner(owner)
+        if new_owner != r.restoring_user:
+            stmts.append(f"ALTER LARGE OBJECT {oid} OWNER TO {quote_ident(new_owner)}")
+        if r.with_grants:
+            stmts += acl_statements("LARGE OBJECT", str(oid), acl, acl_default, new_owner, r.role_mapper(owner))
+        if comment is not None:
+            stmts.append(f"COMMENT ON LARGE OBJECT {oid} IS {quote_literal(comment)}")
+    return [";\n".join(stmts[i:i + _LO_BATCH]) for i in range(0, len(stmts), _LO_BATCH)]
 
 
 class _Planner:
@@ -400,7 +428,7 @@ def _database_post(schema: Schema, target: str, r: Renderer) -> list[str]:
     if db.comment is not None:
         out.append(f"COMMENT ON DATABASE {q} IS {quote_literal(db.comment)}")
     if r.with_grants:
-        out += acl_statements("DATABASE", q, db.acl, db.acl_default, owner, r._mapper(db.owner))
+        out += acl_statements("DATABASE", q, db.acl, db.acl_default, owner, r.role_mapper(db.owner))
     if db.connection_limit != -1:
         out.append(f"ALTER DATABASE {q} CONNECTION LIMIT = {db.connection_limit}")
     out += [f"ALTER DATABASE {q} {_guc(c)}" for c in db.settings]

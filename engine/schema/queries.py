@@ -18,7 +18,7 @@ __all__ = ["NSP_OK", "database", "namespaces", "extensions", "collations", "type
            "relations", "columns", "constraints", "indexes", "triggers", "policies", "rules",
            "statistics", "default_acls", "sequences", "depends", "comments", "binary_types",
            "sequence_values", "type_aliases", "type_signature", "event_triggers", "ts_dicts",
-           "ts_configs", "casts", "operators", "publications", "uncaptured"]
+           "ts_configs", "casts", "operators", "publications", "large_objects", "uncaptured"]
 
 NSP_OK = ("n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast', 'pgkeep') "
           "AND n.nspname !~ '^pg_(toast_)?temp_'")
@@ -402,6 +402,18 @@ SELECT p.oid, p.pubname, pg_catalog.quote_ident(p.pubname) AS q,
   FROM pg_catalog.pg_publication p"""
 
 
+# Large objects are backed up when their pages can be read (pg_largeobject: superusers only).
+_LO_READABLE = "pg_catalog.has_table_privilege('pg_catalog.pg_largeobject', 'SELECT')"
+
+
+def large_objects(v: int) -> str:
+    return f"""
+SELECT m.oid, pg_catalog.pg_get_userbyid(m.lomowner) AS owner, m.lomacl::text[] AS acl,
+       pg_catalog.acldefault('L', m.lomowner)::text[] AS acl_default,
+       pg_catalog.obj_description(m.oid, 'pg_largeobject') AS comment
+  FROM pg_catalog.pg_largeobject_metadata m WHERE {_LO_READABLE} ORDER BY m.oid"""
+
+
 def _in_schema(label: str, catalog: str, alias: str, name_col: str, nsp_col: str) -> str:
     return f"""
 SELECT '{label}', format('%I.%I', n.nspname, {alias}.{name_col})
@@ -437,7 +449,8 @@ def uncaptured(v: int) -> str:
  WHERE {user.format(a='a', ext=_not_ext('pg_am', 'a.oid'))}""",
         f"""SELECT 'language', pg_catalog.quote_ident(l.lanname) FROM pg_catalog.pg_language l
  WHERE {user.format(a='l', ext=_not_ext('pg_language', 'l.oid'))}""",
-        """SELECT 'large objects', count(*)::text FROM pg_catalog.pg_largeobject_metadata HAVING count(*) > 0""",
+        f"""SELECT 'large objects (unreadable without superuser)', count(*)::text
+  FROM pg_catalog.pg_largeobject_metadata HAVING count(*) > 0 AND NOT {_LO_READABLE}""",
         f"""SELECT 'tablespace', format('%I.%I in %I', n.nspname, c.relname, t.spcname)
   FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
   JOIN pg_catalog.pg_tablespace t ON t.oid = c.reltablespace

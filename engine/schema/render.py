@@ -49,7 +49,7 @@ class Renderer:
             return self.restoring_user
         return obj_owner
 
-    def _mapper(self, old_owner: str | None):
+    def role_mapper(self, old_owner: str | None):
         new = self.owner(old_owner)
 
         def map_role(role: str) -> str | None:
@@ -74,7 +74,7 @@ class Renderer:
         kw = ACL_KEYWORD.get(o.kind)
         if kw is None:
             return []
-        owner, map_role = self.owner(o.owner), self._mapper(o.owner)
+        owner, map_role = self.owner(o.owner), self.role_mapper(o.owner)
         out = acl_statements(kw, o.ident, o.acl, o.acl_base, owner, map_role)
         for col in o.details.get("columns", []) if o.kind in ("table", "view", "matview") else []:
             if col.get("acl"):

@@ -5,14 +5,15 @@ READ READ ONLY, on the database being backed up); it only reads, runs one query 
 thirty round trips whatever the number of objects, plus one per 500 sequences before PostgreSQL
 18) and leaves the session as it found it (`search_path` is '' and `jit` off for the duration,
 transaction-locally, then put back). DDL texts are the source server's own deparse where it has
-one; event triggers, text search objects, casts, operators and publications are put together
-from their catalogs, as pg_dump does. Sequence values are read in the same transaction (`last_value`, `is_called`); like
+one; event triggers, text search objects, casts, operators, publications and foreign-data
+objects are put together from their catalogs, as pg_dump does. Sequence values are read in the same transaction (`last_value`, `is_called`); like
 pg_dump's, they are not MVCC-protected (sequences are not transactional): they are the values at
 capture time, at least those of the snapshot. Reading them needs SELECT on every sequence.
 """
 from __future__ import annotations
 
 import json
+import re
 
 import asyncpg
 
@@ -20,7 +21,7 @@ from . import queries as Q
 from .capture_rel import RelationBuilder
 from .deps import link
 from .model import SCHEMA_VERSION, DatabaseInfo, Schema, SchemaObject
-from .sqltext import parse_aclitem, quote_ident, quote_literal
+from .sqltext import fdw_options, parse_aclitem, quote_ident, quote_literal
 
 __all__ = ["capture"]
 
@@ -42,7 +43,8 @@ async def capture(conn: asyncpg.Connection) -> Schema:
                      "relations", "columns", "constraints", "indexes", "triggers", "policies",
                      "rules", "statistics", "default_acls", "sequences", "depends", "comments",
                      "binary_types", "type_aliases", "event_triggers", "ts_dicts", "ts_configs",
-                     "casts", "operators", "publications", "large_objects", "uncaptured"):
+                     "casts", "operators", "publications", "large_objects", "fdws", "servers",
+                     "user_mappings", "uncaptured"):
             rows[name] = await conn.fetch(getattr(Q, name)(v))
         if v < 180000 and rows["sequences"]:
             rel_q = {r["oid"]: r["q"] for r in rows["relations"]}
@@ -114,9 +116,15 @@ def _assemble(v: int, rows: dict) -> Schema:
     objs += [_ts_dict(r) for r in rows["ts_dicts"]] + [_ts_config(r) for r in rows["ts_configs"]]
     objs += [_cast(r) for r in rows["casts"]] + [_operator(r) for r in rows["operators"]]
     objs += [_publication(v, r) for r in rows["publications"]]
+    objs += [_fdw(r) for r in rows["fdws"]] + [_server(r) for r in rows["servers"]]
+    uncaptured = [f"{r['kind']} {r['name']}" for r in rows["uncaptured"]]
+    for r in rows["user_mappings"]:
+        um, secret = _user_mapping(r)
+        objs.append(um)
+        uncaptured += [f"user mapping option {name} {um.name}" for name in secret]
     schema = Schema(schema_version=SCHEMA_VERSION, server_version_num=v,
                     database=_database(rows["database"][0]), tables=relations.tables,
-                    objects=objs, uncaptured=[f"{r['kind']} {r['name']}" for r in rows["uncaptured"]],
+                    objects=objs, uncaptured=uncaptured,
                     large_objects=[[r["oid"], r["owner"], r["acl"], r["acl_default"], r["comment"]]
                                    for r in rows["large_objects"]])
     link(schema, rows)
@@ -303,3 +311,45 @@ def _publication(v: int, r) -> SchemaObject:
     return SchemaObject(
         key=f"pub:{r['oid']}", kind="publication", oid=r["oid"], schema=None, name=r["pubname"],
         ident=r["q"], sql_kind="PUBLICATION", owner=r["owner"], ddl=ddl)
+
+
+def _fdw(r) -> SchemaObject:
+    ddl = f"CREATE FOREIGN DATA WRAPPER {r['q']}"
+    ddl += f" HANDLER {r['handler']}" if r["handler"] else ""
+    ddl += f" VALIDATOR {r['validator']}" if r["validator"] else ""
+    ddl += f" OPTIONS ({fdw_options(r['fdwoptions'])})" if r["fdwoptions"] else ""
+    return SchemaObject(
+        key=f"fdw:{r['oid']}", kind="fdw", oid=r["oid"], schema=None, name=r["fdwname"], ident=r["q"],
+        sql_kind="FOREIGN DATA WRAPPER", owner=r["owner"], ddl=[ddl], acl=r["acl"],
+        acl_base=list(r["acl_default"] or []))
+
+
+def _server(r) -> SchemaObject:
+    ddl = f"CREATE SERVER {r['q']}"
+    ddl += f" TYPE {quote_literal(r['srvtype'])}" if r["srvtype"] is not None else ""
+    ddl += f" VERSION {quote_literal(r['srvversion'])}" if r["srvversion"] is not None else ""
+    ddl += f" FOREIGN DATA WRAPPER {r['fdw']}"
+    ddl += f" OPTIONS ({fdw_options(r['srvoptions'])})" if r["srvoptions"] else ""
+    return SchemaObject(
+        key=f"srv:{r['oid']}", kind="server", oid=r["oid"], schema=None, name=r["srvname"], ident=r["q"],
+        sql_kind="SERVER", owner=r["owner"], ddl=[ddl], deps=[f"fdw:{r['srvfdw']}"], acl=r["acl"],
+        acl_base=list(r["acl_default"] or []))
+
+
+# Options of a user mapping that hold credentials: never written into a backup.
+_SECRET_OPTION = re.compile(r"^(password|passwd|passphrase|secret|\w*_secret|token|\w*_token|api_?key|"
+                            r"\w*access_key|\w*secret_key)$", re.I)
+
+
+def _user_mapping(r) -> tuple[SchemaObject, list[str]]:
+    """(the mapping without its credentials, the names of the options left out)."""
+    options = [o for o in (r["umoptions"] or []) if not _SECRET_OPTION.search(o.split("=", 1)[0])]
+    secret = [o.split("=", 1)[0] for o in (r["umoptions"] or []) if o not in options]
+    role = "PUBLIC" if r["umuser"] == 0 else quote_ident(r["usename"])
+    ddl = f"CREATE USER MAPPING FOR {role} SERVER {r['server']}"
+    ddl += f" OPTIONS ({fdw_options(options)})" if options else ""
+    return SchemaObject(
+        key=f"um:{r['oid']}", kind="user_mapping", oid=r["oid"], schema=None,
+        name=f"for {role} on server {r['server']}", ident=f"FOR {role} SERVER {r['server']}",
+        sql_kind="USER MAPPING", ddl=[ddl], deps=[f"srv:{r['srvid']}"],
+        details={"role": None if r["umuser"] == 0 else r["usename"]}), secret

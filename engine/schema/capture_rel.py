@@ -14,9 +14,10 @@ from .sqltext import quote_literal
 
 __all__ = ["RelationBuilder", "render_options"]
 
-_KIND = {"r": "table", "p": "table", "v": "view", "m": "matview", "S": "sequence"}
+_KIND = {"r": "table", "p": "table", "v": "view", "m": "matview", "S": "sequence",
+         "f": "foreign_table"}
 _SQL_KIND = {"table": "TABLE", "view": "VIEW", "matview": "MATERIALIZED VIEW",
-             "sequence": "SEQUENCE"}
+             "sequence": "SEQUENCE", "foreign_table": "FOREIGN TABLE"}
 
 
 def render_options(options: list[str] | None, prefix: str = "") -> str:
@@ -57,6 +58,9 @@ class RelationBuilder:
                 acl_base=list(r["acl_default"] or []))
             if kind == "table":
                 obj.details = self._table(r)
+            elif kind == "foreign_table":        # a table without rows here: a server's
+                obj.details = {**self._table(r), "server": r["ftserver"],
+                               "ftoptions": list(r["ftoptions"] or [])}
             elif kind in ("view", "matview"):
                 obj.ddl = [self._view(r)]
                 obj.details = {"populated": r["relispopulated"],
@@ -89,7 +93,8 @@ class RelationBuilder:
                 "collation": c["collation"], "default": c["default"], "attrdef": c["attrdef"],
                 "storage": storage, "compression": c["compression"] or None,
                 "stattarget": c["stattarget"], "options": list(c["attoptions"] or []),
-                "acl": c["acl"], "comment": None, "default_seqs": [], "default_funcs": []}
+                "acl": c["acl"], "comment": None, "default_seqs": [], "default_funcs": [],
+                "fdw_options": list(c["attfdwoptions"] or [])}
 
     def _table(self, r) -> dict:
         return {"relkind": r["relkind"], "persistence": r["persistence"],
@@ -152,7 +157,7 @@ class RelationBuilder:
                                       "definition": c["def"], "q": c["q"]}))
                 continue
             rel = self.rels.get(c["conrelid"])
-            if rel is None or rel["relkind"] not in ("r", "p"):
+            if rel is None or rel["relkind"] not in ("r", "p", "f"):
                 continue
             if not c["conislocal"] and not (ct in ("n", "c") and rel["relispartition"]) \
                     and ct not in ("p", "u", "x"):

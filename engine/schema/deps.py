@@ -18,7 +18,8 @@ _DIRECT = {"pg_type": "type", "pg_proc": "proc", "pg_namespace": "nsp", "pg_exte
            "pg_collation": "coll", "pg_constraint": "con", "pg_trigger": "trg",
            "pg_policy": "pol", "pg_rewrite": "rule", "pg_statistic_ext": "stx",
            "pg_event_trigger": "evt", "pg_ts_dict": "tsdict", "pg_ts_config": "tscfg",
-           "pg_cast": "cast", "pg_operator": "opr", "pg_publication": "pub"}
+           "pg_cast": "cast", "pg_operator": "opr", "pg_publication": "pub",
+           "pg_foreign_data_wrapper": "fdw", "pg_foreign_server": "srv", "pg_user_mapping": "um"}
 
 
 class _Keys:
@@ -158,5 +159,5 @@ def _inline_parts(schema: Schema) -> None:
                 body = "NOT NULL" if p.details["contype"] == "n" else p.details["definition"]
                 ddl += f"\n    CONSTRAINT {p.details['q']} {body}"
             o.ddl = [ddl]
-        elif o.kind == "table":
+        elif o.kind in ("table", "foreign_table"):
             o.details["inline"] = [p.key for p in parts]

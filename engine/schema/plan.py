@@ -50,7 +50,8 @@ SESSION_SETUP = ["SELECT pg_catalog.set_config('search_path', '', false)",
 PRE, INDEX, ATTACH, FKEY, FINAL, GRANT, REFRESH, EVENT = -1, 0, 1, 2, 3, 4, 5, 6
 _PRIO = {"schema": 0, "extension": 1, "collation": 2, "enum": 3, "range": 3, "composite": 4,
          "domain": 4, "function": 5, "procedure": 5, "aggregate": 6, "sequence": 7, "table": 8,
-         "view": 10, "matview": 11, "tsdict": 5, "tscfg": 6, "cast": 6, "operator": 6}
+         "view": 10, "matview": 11, "tsdict": 5, "tscfg": 6, "cast": 6, "operator": 6, "fdw": 5,
+         "server": 6, "user_mapping": 7, "foreign_table": 8}
 _LIST_GUCS = {"search_path", "temp_tablespaces", "session_preload_libraries",
               "shared_preload_libraries", "local_preload_libraries", "unix_socket_directories"}
 
@@ -190,6 +191,12 @@ class _Planner:
             deps = ["drop-public"] if o.name == "public" and "drop-public" in self.steps else []
             self.main[o.key] = self.chain(o, o.ddl, PRE, deps)
 
+    def _user_mapping(self, o: SchemaObject) -> bool | None:
+        role = o.details["role"]
+        if role is not None and not self.r.role_exists(role):
+            return False            # roles are cluster-wide: a mapping for a missing one cannot be made
+        self._plain(o)
+
     def _publication(self, o: SchemaObject) -> None:
         self.main[o.key] = self.chain(o, o.ddl, FINAL, o.deps)
 
@@ -238,10 +245,12 @@ class _Planner:
             tail.append(f"ALTER TABLE {o.ident} ENABLE ROW LEVEL SECURITY")
         if d["force_rls"]:
             tail.append(f"ALTER TABLE {o.ident} FORCE ROW LEVEL SECURITY")
-        if d["replident"] in ("n", "f"):
+        if d["replident"] in ("n", "f") and o.kind == "table":   # foreign tables have none
             tail.append(f"ALTER TABLE ONLY {o.ident} REPLICA IDENTITY "
                         + ("NOTHING" if d["replident"] == "n" else "FULL"))
         self.chain(o, tail, FINAL, [main], locks=(o.key,))
+
+    _foreign_table = _table
 
     def _view(self, o: SchemaObject) -> None:
         defaults = [f"ALTER VIEW {o.ident} ALTER COLUMN {c['q']} SET DEFAULT {c['default']}"
@@ -332,7 +341,7 @@ class _Planner:
 
     def _schema_checks(self, objs: list[SchemaObject]) -> None:
         first: dict[str, SchemaObject] = {}
-        rels = ("table", "view", "matview", "sequence")
+        rels = ("table", "foreign_table", "view", "matview", "sequence")
         for o in sorted(objs, key=lambda o: (o.kind not in rels, o.oid)):
             if o.schema is not None and o.kind in (*rels, "enum", "composite", "range", "domain"):
                 first.setdefault(o.schema, o)

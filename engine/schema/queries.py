@@ -18,7 +18,8 @@ __all__ = ["NSP_OK", "database", "namespaces", "extensions", "collations", "type
            "relations", "columns", "constraints", "indexes", "triggers", "policies", "rules",
            "statistics", "default_acls", "sequences", "depends", "comments", "binary_types",
            "sequence_values", "type_aliases", "type_signature", "event_triggers", "ts_dicts",
-           "ts_configs", "casts", "operators", "publications", "large_objects", "uncaptured"]
+           "ts_configs", "casts", "operators", "publications", "large_objects", "fdws", "servers",
+           "user_mappings", "uncaptured"]
 
 NSP_OK = ("n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast', 'pgkeep') "
           "AND n.nspname !~ '^pg_(toast_)?temp_'")
@@ -203,10 +204,13 @@ SELECT c.oid, c.relkind::text AS relkind, n.nspname, c.relname,
        CASE WHEN c.relkind IN ('v', 'm') THEN pg_catalog.pg_get_viewdef(c.oid) END AS viewdef,
        ARRAY(SELECT i.inhparent FROM pg_catalog.pg_inherits i WHERE i.inhrelid = c.oid
               ORDER BY i.inhseqno) AS parents,
-       CASE WHEN c.reloftype <> 0 THEN c.reloftype::pg_catalog.regtype::text END AS of_type
+       CASE WHEN c.reloftype <> 0 THEN c.reloftype::pg_catalog.regtype::text END AS of_type,
+       pg_catalog.quote_ident(fs.srvname) AS ftserver, ft.ftoptions
   FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
   LEFT JOIN pg_catalog.pg_am am ON am.oid = c.relam
- WHERE {NSP_OK} AND c.relkind IN ('r', 'p', 'v', 'm', 'S') AND {_not_ext('pg_class', 'c.oid')}"""
+  LEFT JOIN pg_catalog.pg_foreign_table ft ON ft.ftrelid = c.oid
+  LEFT JOIN pg_catalog.pg_foreign_server fs ON fs.oid = ft.ftserver
+ WHERE {NSP_OK} AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND {_not_ext('pg_class', 'c.oid')}"""
 
 
 def columns(v: int) -> str:
@@ -219,12 +223,12 @@ SELECT a.attrelid, a.attnum, a.attname, pg_catalog.quote_ident(a.attname) AS q,
        pg_catalog.pg_get_expr(d.adbin, d.adrelid) AS default, d.oid AS attrdef,
        a.attstorage::text AS storage, t.typstorage::text AS typstorage,
        a.attcompression::text AS compression, {stat} AS stattarget, a.attoptions,
-       a.attacl::text[] AS acl
+       a.attacl::text[] AS acl, a.attfdwoptions
   FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
   JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
   LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
- WHERE {NSP_OK} AND c.relkind IN ('r', 'p', 'v', 'm', 'c') AND a.attnum > 0 AND NOT a.attisdropped
+ WHERE {NSP_OK} AND c.relkind IN ('r', 'p', 'v', 'm', 'c', 'f') AND a.attnum > 0 AND NOT a.attisdropped
  ORDER BY a.attrelid, a.attnum"""
 
 
@@ -402,6 +406,35 @@ SELECT p.oid, p.pubname, pg_catalog.quote_ident(p.pubname) AS q,
   FROM pg_catalog.pg_publication p"""
 
 
+def fdws(v: int) -> str:
+    return f"""
+SELECT w.oid, w.fdwname, pg_catalog.quote_ident(w.fdwname) AS q,
+       pg_catalog.pg_get_userbyid(w.fdwowner) AS owner,
+       NULLIF(w.fdwhandler, 0)::pg_catalog.regproc::text AS handler,
+       NULLIF(w.fdwvalidator, 0)::pg_catalog.regproc::text AS validator, w.fdwoptions,
+       w.fdwacl::text[] AS acl, pg_catalog.acldefault('F', w.fdwowner)::text[] AS acl_default
+  FROM pg_catalog.pg_foreign_data_wrapper w
+ WHERE w.oid >= 16384 AND {_not_ext('pg_foreign_data_wrapper', 'w.oid')}"""
+
+
+def servers(v: int) -> str:
+    return f"""
+SELECT s.oid, s.srvname, pg_catalog.quote_ident(s.srvname) AS q,
+       pg_catalog.pg_get_userbyid(s.srvowner) AS owner, pg_catalog.quote_ident(w.fdwname) AS fdw, s.srvfdw,
+       s.srvtype, s.srvversion, s.srvoptions, s.srvacl::text[] AS acl,
+       pg_catalog.acldefault('S', s.srvowner)::text[] AS acl_default
+  FROM pg_catalog.pg_foreign_server s JOIN pg_catalog.pg_foreign_data_wrapper w ON w.oid = s.srvfdw
+ WHERE {_not_ext('pg_foreign_server', 's.oid')}"""
+
+
+def user_mappings(v: int) -> str:
+    """From the pg_user_mappings view: its options are the ones the capturing user may see."""
+    return """
+SELECT m.umid AS oid, pg_catalog.quote_ident(m.srvname) AS server, m.srvid, m.umuser, m.usename,
+       m.umoptions
+  FROM pg_catalog.pg_user_mappings m"""
+
+
 # Large objects are backed up when their pages can be read (pg_largeobject: superusers only).
 _LO_READABLE = "pg_catalog.has_table_privilege('pg_catalog.pg_largeobject', 'SELECT')"
 
@@ -427,13 +460,6 @@ def uncaptured(v: int) -> str:
     are left out (CREATE EXTENSION brings them back), and so are the built-in ones."""
     user = "{a}.oid >= 16384 AND {ext}"
     parts = [
-        f"""SELECT 'foreign-data wrapper', pg_catalog.quote_ident(w.fdwname)
-  FROM pg_catalog.pg_foreign_data_wrapper w WHERE {user.format(a='w', ext=_not_ext('pg_foreign_data_wrapper', 'w.oid'))}""",
-        f"""SELECT 'foreign server', pg_catalog.quote_ident(s.srvname)
-  FROM pg_catalog.pg_foreign_server s WHERE {_not_ext('pg_foreign_server', 's.oid')}""",
-        f"""SELECT 'foreign table', format('%I.%I', n.nspname, c.relname)
-  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
- WHERE c.relkind = 'f' AND {NSP_OK} AND {_not_ext('pg_class', 'c.oid')}""",
         """SELECT 'subscription', pg_catalog.quote_ident(s.subname) FROM pg_catalog.pg_subscription s
  WHERE s.subdbid = (SELECT d.oid FROM pg_catalog.pg_database d
                      WHERE d.datname = pg_catalog.current_database())""",

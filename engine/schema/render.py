@@ -12,14 +12,15 @@ from __future__ import annotations
 
 from .capture_rel import render_options
 from .model import Schema, SchemaObject
-from .sqltext import acl_statements, quote_ident, quote_literal
+from .sqltext import acl_statements, fdw_options, quote_ident, quote_literal
 
 __all__ = ["Renderer", "ACL_KEYWORD"]
 
 ACL_KEYWORD = {"table": "TABLE", "view": "TABLE", "matview": "TABLE", "sequence": "SEQUENCE",
                "function": "FUNCTION", "aggregate": "FUNCTION", "procedure": "PROCEDURE",
                "schema": "SCHEMA", "enum": "TYPE", "composite": "TYPE", "range": "TYPE",
-               "domain": "DOMAIN"}
+               "domain": "DOMAIN", "foreign_table": "TABLE", "fdw": "FOREIGN DATA WRAPPER",
+               "server": "FOREIGN SERVER"}
 _DEFACL = {"r": "TABLES", "S": "SEQUENCES", "f": "FUNCTIONS", "T": "TYPES", "n": "SCHEMAS",
            "L": "LARGE OBJECTS"}
 _STORAGE = {"p": "PLAIN", "e": "EXTERNAL", "m": "MAIN", "x": "EXTENDED"}
@@ -27,7 +28,8 @@ _COMPRESSION = {"p": "pglz", "l": "lz4"}
 _CMD = {"*": "ALL", "r": "SELECT", "a": "INSERT", "w": "UPDATE", "d": "DELETE"}
 _OWNED_KINDS = {"schema", "collation", "enum", "composite", "range", "domain", "function",
                 "procedure", "aggregate", "sequence", "table", "view", "matview", "statistics",
-                "event_trigger", "tsdict", "tscfg", "operator", "publication"}
+                "event_trigger", "tsdict", "tscfg", "operator", "publication", "foreign_table",
+                "fdw", "server"}
 
 
 class Renderer:
@@ -62,7 +64,7 @@ class Renderer:
     def owner_statements(self, o: SchemaObject) -> list[str]:
         if o.kind not in _OWNED_KINDS or o.owner is None or o.details.get("owned_by"):
             return []
-        if o.kind == "event_trigger" and self.owner(o.owner) != o.owner:
+        if o.kind in ("event_trigger", "fdw") and self.owner(o.owner) != o.owner:
             return []               # must stay with a superuser: the one restoring
         return [f"ALTER {o.sql_kind} {o.ident} OWNER TO {quote_ident(self.owner(o.owner))}"]
 
@@ -76,7 +78,7 @@ class Renderer:
             return []
         owner, map_role = self.owner(o.owner), self.role_mapper(o.owner)
         out = acl_statements(kw, o.ident, o.acl, o.acl_base, owner, map_role)
-        for col in o.details.get("columns", []) if o.kind in ("table", "view", "matview") else []:
+        for col in o.details.get("columns", []) if o.kind in ("table", "foreign_table", "view", "matview") else []:
             if col.get("acl"):
                 out += acl_statements("TABLE", o.ident, col["acl"], [], owner, map_role,
                                       columns=f" ({col['q']})")
@@ -146,6 +148,8 @@ class Renderer:
             if con.details["contype"] == "c":
                 items.append(f"CONSTRAINT {con.details['q']} {con.details['definition']}")
         unlogged = "UNLOGGED " if d["persistence"] == "u" else ""
+        if t.kind == "foreign_table":
+            unlogged = "FOREIGN "
         body = ",\n    ".join(items)
         if typed:
             stmt = f"CREATE {unlogged}TABLE {t.ident} OF {d['of_type']}"
@@ -163,8 +167,14 @@ class Renderer:
                                      render_options(d["toast_options"], "toast.")) if x)
         if opts:
             stmt += f"\nWITH ({opts})"
+        if t.kind == "foreign_table":
+            stmt += f"\nSERVER {d['server']}"
+            if d["ftoptions"]:
+                stmt += f"\nOPTIONS ({fdw_options(d['ftoptions'])})"
         for c in d["columns"]:
             col = f"ALTER TABLE ONLY {t.ident} ALTER COLUMN {c['q']}"
+            if c.get("fdw_options"):
+                after.append(f"{col} OPTIONS ({fdw_options(c['fdw_options'])})")
             if c["storage"]:
                 after.append(f"{col} SET STORAGE {_STORAGE[c['storage']]}")
             if c["compression"] in _COMPRESSION:
@@ -237,7 +247,7 @@ class Renderer:
 
     # -- SHOW BACKUP --
     def summary_ddl(self, o: SchemaObject) -> list[str]:
-        if o.kind == "table":
+        if o.kind in ("table", "foreign_table"):
             stmt, after = self.table(o)
             out = [stmt, *after]
             for x in self._parts(o.oid):

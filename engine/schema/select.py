@@ -30,6 +30,7 @@ __all__ = ["Selection", "select"]
 
 _SUBOBJECTS = {"constraint", "index", "trigger", "policy", "rule", "statistics"}
 _ROUTINES = ("function", "procedure", "aggregate")
+_TABLES = ("table", "foreign_table")
 
 
 @dataclass
@@ -54,7 +55,7 @@ def select(schema: Schema, tables: set[int] | None, *, skip_missing_foreign_keys
     sel = Selection(whole=False, keys=set())
     children: dict[int, list[SchemaObject]] = {}
     for o in schema.objects:
-        if o.kind == "table" and o.details["partbound"] is not None:
+        if o.kind in _TABLES and o.details["partbound"] is not None:
             for p in o.details["parents"]:
                 children.setdefault(p, []).append(o)
     rels: set[int] = set()
@@ -82,7 +83,7 @@ def select(schema: Schema, tables: set[int] | None, *, skip_missing_foreign_keys
         elif o.table in rels and o.kind in _SUBOBJECTS:
             keys.add(o.key)
     for o in schema.objects:
-        if o.kind == "table" and o.oid in rels:
+        if o.kind in _TABLES and o.oid in rels:
             if any(p not in rels for p in o.details["parents"]):
                 sel.standalone.add(o.oid)
             _check_defaults(o, keys, sel, skip_missing_sequences, skip_missing_udfs)

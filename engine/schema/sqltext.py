@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from typing import Callable, Iterable
 
-__all__ = ["quote_ident", "quote_literal", "parse_aclitem", "acl_statements", "PRIVILEGES"]
+__all__ = ["quote_ident", "quote_literal", "parse_aclitem", "acl_statements", "fdw_options", "PRIVILEGES"]
 
 # pg_get_keywords() with catcode <> 'U' (PostgreSQL 18): these need quoting as identifiers.
 _KEYWORDS = frozenset("""all analyse analyze and any array as asc asymmetric authorization between
@@ -38,6 +38,12 @@ _SIMPLE = re.compile(r"^[a-z_][a-z0-9_$]*$")
 PRIVILEGES = {"r": "SELECT", "w": "UPDATE", "a": "INSERT", "d": "DELETE", "D": "TRUNCATE",
               "x": "REFERENCES", "t": "TRIGGER", "m": "MAINTAIN", "X": "EXECUTE", "U": "USAGE",
               "C": "CREATE", "c": "CONNECT", "T": "TEMPORARY", "s": "SET", "A": "ALTER SYSTEM"}
+
+
+def fdw_options(options: list[str]) -> str:
+    """Foreign-data options as stored ('name=value') to the body of OPTIONS (...)."""
+    pairs = (o.split("=", 1) for o in options)
+    return ", ".join(f"{quote_ident(k)} {quote_literal(v)}" for k, v in pairs)
 
 
 def quote_ident(name: str) -> str:

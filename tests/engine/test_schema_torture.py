@@ -227,6 +227,28 @@ CREATE PUBLICATION pub_docs FOR TABLE app.docs (id, body) WHERE (id > 10), app.k
 CREATE PUBLICATION pub_app FOR TABLES IN SCHEMA app WITH (publish_via_partition_root = true);
 CREATE PUBLICATION pub_all FOR ALL TABLES WITH (publish = 'truncate');
 COMMENT ON PUBLICATION pub_docs IS 'documents';
+CREATE FOREIGN DATA WRAPPER app_fdw OPTIONS (debug 'true');
+CREATE SERVER app_srv TYPE 'kind' VERSION '1.0' FOREIGN DATA WRAPPER app_fdw OPTIONS (host 'db.example', port '5432');
+CREATE SERVER "Other Srv" FOREIGN DATA WRAPPER app_fdw;
+CREATE USER MAPPING FOR md5user SERVER app_srv OPTIONS (user 'remote_u');
+CREATE USER MAPPING FOR PUBLIC SERVER "Other Srv";
+GRANT USAGE ON FOREIGN DATA WRAPPER app_fdw TO md5user;
+GRANT USAGE ON FOREIGN SERVER app_srv TO scramuser;
+COMMENT ON FOREIGN DATA WRAPPER app_fdw IS 'a wrapper without a handler';
+COMMENT ON SERVER app_srv IS 'the remote one';
+CREATE FOREIGN TABLE app.remote_items (
+  id int NOT NULL, name text OPTIONS (column_name 'nm') COLLATE "C" DEFAULT 'x',
+  CONSTRAINT remote_pos CHECK (id > 0)) SERVER app_srv OPTIONS (table_name 'items', schema_name 'public');
+CREATE FOREIGN TABLE app.remote_empty () SERVER "Other Srv";
+GRANT SELECT ON app.remote_items TO scramuser;
+COMMENT ON FOREIGN TABLE app.remote_items IS 'rows live elsewhere';
+COMMENT ON COLUMN app.remote_items.name IS 'remote name';
+ALTER FOREIGN TABLE app.remote_empty OWNER TO md5user;
+CREATE TABLE app.metrics (at date NOT NULL, v int) PARTITION BY RANGE (at);
+CREATE TABLE app.metrics_local PARTITION OF app.metrics FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+CREATE FOREIGN TABLE app.metrics_remote PARTITION OF app.metrics FOR VALUES FROM ('2025-01-01') TO ('2026-01-01')
+  SERVER app_srv;
+INSERT INTO app.metrics_local VALUES ('2024-03-01', 7);
 INSERT INTO app.docs SELECT g, 'the quick brown foxes jumped ' || g FROM generate_series(1, 30) g;
 
 INSERT INTO app.items (kind_id, mood, moods, pair, pairs, fr, qty, mail, attrs, tags, name, price, during, body)

@@ -425,7 +425,7 @@ class Bench:
             bounds = [pages * i // j for i in range(j)] + [None]
             for lo, hi in zip(bounds, bounds[1:]):
                 cond = f"ctid >= '({lo},0)'::tid" + (f" AND ctid < '({hi},0)'::tid" if hi is not None else "")
-                parts.append((pages // j, f"COPY (SELECT * FROM {name} WHERE {cond}) TO STDOUT (FORMAT binary)"))
+                parts.append((pages // j, f"COPY (SELECT * FROM ONLY {name} WHERE {cond}) TO STDOUT (FORMAT binary)"))
         workers: list[list[str]] = [[] for _ in range(self.a.jobs)]
         load = [0] * self.a.jobs
         for weight, sql in sorted(parts, reverse=True):   # largest first, to the least loaded

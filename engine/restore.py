@@ -178,14 +178,21 @@ async def _restore_database(handle: BackupHandle, entry: DatabaseEntry, target: 
                                 lambda: _load_chunk(c, store, l, progress, pool))
                 await run_parallel(conns, loads, load, job)
                 clock.lap("data")
-            for n, stage in enumerate(plan.post_data):
+            last = len(plan.post_data) - plan.event_stages
+            for n, stage in enumerate(plan.post_data[:last]):
                 todo = [(i, stmt) for i, stmt in enumerate(stage) if f"post:{n}:{i}" not in done]
 
                 async def run(c, item, n=n):
                     await _step(c, f"post:{n}:{item[0]}", lambda: c.execute(item[1]))
                 await run_parallel(conns, todo, run, job)
                 clock.lap(f"post-data stage {n} ({len(stage)} statements)")
+            # The restore's last DDL of its own, before the event triggers exist (they may
+            # forbid DDL). From here a pause or crash starts the restore over.
             await conns[0].execute("DROP SCHEMA pgkeep_restore CASCADE")
+            for stage in plan.post_data[last:]:
+                for stmt in stage:
+                    await conns[0].execute(stmt)
+            clock.lap("event triggers")
             index_entries = int(await conns[0].fetchval(
                 "SELECT coalesce(sum(greatest(c.reltuples, 0)), 0) FROM pg_index i "
                 "JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace "

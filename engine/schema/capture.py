@@ -13,7 +13,6 @@ capture time, at least those of the snapshot. Reading them needs SELECT on every
 from __future__ import annotations
 
 import json
-import re
 
 import asyncpg
 
@@ -115,14 +114,14 @@ def _assemble(v: int, rows: dict) -> Schema:
         objs.append(_event_trigger(r))
     objs += [_ts_dict(r) for r in rows["ts_dicts"]] + [_ts_config(r) for r in rows["ts_configs"]]
     objs += [_cast(r) for r in rows["casts"]] + [_operator(r) for r in rows["operators"]]
-    objs += [_publication(v, r) for r in rows["publications"]]
+    objs += [_publication(r) for r in rows["publications"]]
     objs += [_fdw(r) for r in rows["fdws"]] + [_server(r) for r in rows["servers"]]
     uncaptured = [f"{r['kind']} {r['name']}" for r in rows["uncaptured"]]
     for r in rows["user_mappings"]:
         um, secret = _user_mapping(r)
         objs.append(um)
         uncaptured += [f"user mapping option {name} {um.name}" for name in secret]
-    schema = Schema(schema_version=SCHEMA_VERSION, server_version_num=v,
+    schema = Schema(schema_version=SCHEMA_VERSION if rows["large_objects"] else 1, server_version_num=v,
                     database=_database(rows["database"][0]), tables=relations.tables,
                     objects=objs, uncaptured=uncaptured,
                     large_objects=[[r["oid"], r["owner"], r["acl"], r["acl_default"], r["comment"]]
@@ -276,7 +275,7 @@ def _cast(r) -> SchemaObject:
     context = {"a": " AS ASSIGNMENT", "i": " AS IMPLICIT", "e": ""}[r["context"]]
     return SchemaObject(
         key=f"cast:{r['oid']}", kind="cast", oid=r["oid"], schema=None, name=ident, ident=ident,
-        sql_kind="CAST", ddl=[f"CREATE CAST {ident} {how}{context}"])
+        sql_kind="CAST", ddl=[f"CREATE CAST {ident} {how}{context}"], details={"funcoid": r["funcoid"]})
 
 
 def _operator(r) -> SchemaObject:
@@ -296,7 +295,7 @@ def _operator(r) -> SchemaObject:
         ddl=[f"CREATE OPERATOR {r['qname']} ({', '.join(args)})"])
 
 
-def _publication(v: int, r) -> SchemaObject:
+def _publication(r) -> SchemaObject:
     """Created after the data and indexes (the tables it lists exist by then)."""
     publish = ", ".join(op for op, on in (("insert", r["pubinsert"]), ("update", r["pubupdate"]),
                                           ("delete", r["pubdelete"]), ("truncate", r["pubtruncate"])) if on)
@@ -336,14 +335,15 @@ def _server(r) -> SchemaObject:
         acl_base=list(r["acl_default"] or []))
 
 
-# Options of a user mapping that hold credentials: never written into a backup.
-_SECRET_OPTION = re.compile(r"^(password|passwd|passphrase|secret|\w*_secret|token|\w*_token|api_?key|"
-                            r"\w*access_key|\w*secret_key)$", re.I)
+# The options of a user mapping that are known to hold no credential. The others (password,
+# sslpassword, any wrapper's keys and tokens) are never written into a backup.
+_SAFE_MAPPING_OPTIONS = frozenset({"user", "username", "password_required", "sslcert", "sslkey",
+                                   "sslrootcert", "sslmode", "sslcrl"})
 
 
 def _user_mapping(r) -> tuple[SchemaObject, list[str]]:
     """(the mapping without its credentials, the names of the options left out)."""
-    options = [o for o in (r["umoptions"] or []) if not _SECRET_OPTION.search(o.split("=", 1)[0])]
+    options = [o for o in (r["umoptions"] or []) if o.split("=", 1)[0] in _SAFE_MAPPING_OPTIONS]
     secret = [o.split("=", 1)[0] for o in (r["umoptions"] or []) if o not in options]
     role = "PUBLIC" if r["umuser"] == 0 else quote_ident(r["usename"])
     ddl = f"CREATE USER MAPPING FOR {role} SERVER {r['server']}"

@@ -93,8 +93,24 @@ def link(schema: Schema, rows: dict) -> None:
             elif target.kind in ("function", "procedure", "aggregate") \
                     and d["refobjid"] not in col["default_funcs"]:
                 col["default_funcs"].append(d["refobjid"])
+    _cast_users(schema)
     _comments(schema, rows, keys)
     _inline_parts(schema)
+
+
+def _cast_users(schema: Schema) -> None:
+    """An expression using a cast records a dependency on the cast's function, not on the cast;
+    but its deparsed text (`x::integer`) needs the cast to parse again. Whatever depends on a
+    cast's function depends on the cast too."""
+    cast_of = {f"proc:{o.details['funcoid']}": o.key for o in schema.objects
+               if o.kind == "cast" and o.details.get("funcoid")}
+    if not cast_of:
+        return
+    for o in schema.objects:
+        for dep in list(o.deps):
+            cast = cast_of.get(dep)
+            if cast is not None and cast != o.key and cast not in o.deps:
+                o.deps.append(cast)
 
 
 def _ownership(schema: Schema, rows: dict, objs: dict) -> None:

@@ -25,7 +25,10 @@ from .sqltext import quote_ident, quote_literal
 
 __all__ = ["SCHEMA_VERSION", "LARGEOBJECT_OID", "Schema", "DatabaseInfo", "TableInfo", "SchemaObject", "ObjectSummary"]
 
-SCHEMA_VERSION = 1
+# 2 adds large_objects: a pgkeep that reads only 1 would load their pages without the objects, so
+# a document holding large objects says 2 and such a pgkeep refuses it. Documents without large
+# objects are still written as 1, which every pgkeep reads.
+SCHEMA_VERSION = 2
 LARGEOBJECT_OID = 2613      # pg_catalog.pg_largeobject, a bootstrap catalog: the same OID everywhere
 
 
@@ -70,7 +73,7 @@ class TableInfo:
     oid: int
     schema: str
     name: str
-    kind: str                       # 'r'
+    kind: str                       # 'r'; 'L' for the pages of the large objects (pg_largeobject)
     columns: list[str]              # the columns to COPY, in order (generated columns left out)
     binary_ok: bool                 # COPY (FORMAT binary) round-trips every column into another database
     text_compact: bool = False      # every column's text form is no longer than its binary form
@@ -144,9 +147,9 @@ class Schema:
     @classmethod
     def from_json(cls, d: dict) -> "Schema":
         version = d.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if version not in (1, SCHEMA_VERSION):
             raise SchemaFormatError(f"unsupported schema document version {version!r} "
-                                    f"(this pgkeep reads version {SCHEMA_VERSION})")
+                                    f"(this pgkeep reads versions 1 to {SCHEMA_VERSION})")
         return cls(schema_version=version, server_version_num=d["server_version_num"],
                    database=DatabaseInfo(**d["database"]),
                    tables=[TableInfo(**t) for t in d["tables"]],

@@ -16,9 +16,12 @@ Contract of the `RestorePlan`:
                  [indexes, PRIMARY KEY/UNIQUE/EXCLUDE] [index partitions attached] [FOREIGN KEYs,
                  NOT VALID constraints] [sequence values, triggers, policies, RLS, rules,
                  statistics, CLUSTER, REPLICA IDENTITY, comments, owners] [GRANTs, default
-                 privileges] [REFRESH MATERIALIZED VIEW, in dependency order] [event triggers,
-                 last so that they do not fire on the restore's own DDL]. A view that needs
-                 a primary key (GROUP BY on it) moves into the stages, after the key.
+                 privileges, large objects' owners, GRANTs and comments] [REFRESH MATERIALIZED
+                 VIEW, in dependency order] [event triggers, last so that they do not fire on
+                 the restore's own DDL]. A view that needs a primary key (GROUP BY on it) moves
+                 into the stages, after the key.
+  event_stages   how many of the last post_data stages create event triggers: a restore runs no
+                 DDL of its own after it has started them.
   database_post  statements naming the database (owner, COMMENT, GRANT, CONNECTION LIMIT,
                  ALTER DATABASE/ROLE ... SET), run once the database has its final name
                  (whole-database restores only).
@@ -50,7 +53,7 @@ SESSION_SETUP = ["SELECT pg_catalog.set_config('search_path', '', false)",
 PRE, INDEX, ATTACH, FKEY, FINAL, GRANT, REFRESH, EVENT = -1, 0, 1, 2, 3, 4, 5, 6
 _PRIO = {"schema": 0, "extension": 1, "collation": 2, "enum": 3, "range": 3, "composite": 4,
          "domain": 4, "function": 5, "procedure": 5, "aggregate": 6, "sequence": 7, "table": 8,
-         "view": 10, "matview": 11, "tsdict": 5, "tscfg": 6, "cast": 6, "operator": 6, "fdw": 5,
+         "view": 10, "matview": 11, "tsdict": 5, "tscfg": 6, "cast": 3, "operator": 6, "fdw": 5,
          "server": 6, "user_mapping": 7, "foreign_table": 8}
 _LIST_GUCS = {"search_path", "temp_tablespaces", "session_preload_libraries",
               "shared_preload_libraries", "local_preload_libraries", "unix_socket_directories"}
@@ -62,6 +65,7 @@ class RestorePlan:
     tables: list[TableInfo]
     post_data: list[list[str]]
     database_post: list[str]
+    event_stages: int = 0
     session_setup: list[str] = field(default_factory=lambda: list(SESSION_SETUP))
 
 
@@ -88,17 +92,22 @@ def plan_restore(schema: Schema, *, target_database: str, tables: set[int] | Non
                  grants=grants)
     p = _Planner(schema, sel, r, target_database)
     p.build()
-    pre, post = p.schedule()
     if sel.whole and schema.large_objects:
-        pre += _large_object_creates(schema.large_objects)
-        post.append(_large_object_decorations(schema.large_objects, r))
+        for i, sql in enumerate(_large_object_creates(schema.large_objects)):
+            p.add(f"lo-create#{i}", sql, PRE, prio=(1, i))
+        for i, sql in enumerate(_large_object_decorations(schema.large_objects, r)):
+            p.add(f"lo-acl#{i}", sql, GRANT, prio=(40, i))      # each batch: its own objects
+    pre, post, events = p.schedule()
     restored = {o.oid for o in schema.objects if o.key in sel.keys and o.kind == "table"}
     return RestorePlan(pre_data=list(SESSION_SETUP) + pre,
                        tables=[t for t in schema.tables if t.oid in restored], post_data=post,
+                       event_stages=events,
                        database_post=_database_post(schema, target_database, r) if sel.whole else [])
 
 
-_LO_BATCH = 1000     # large objects per statement (creation) or per batch of statements
+_LO_BATCH = 1000     # large objects per creating statement
+_LO_DECORATED = 100  # large objects per batch of owner/GRANT/COMMENT statements (one transaction:
+                     # each ALTER or GRANT locks its object until the batch commits)
 
 
 def _large_object_creates(los: list[list]) -> list[str]:
@@ -110,9 +119,11 @@ def _large_object_creates(los: list[list]) -> list[str]:
 
 
 def _large_object_decorations(los: list[list], r: Renderer) -> list[str]:
-    """Owners, privileges and comments, as batches of statements (one post-data stage)."""
-    stmts: list[str] = []
+    """Owners, privileges and comments, in batches that never split one object's statements
+    (batches run in parallel: two of them must not touch the same object)."""
+    per_object: list[list[str]] = []
     for oid, owner, acl, acl_default, comment in los:
+        stmts = []
         new_owner = r.owner(owner)
         if new_owner != r.restoring_user:
             stmts.append(f"ALTER LARGE OBJECT {oid} OWNER TO {quote_ident(new_owner)}")
@@ -120,7 +131,10 @@ def _large_object_decorations(los: list[list], r: Renderer) -> list[str]:
             stmts += acl_statements("LARGE OBJECT", str(oid), acl, acl_default, new_owner, r.role_mapper(owner))
         if comment is not None:
             stmts.append(f"COMMENT ON LARGE OBJECT {oid} IS {quote_literal(comment)}")
-    return [";\n".join(stmts[i:i + _LO_BATCH]) for i in range(0, len(stmts), _LO_BATCH)]
+        if stmts:
+            per_object.append(stmts)
+    return [";\n".join(s for obj in per_object[i:i + _LO_DECORATED] for s in obj)
+            for i in range(0, len(per_object), _LO_DECORATED)]
 
 
 class _Planner:
@@ -355,7 +369,7 @@ class _Planner:
                 PRE, prio=(0, 0))
 
     # -- ordering --
-    def schedule(self) -> tuple[list[str], list[list[str]]]:
+    def schedule(self) -> tuple[list[str], list[list[str]], int]:
         steps = self.steps
         waiting = {sid: set(s.deps) & steps.keys() for sid, s in steps.items()}
         users: dict[str, list[str]] = {}
@@ -394,7 +408,7 @@ class _Planner:
                 waiting[u].discard(sid)
                 if not waiting[u] and u not in stage:
                     heapq.heappush(ready, (steps[u].prio, u))
-        return pre, [post[k] for k in sorted(post)]
+        return pre, [post[k] for k in sorted(post)], sum(1 for phase, _ in post if phase == EVENT)
 
 
 def _reuse_type(o: SchemaObject, extra: list[str], target: str) -> str:

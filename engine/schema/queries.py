@@ -360,6 +360,7 @@ def casts(v: int) -> str:
 SELECT c.oid, pg_catalog.format_type(c.castsource, NULL) AS source,
        pg_catalog.format_type(c.casttarget, NULL) AS target,
        CASE WHEN c.castfunc <> 0 THEN c.castfunc::pg_catalog.regprocedure::text END AS func,
+       NULLIF(c.castfunc, 0) AS funcoid,
        c.castcontext::text AS context, c.castmethod::text AS method
   FROM pg_catalog.pg_cast c WHERE c.oid >= 16384 AND {_not_ext('pg_cast', 'c.oid')}
    AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend i WHERE i.classid = 'pg_catalog.pg_cast'::pg_catalog.regclass

@@ -152,7 +152,8 @@ class _Backup:
                        f"is of a snapshot taken at {result['end_time']}, recorded as its end time")
         if result.get("uncaptured"):
             ctx.notify(f"this backup leaves out {_objects(result['uncaptured'])}, which pgkeep cannot "
-                       "back up yet: recreate them by hand after a restore")
+                       "back up yet: recreate them by hand after a restore (a restore fails where "
+                       "other objects of the backup need them)")
         return Result(JOB_COLUMNS, [(spec.job_id, "succeeded", 1.0, result["rows"],
                                      result["index_entries"], result["bytes"])])
 

@@ -170,6 +170,11 @@ def _object_rows(stmt, m, schemas, file_bytes):
             fb = sum(file_bytes.get(f.path, 0) for f in t.files) if (t and file_bytes is not None) else None
             rows.append(row(d.name, None, ob.schema_name, None, ob.object_name, ob.oid, ob.object_type,
                             size, nrows, _extra(stmt, o, ob.create_statement, fb, ob.owner, ob.privileges)))
+        for t in d.tables:
+            if t.kind == "L":       # the pages of the database's large objects
+                fb = sum(file_bytes.get(f.path, 0) for f in t.files) if file_bytes is not None else None
+                rows.append(row(d.name, None, t.schema, None, t.name, t.oid, "large objects",
+                                t.logical_bytes, t.rows, _extra(stmt, o, None, fb, None, None)))
     return rows
 
 

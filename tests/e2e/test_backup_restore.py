@@ -469,7 +469,10 @@ def test_large_objects_round_trip(pgkeep, pg18):
         ALTER LARGE OBJECT 50001 OWNER TO md5user;
         GRANT SELECT ON LARGE OBJECT 50001 TO scramuser;
         GRANT SELECT, UPDATE ON LARGE OBJECT 50002 TO PUBLIC;
-        COMMENT ON LARGE OBJECT 50003 IS 'sparse one';""", "lobs")
+        COMMENT ON LARGE OBJECT 50003 IS 'sparse one';
+        CREATE FUNCTION no_ddl() RETURNS event_trigger LANGUAGE plpgsql
+          AS $$ BEGIN RAISE EXCEPTION 'no DDL here'; END $$;
+        CREATE EVENT TRIGGER no_ddl ON ddl_command_start EXECUTE FUNCTION no_ddl();""", "lobs")
     facts = """SELECT m.oid, pg_get_userbyid(m.lomowner), m.lomacl::text, obj_description(m.oid, 'pg_largeobject'),
                       md5(lo_get(m.oid)), length(lo_get(m.oid))
                  FROM pg_largeobject_metadata m ORDER BY m.oid"""
@@ -480,6 +483,9 @@ def test_large_objects_round_trip(pgkeep, pg18):
         conn.execute(f"BACKUP DATABASE lobs INTO '{coll}'")
         conn.execute(f"RESTORE DATABASE lobs FROM LATEST IN '{coll}' WITH new_db_name = 'lobs_r'")
         files = conn.execute(f"SHOW BACKUP FILES FROM LATEST IN '{coll}'").fetchall()
+        [lo_row] = [r for r in conn.execute(f"SHOW BACKUP FROM LATEST IN '{coll}'").fetchall()
+                    if r[3] == "large objects"]
+        assert lo_row[1:3] == ("pg_catalog", "pg_largeobject") and lo_row[8] == 50 + 32 + 1   # pages
         conn.execute(f"RESTORE DATABASE lobs FROM LATEST IN '{coll}' WITH schema_only, "
                      "verify_backup_table_data, new_db_name = 'lobs_v'")   # decodes the pages too
     assert not [n for n in notices if "leaves out" in n or "does not hold" in n]

@@ -212,6 +212,9 @@ CREATE FUNCTION app.mood_rank(app.mood) RETURNS integer LANGUAGE sql IMMUTABLE
   AS $$ SELECT array_position(enum_range(NULL::app.mood), $1) $$;
 CREATE CAST (app.mood AS integer) WITH FUNCTION app.mood_rank(app.mood) AS ASSIGNMENT;
 CREATE CAST (app.pair AS text) WITH INOUT;
+CREATE DOMAIN app.ranked_mood AS app.mood CHECK ((VALUE)::integer > 0);
+CREATE FUNCTION app.mood_rank_sql(m app.mood) RETURNS integer LANGUAGE sql IMMUTABLE
+  BEGIN ATOMIC SELECT (m)::integer; END;
 COMMENT ON CAST (app.mood AS integer) IS 'rank of a mood';
 CREATE FUNCTION app.int_eq_text(integer, text) RETURNS boolean LANGUAGE sql IMMUTABLE AS $$ SELECT $1::text = $2 $$;
 CREATE FUNCTION app.text_eq_int(text, integer) RETURNS boolean LANGUAGE sql IMMUTABLE AS $$ SELECT $1 = $2::text $$;

@@ -158,7 +158,11 @@ async def _restore_database(handle: BackupHandle, entry: DatabaseEntry, target: 
             for _ in range(n):
                 c = await connector.connect(tmp)
                 await c.execute(";".join(plan.session_setup + [
-                    "SET synchronous_commit = off", "SET maintenance_work_mem = '256MB'"]))
+                    "SET synchronous_commit = off", "SET maintenance_work_mem = '256MB'",
+                    # Autovacuum starts on a freshly loaded table and holds a lock that CREATE
+                    # INDEX waits for until the deadlock check cancels autovacuum: after 1 s by
+                    # default, which was a third of a pgbench restore. 20 ms instead.
+                    "SET deadlock_timeout = '20ms'"]))
                 conns.append(c)
             if done is None:
                 for stmt in plan.pre_data:

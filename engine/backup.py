@@ -133,15 +133,17 @@ class _ChunkSink:
 
 async def _copy_out(conn, t: "schema_mod.TableInfo", page_range, fmt: str, sink) -> str:
     """COPY one chunk out: the whole table, or the rows of a range of heap pages (a TID range
-    scan, PostgreSQL 14+)."""
-    if page_range is None:
+    scan, PostgreSQL 14+). All-blank char(n) values of t.blank_as_empty go out as ''."""
+    if page_range is None and not t.blank_as_empty:
         return await conn.copy_from_table(t.name, schema_name=t.schema, columns=t.columns,
                                           format=fmt, output=sink)
-    lo, hi = page_range
-    cond = f"ctid >= '({lo},0)'::tid" + (f" AND ctid < '({hi},0)'::tid" if hi is not None else "")
-    cols = ", ".join(_qi(c) for c in t.columns)
+    trimmed = set(t.blank_as_empty)
+    cols = ", ".join(f"CASE WHEN {_qi(c)} OPERATOR(pg_catalog.=) ''::pg_catalog.bpchar "
+                     f"THEN ''::pg_catalog.bpchar ELSE {_qi(c)} END"
+                     if c in trimmed else _qi(c) for c in t.columns)
     return await conn.copy_from_query(
-        f"SELECT {cols} FROM ONLY {_qi(t.schema)}.{_qi(t.name)} WHERE {cond}", format=fmt, output=sink)
+        f"SELECT {cols} FROM ONLY {_qi(t.schema)}.{_qi(t.name)} WHERE {_range_sql(page_range)}",
+        format=fmt, output=sink)
 
 
 def _over_tcp(conn) -> bool:

@@ -217,13 +217,19 @@ def columns(v: int) -> str:
     stat = "a.attstattarget" if v >= 170000 else "NULLIF(a.attstattarget, -1)"
     return f"""
 SELECT a.attrelid, a.attnum, a.attname, pg_catalog.quote_ident(a.attname) AS q,
-       pg_catalog.format_type(a.atttypid, a.atttypmod) AS type, a.atttypid, a.attnotnull,
+       pg_catalog.format_type(a.atttypid, a.atttypmod) AS type, a.atttypid, a.atttypmod, a.attnotnull,
        a.attidentity::text AS identity, a.attgenerated::text AS generated, a.attislocal, a.attinhcount,
        CASE WHEN a.attcollation <> t.typcollation THEN {_qcoll('a.attcollation')} END AS collation,
        pg_catalog.pg_get_expr(d.adbin, d.adrelid) AS default, d.oid AS attrdef,
        a.attstorage::text AS storage, t.typstorage::text AS typstorage,
        a.attcompression::text AS compression, {stat} AS stattarget, a.attoptions,
-       a.attacl::text[] AS acl, a.attfdwoptions
+       a.attacl::text[] AS acl, a.attfdwoptions,
+       CASE WHEN a.atttypid = 'pg_catalog.bpchar'::pg_catalog.regtype AND a.atttypmod > 0 AND c.relkind = 'r'
+            THEN (SELECT s.most_common_freqs[pg_catalog.array_position(
+                             s.most_common_vals::text::pg_catalog.bpchar[], ''::pg_catalog.bpchar)]
+                    FROM pg_catalog.pg_stats s
+                   WHERE s.schemaname = n.nspname AND s.tablename = c.relname AND s.attname = a.attname
+                     AND NOT s.inherited) END AS blank_frac
   FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
   JOIN pg_catalog.pg_type t ON t.oid = a.atttypid

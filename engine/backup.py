@@ -111,7 +111,8 @@ class _ChunkSink:
         if self.writer is None:
             await self._open_part()
         out = await self.loop.run_in_executor(self.pool, self.sealer.feed, batch)
-        await self.writer.write(out)
+        if out:   # nothing until a frame is whole
+            await self.writer.write(out)
         if self.sealer.stored_size >= self.settings.file_size:
             await self._close_part()
 

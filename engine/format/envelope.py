@@ -60,6 +60,7 @@ class Sealer:
         self.stored_size = 0
         self.logical_size = 0
         self._started = False
+        self._carry = b""           # content short of a whole frame, sealed by the next call
 
     def _out(self, data: bytes) -> bytes:
         if not self._started:
@@ -71,28 +72,37 @@ class Sealer:
 
     def feed(self, content: bytes | list[bytes]) -> bytes:
         """Seal `content` (or the concatenation of a list of pieces, joined here so that a
-        caller running this in a worker thread does not copy on its event loop)."""
-        if isinstance(content, list):
-            content = content[0] if len(content) == 1 else b"".join(content)
-        self.logical_size += len(content)
-        view = memoryview(content)
-        frames = []
-        for i in range(0, len(view), FRAME_CONTENT):
-            frame = view[i:i + FRAME_CONTENT]
-            out = self._zc.compress(frame)
-            if self._adapt and len(out) * REDUNDANT_RATIO <= len(frame):
-                self._adapt = False
-                zc = zstandard.ZstdCompressor(level=REDUNDANT_LEVEL)
-                alt = zc.compress(frame)
-                if len(alt) <= len(out) * REDUNDANT_GAIN:
-                    self._zc, self._level, out = zc, REDUNDANT_LEVEL, alt
-                if self._hint is not None:
-                    self._hint.level = self._level
-            frames.append(out)
+        caller running this in a worker thread does not copy on its event loop). Whole frames
+        come out; the rest of the content waits for the next call or `finish`, so every frame
+        but a file's last holds FRAME_CONTENT bytes whatever the size of the pieces fed."""
+        pieces = content if isinstance(content, list) else [content]
+        self.logical_size += sum(len(p) for p in pieces)
+        if self._carry:
+            pieces = [self._carry, *pieces]
+        data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        whole = len(data) - len(data) % FRAME_CONTENT
+        self._carry = bytes(memoryview(data)[whole:])
+        if not whole:
+            return b""
+        view = memoryview(data)
+        frames = [self._frame(view[i:i + FRAME_CONTENT]) for i in range(0, whole, FRAME_CONTENT)]
         return self._out(frames[0] if len(frames) == 1 else b"".join(frames))
 
+    def _frame(self, frame) -> bytes:
+        out = self._zc.compress(frame)
+        if self._adapt and len(out) * REDUNDANT_RATIO <= len(frame):
+            self._adapt = False
+            zc = zstandard.ZstdCompressor(level=REDUNDANT_LEVEL)
+            alt = zc.compress(frame)
+            if len(alt) <= len(out) * REDUNDANT_GAIN:
+                self._zc, self._level, out = zc, REDUNDANT_LEVEL, alt
+            if self._hint is not None:
+                self._hint.level = self._level
+        return out
+
     def finish(self) -> bytes:
-        return self._out(b"")
+        tail, self._carry = self._carry, b""
+        return self._out(self._frame(tail) if tail else b"")
 
     @property
     def sha256(self) -> str:

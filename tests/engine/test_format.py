@@ -149,7 +149,7 @@ def test_sealer_switches_to_level_3_on_redundant_content_only():
     # content that compresses poorly keeps the configured level: identical to plain level 1
     noisy = os.urandom(3 << 20).hex().encode()[: 5 << 20]
     s1 = Sealer(1)
-    body = s1.feed(noisy)
+    body = s1.feed(noisy) + s1.finish()
     expected = b"".join(zstandard.ZstdCompressor(level=1).compress(noisy[i:i + FRAME_CONTENT])
                         for i in range(0, len(noisy), FRAME_CONTENT))
     assert body[8:] == expected
@@ -170,11 +170,31 @@ def test_level_hint_lets_later_files_of_a_table_start_at_level_3():
     rest = redundant[FRAME_CONTENT:]
     at_3 = zstandard.ZstdCompressor(level=3).compress(rest)
     assert at_3 != zstandard.ZstdCompressor(level=1).compress(rest)   # the premise
-    assert second.feed(rest)[8:] == at_3
+    assert (second.feed(rest) + second.finish())[8:] == at_3
     # noisy content never sets the hint
     noisy_hint = LevelHint()
     Sealer(1, noisy_hint).feed(os.urandom(1 << 20).hex().encode())
     assert noisy_hint.level is None
+
+
+def test_frames_are_whole_whatever_the_pieces_fed():
+    """Content fed in pieces that do not line up with frames (a COPY stream's socket reads) is
+    sealed as whole FRAME_CONTENT frames and one short last frame, byte for byte what sealing
+    it in one call gives: no short frame in the middle of a file to compress worse."""
+    content = _pgbench_like_rows(140_000)
+    assert len(content) > 2 * FRAME_CONTENT
+    one = Sealer(1)
+    at_once = one.feed(content) + one.finish()
+    pieced = Sealer(1)
+    out = []
+    for start in range(0, len(content), 185_000):
+        out.append(pieced.feed([content[start:start + 100_000], content[start + 100_000:start + 185_000]]))
+    stored = b"".join(out) + pieced.finish()
+    assert stored == at_once and pieced.sha256 == one.sha256
+    assert pieced.logical_size == len(content) and pieced.stored_size == len(stored)
+    # a call returns something only when it completes a frame, one frame each here
+    assert sum(1 for o in out if o) == len(content) // FRAME_CONTENT
+    assert open_bytes("f", stored, pieced.sha256) == content
 
 
 def _counter_rows(n: int) -> bytes:
@@ -192,7 +212,7 @@ def test_redundant_content_that_level_3_does_not_shrink_stays_at_level_1():
     assert len(at_1) * 8 <= len(frame) and len(at_3) > len(at_1) * 0.9   # the premise
     hint = LevelHint()
     s = Sealer(1, hint)
-    assert s.feed(frame)[8:] == at_1
+    assert s.feed(frame)[8:] == at_1        # a whole frame: sealed at once
     assert hint.level == 1                  # decided once: the table's later files stay at level 1
     later = Sealer(1, hint)
     assert later.feed(frame)[8:] == at_1

@@ -80,7 +80,7 @@ class TableInfo:
     relpages: int = 0
     reltuples: float = -1.0
     unlogged: bool = False
-    # char(n) columns whose all-blank values are COPY'd as '' (docs/FORMAT.md section 3): char(n)
+    # char(n) columns whose all-blank values are COPY'd as '' (docs/FORMAT.md section 2): char(n)
     # input pads them back, so n blanks a row are neither sent, stored nor parsed again
     blank_as_empty: list[str] = field(default_factory=list)
 

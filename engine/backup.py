@@ -99,7 +99,7 @@ class _ChunkSink:
         self.path = path
 
     async def _close_part(self) -> None:
-        tail = self.sealer.finish()
+        tail = await self.loop.run_in_executor(self.pool, self.sealer.finish)  # seals the last frame
         await self.writer.write(tail)
         await self.writer.commit()
         self.job.chunk.files.append(FileRef(self.path, self.sealer.stored_size, self.sealer.sha256,

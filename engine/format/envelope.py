@@ -84,7 +84,8 @@ class Sealer:
             pieces = [self._carry, *pieces]
         data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
         whole = len(data) - len(data) % FRAME_CONTENT
-        self._carry = bytes(memoryview(data)[whole:])
+        # a chunk's last batch is usually short of a frame: kept as it is, not copied
+        self._carry = data if not whole and isinstance(data, bytes) else bytes(memoryview(data)[whole:])
         if not whole:
             return b""
         view = memoryview(data)

@@ -73,6 +73,9 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in (
             _parse_int, str, minimum=1),
     Setting("pgkeep.backup.compression_level", "i", 1,
             "zstd level of backup files (1 fastest .. 19 smallest)", _parse_int, str, minimum=1),
+    Setting("jobs.debug.pausepoints", "s", "",
+            "comma-separated engine points at which jobs pause, for tests and debugging "
+            "(engine/pausepoints.py lists them)", str.strip, str),
 )}
 
 

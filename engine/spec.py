@@ -88,6 +88,7 @@ class EngineSettings:
     backup_parallelism: int = 3
     restore_parallelism: int = 3
     compression_level: int = 1
+    pausepoints: frozenset = frozenset()   # jobs.debug.pausepoints (engine/pausepoints.py)
 
 
 def spec_to_dict(spec: BackupSpec | RestoreSpec) -> dict:

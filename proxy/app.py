@@ -11,6 +11,7 @@ import sys
 from catalog import Catalog
 from engine.jobs import JobRegistry
 from engine.service import Engine, UpstreamConnector
+from engine.pausepoints import parse_points
 from engine.spec import EngineSettings
 
 from .config import Config
@@ -72,7 +73,8 @@ class App:
                               chunk_size=await get("pgkeep.backup.chunk_size"),
                               backup_parallelism=await get("pgkeep.backup.parallelism"),
                               restore_parallelism=await get("pgkeep.restore.parallelism"),
-                              compression_level=await get("pgkeep.backup.compression_level"))
+                              compression_level=await get("pgkeep.backup.compression_level"),
+                              pausepoints=parse_points(await get("jobs.debug.pausepoints")))
 
     async def _external_uri(self, name: str) -> str:
         return (await self.catalog.connections.get(name)).uri

@@ -1,0 +1,63 @@
+"""Named fault points in the engine, as CockroachDB's `jobs.debug.pausepoints`.
+
+Every step of a job where a pause or a crash matters (after the subdir is claimed, between the
+manifest and its checksum, right after a restore's final rename, ...) calls `reach(name, job,
+settings)` with one of the names in `POINTS`. At such a point:
+
+- when the cluster setting `jobs.debug.pausepoints` (a comma-separated list) names it, the job
+  pauses there exactly as if PAUSE JOB had been requested at that moment (JobStopped('pause'));
+  RESUME JOB continues from the job's checkpoint. Clear the setting before resuming, or the job
+  pauses again at the same point, as in CockroachDB;
+- when the environment variable PGKEEP_TESTING_CRASHPOINTS (comma-separated, read once at start)
+  names it, the whole pgkeep process dies on the spot with os._exit(137), as kill -9 would:
+  no cleanup, no lease release, no buffered log line. Test-only: the reliability suite starts a
+  pgkeep with it, lets it die, and checks that another pgkeep adopts the job and ends it right.
+
+The names are the contract between the engine and tests/reliability: a test names a point, and
+`reach` refuses a name that is not in POINTS, so a renamed point breaks its test loudly.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from .jobs import JobStopped
+
+__all__ = ["POINTS", "reach", "crashpoints", "parse_points"]
+
+# name -> where it is. Keep in the order a job passes them.
+POINTS: dict[str, str] = {
+    "backup.after_claim": "the subdir is claimed (lock written), no data yet",
+    "backup.after_chunk": "a chunk's files are written and checkpointed",
+    "backup.before_manifest": "every data and schema file is written, no manifest yet",
+    "backup.after_manifest": "BACKUP_MANIFEST is written, its checksum is not",
+    "backup.after_checksum": "manifest and checksum are written (the commit point), LATEST is not",
+    "backup.after_latest": "LATEST is written, the job is not marked succeeded yet",
+    "restore.after_create": "the temporary database exists, nothing loaded",
+    "restore.after_load": "rows are loaded into the temporary database",
+    "restore.before_rename": "the temporary database is complete, not renamed yet",
+    "restore.after_rename": "the final rename is done (the commit point), post-rename work is not",
+}
+
+
+def parse_points(text: str | None) -> frozenset[str]:
+    return frozenset(p.strip() for p in (text or "").split(",") if p.strip())
+
+
+_CRASH = parse_points(os.environ.get("PGKEEP_TESTING_CRASHPOINTS"))
+
+
+def crashpoints() -> frozenset[str]:
+    return _CRASH
+
+
+def reach(name: str, job=None, pausepoints: frozenset[str] = frozenset()) -> None:
+    """Called by the engine at the point `name`; see the module docstring."""
+    if name not in POINTS:
+        raise AssertionError(f"unknown pausepoint {name!r}: add it to engine.pausepoints.POINTS")
+    if name in _CRASH:
+        sys.stderr.write(f"pgkeep: crashpoint {name} reached, exiting as kill -9 would\n")
+        sys.stderr.flush()
+        os._exit(137)
+    if job is not None and name in pausepoints:
+        raise JobStopped("pause")

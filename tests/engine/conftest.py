@@ -14,7 +14,7 @@ import pytest
 
 from engine.schema import Schema, capture, plan_restore
 
-DATA = Path("/work/shared/data")
+DATA = Path(__file__).resolve().parents[1] / "data"   # vendored, with licences
 CHINOOK = DATA / "chinook" / "Chinook_PostgreSql.sql"
 PAGILA = DATA / "pagila" / "pagila-schema.sql"
 

@@ -1,4 +1,5 @@
-"""Sample databases for the tests and benchmarks: ../shared/data's chinook and pagila, and
+"""Sample databases for the tests and benchmarks: chinook and pagila, vendored under tests/data/
+with their licences (chinook: MIT; pagila: the PostgreSQL licence), and
 comparisons that tell two databases apart the way the issue asks (pg_dump --schema-only and
 per-table ordered row hashes)."""
 from __future__ import annotations
@@ -10,9 +11,9 @@ from pathlib import Path
 from proxy.pgcluster import PgCluster
 from proxy.sql import split_statements
 
-__all__ = ["SHARED_DATA", "load_chinook", "load_pagila", "schema_dump", "row_hashes"]
+__all__ = ["DATA", "load_chinook", "load_pagila", "schema_dump", "row_hashes"]
 
-SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 def _psql_file(cluster: PgCluster, db: str, sql: str) -> None:
@@ -21,7 +22,7 @@ def _psql_file(cluster: PgCluster, db: str, sql: str) -> None:
 
 
 def load_chinook(cluster: PgCluster, db: str = "chinook") -> str:
-    sql = (SHARED_DATA / "chinook" / "Chinook_PostgreSql.sql").read_text()
+    sql = (DATA / "chinook" / "Chinook_PostgreSql.sql").read_text()
     sql = sql.replace("DROP DATABASE IF EXISTS chinook;", f'DROP DATABASE IF EXISTS "{db}";')
     sql = sql.replace("CREATE DATABASE chinook;", f'CREATE DATABASE "{db}";')
     sql = sql.replace("\\c chinook;", f"\\c {db}")
@@ -31,7 +32,7 @@ def load_chinook(cluster: PgCluster, db: str = "chinook") -> str:
 
 def load_pagila(cluster: PgCluster, db: str = "pagila", rows: bool = True) -> str:
     """The pagila schema without pgvector (not in this PostgreSQL build), plus generated rows."""
-    text = (SHARED_DATA / "pagila" / "pagila-schema.sql").read_text()
+    text = (DATA / "pagila" / "pagila-schema.sql").read_text()
     pgvector = re.compile(r"\bvector\b|film_embedding")  # not tsvector
     keep = [text[a:b] for a, b in split_statements(text)
             if not pgvector.search(text[a:b]) and not text[a:b].lstrip().startswith("\\")]

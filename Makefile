@@ -1,27 +1,40 @@
-# The two commands of the README: `make run` and `make test`.
+# The two commands of the README: `make run` and `make test`. Both work in the project's own
+# virtual environment (.venv, created on first use), never in the system Python; pgkeep is
+# installed into it again only when pyproject.toml changes (the stamp files).
 PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The test servers' binaries (weed, ...) are installed into the venv's bin.
+export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .PHONY: run test deps install bench-proxy bench-backup bench-storage
 
-install:
-	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e .
+$(VENV)/.installed: pyproject.toml scripts/venv.sh
+	PYTHON=$(PYTHON) ./scripts/venv.sh $(VENV)
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml scripts/venv.sh
+	PYTHON=$(PYTHON) ./scripts/venv.sh $(VENV) test
+	touch $(VENV)/.installed $@
+
+install: $(VENV)/.installed
 
 # pgkeep on its own embedded PostgreSQL 18 (kept in .pgkeep/ across runs), on port 26257.
-run: install
-	$(PYTHON) -m proxy serve
+run: $(VENV)/.installed
+	$(PY) -m proxy serve
 
-deps:
-	./scripts/install-test-deps.sh
+deps: $(VENV)/.installed-test
+	PY=$(PY) ./scripts/install-test-deps.sh
 
 # Installs everything the tests need, then runs the whole suite.
 test: deps
-	$(PYTHON) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider
 
 bench-proxy: deps
-	$(PYTHON) bench/proxy_overhead.py
+	$(PY) bench/proxy_overhead.py
 
 bench-backup: deps
-	$(PYTHON) bench/backup_restore.py
+	$(PY) bench/backup_restore.py
 
 bench-storage: deps
-	$(PYTHON) bench/storage.py
+	$(PY) bench/storage.py

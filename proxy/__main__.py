@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import sys
+from urllib.parse import urlsplit
 
 from .config import WORKER_CONFIG_FD, ConfigError, add_serve_arguments, load_config, read_worker_config
 
@@ -39,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=config.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if getattr(args, "upstream", None) and urlsplit(args.upstream).password:
+        logging.getLogger("pgkeep").warning(
+            "the --upstream password is on the command line, which every local user can read in "
+            "/proc; give it with PGKEEP_UPSTREAM, the --config file or ~/.pgpass instead")
     try:
         import uvloop
         uvloop.install()

@@ -278,7 +278,7 @@ class Session:
                 transport, _ = await self.loop.create_connection(lambda: proto, addr.host, addr.port)
             if tls_first(addr):
                 transport = await self._upstream_tls(transport, proto, addr)
-        except (OSError, ConnectionError, ssl.SSLError) as e:
+        except (OSError, ConnectionError, ssl.SSLError, asyncio.TimeoutError) as e:
             self.fatal(errors.upstream_unavailable(str(e) or type(e).__name__))
             return
         if self.state is State.CLOSED:

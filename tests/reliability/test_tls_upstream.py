@@ -232,3 +232,21 @@ def test_sslmode_allow_mapped_to_prefer(mode, tls, tls_pg, certs, workdir):
         assert all(ssl is tls for _, ssl in rows), rows
     finally:
         assert proc.stop() == 0
+
+
+def test_require_without_root_cert_refuses_unverifiable_server(relay, certs, workdir, tmp_path,
+                                                               monkeypatch):
+    """sslmode=require with no root certificate anywhere checks nothing, as libpq: an unknown
+    CA is accepted (the other half of libpq's rule tested above: with one, it is verify-ca)."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    relay.present(certs["rogue"])
+    upstream = f"postgresql://postgres@127.0.0.1:{relay.port}/postgres?sslmode=require"
+    with psycopg.connect(upstream, connect_timeout=10) as c:
+        assert c.pgconn.ssl_in_use
+    proc = PgkeepProcess(workdir / "tls-require-noroot", upstream, env={"HOME": str(tmp_path)}).start()
+    try:
+        with psycopg.connect(proc.dsn(), autocommit=True, connect_timeout=10) as c:
+            assert c.execute("SELECT 'unverified, as asked'").fetchone() == ("unverified, as asked",)
+        assert relay.relayed[str(certs["rogue"][0])] >= 3   # libpq, the catalog, the session
+    finally:
+        assert proc.stop() == 0

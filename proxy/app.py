@@ -111,7 +111,7 @@ class App:
 
     async def _start_worker(self, index: int) -> asyncio.subprocess.Process:
         """Worker `index` runs with this process's whole resolved configuration, sent through an
-        inherited pipe: its argv and environment hold no option, so no secret."""
+        inherited pipe: nothing of it is in the child's argv, which every local user can read."""
         cfg = self.config
         payload = worker_config_bytes(cfg, listen=f"{cfg.listen_host}:{self.server.port}",
                                       upstream=self.upstream_dsn)

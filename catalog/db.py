@@ -1,6 +1,8 @@
 """The catalog's connection to the upstream PostgreSQL: one asyncpg pool, migrated on open."""
 from __future__ import annotations
 
+from typing import Awaitable, Callable
+
 import asyncpg
 
 from .connections import ConnectionStore
@@ -21,8 +23,11 @@ class Catalog:
         self.jobs = JobStore(pool)
 
     @classmethod
-    async def open(cls, dsn: str, *, min_size: int = 1, max_size: int = 4) -> "Catalog":
-        pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size,
+    async def open(cls, dsn: str, *, min_size: int = 1, max_size: int = 4,
+                   connect: Callable[..., Awaitable[asyncpg.Connection]] | None = None) -> "Catalog":
+        """`connect` replaces asyncpg.connect for the pool (the composition root's, which applies
+        the upstream DSN's TLS settings as libpq would)."""
+        pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, connect=connect,
                                          server_settings={"application_name": "pgkeep-catalog"})
         async with pool.acquire() as conn:
             await migrate(conn)

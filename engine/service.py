@@ -18,14 +18,18 @@ __all__ = ["Engine", "UpstreamConnector"]
 
 
 class UpstreamConnector:
-    """asyncpg connections to any database of the upstream, as pgkeep's own user."""
+    """asyncpg connections to any database of the upstream, as pgkeep's own user. `connect`
+    replaces asyncpg.connect (the composition root's applies the DSN's TLS settings as libpq)."""
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, connect: Callable[..., Awaitable] | None = None) -> None:
         self.dsn = dsn
+        self._connect = connect
 
     async def connect(self, database: str):
-        return await asyncpg.connect(self.dsn, database=database,
-                                     server_settings={"application_name": "pgkeep"})
+        settings = {"application_name": "pgkeep"}
+        if self._connect is not None:
+            return await self._connect(database=database, server_settings=settings)
+        return await asyncpg.connect(self.dsn, database=database, server_settings=settings)
 
 
 class Engine:

@@ -4,9 +4,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
+from urllib.parse import urlsplit
 
-from .config import ConfigError, add_serve_arguments, load_config
+from .config import WORKER_CONFIG_FD, ConfigError, add_serve_arguments, load_config, read_worker_config
 
 __all__ = ["main"]
 
@@ -31,20 +33,28 @@ def main(argv: list[str] | None = None) -> int:
         from .sql.cli import main as parse_main
         return parse_main(argv[1:], sys.stdin, sys.stdout)
     try:
-        config = load_config(args)
+        fd = os.environ.pop(WORKER_CONFIG_FD, None)
+        config = read_worker_config(int(fd)) if fd else load_config(args)
     except ConfigError as e:
         print(f"pgkeep: {e}", file=sys.stderr)
         return 2
     logging.basicConfig(level=config.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if getattr(args, "upstream", None) and urlsplit(args.upstream).password:
+        logging.getLogger("pgkeep").warning(
+            "the --upstream password is on the command line, which every local user can read in "
+            "/proc; give it with PGKEEP_UPSTREAM, the --config file or ~/.pgpass instead")
     try:
         import uvloop
         uvloop.install()
     except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
         pass
-    from .app import App
+    from .app import App, StartupError
     try:
         asyncio.run(App(config).serve_forever())
+    except StartupError as e:
+        print(f"pgkeep: {e}", file=sys.stderr, flush=True)
+        return 1
     except KeyboardInterrupt:
         pass
     return 0

@@ -7,6 +7,9 @@ import logging
 import os
 import signal
 import sys
+from pathlib import Path
+
+import asyncpg
 
 from catalog import Catalog
 from engine.jobs import JobRegistry
@@ -14,14 +17,32 @@ from engine.service import Engine, UpstreamConnector
 from engine.pausepoints import parse_points
 from engine.spec import EngineSettings
 
-from .config import Config
+from .config import WORKER_CONFIG_FD, Config, worker_config_bytes
+from .limits import ConnectionSlots
 from .pgcluster import PgCluster
 from .server import Server
-from .upstream import UpstreamAddress, parse_upstream
+from .upstream import (UpstreamAddress, UpstreamTLSError, asyncpg_connector, parse_upstream,
+                       session_ssl_context)
 
-__all__ = ["App"]
+__all__ = ["App", "StartupError"]
 
 _log = logging.getLogger("pgkeep")
+_SLOTS_ENV = "PGKEEP_WORKER_SLOTS"  # the parent's connection slot file (proxy/limits.py)
+
+
+class StartupError(Exception):
+    """pgkeep cannot start; the message says why in one line (no secret in it)."""
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    except BrokenPipeError:
+        pass  # the child died before reading: its exit status tells
+    finally:
+        os.close(fd)
 
 
 class App:
@@ -30,6 +51,8 @@ class App:
         self.embedded: PgCluster | None = None
         self.upstream_dsn = config.upstream or ""
         self.upstream_address: UpstreamAddress | None = None
+        self.upstream_tls = None   # the client sessions' ssl.SSLContext (None: no TLS upstream)
+        self.connection_slots: ConnectionSlots | None = None
         self.catalog: Catalog | None = None
         self.engine: Engine | None = None
         self.jobs: JobRegistry | None = None
@@ -49,23 +72,62 @@ class App:
             self.upstream_dsn = self.embedded.socket_dsn()  # pgkeep owns it: the cheaper path
             _log.info("embedded PostgreSQL %s running in %s on port %d", self.embedded.version,
                       self.embedded.datadir, self.embedded.port)
-        self.upstream_address = parse_upstream(self.upstream_dsn)
-        self.catalog = await Catalog.open(self.upstream_dsn)
-        self.engine = Engine(UpstreamConnector(self.upstream_dsn), cfg.nodelocal_path,
+        connect = self._open_upstream()
+        try:
+            self.catalog = await Catalog.open(self.upstream_dsn, connect=connect)
+        except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+            raise StartupError(f"cannot connect to the upstream PostgreSQL at "
+                               f"{self.upstream_address.describe()}: {e}") from None
+        self.engine = Engine(UpstreamConnector(self.upstream_dsn, connect), cfg.nodelocal_path,
                              self._engine_settings, self._external_uri)
         self.jobs = JobRegistry(self.catalog.jobs, self.engine.job_runners(),
                                 lease=cfg.job_lease, heartbeat=min(1.0, cfg.job_lease / 5),
                                 max_jobs=cfg.max_jobs)
         self.jobs.start()
+        self.connection_slots = self._slots()
         self.server = Server(self)
         await self.server.start()
         if self.worker_index == 0:
             for i in range(1, cfg.workers):
-                self._children.append(await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "proxy", "serve", "--upstream", self.upstream_dsn,
-                    env={**os.environ, "PGKEEP_WORKER_INDEX": str(i),
-                         "PGKEEP_LISTEN": f"{cfg.listen_host}:{self.server.port}",
-                         "PGKEEP_WORKERS": str(cfg.workers), "PGKEEP_DATA_DIR": str(cfg.data_path)}))
+                self._children.append(await self._start_worker(i))
+
+    def _open_upstream(self):
+        """Parse the upstream DSN and build its TLS contexts (upstream.ssl_context): the asyncpg
+        connect function of the catalog and the engine; the sessions' context is kept."""
+        try:
+            self.upstream_address = parse_upstream(self.upstream_dsn)
+            self.upstream_tls = session_ssl_context(self.upstream_address)
+            return asyncpg_connector(self.upstream_address)
+        except UpstreamTLSError as e:
+            raise StartupError(f"--upstream: {e}") from None
+
+    def _slots(self) -> ConnectionSlots:
+        """--max-connections for the whole pgkeep: the workers share one slot file."""
+        if self.config.workers == 1:
+            return ConnectionSlots(self.config.max_connections, None)
+        path = os.environ.get(_SLOTS_ENV) if self.worker_index else None
+        return ConnectionSlots(self.config.max_connections, Path(path) if path else
+                               self.config.data_path / "run" / f"connections-{os.getpid()}.slots")
+
+    async def _start_worker(self, index: int) -> asyncio.subprocess.Process:
+        """Worker `index` runs with this process's whole resolved configuration, sent through an
+        inherited pipe: nothing of it is in the child's argv, which every local user can read."""
+        cfg = self.config
+        payload = worker_config_bytes(cfg, listen=f"{cfg.listen_host}:{self.server.port}",
+                                      upstream=self.upstream_dsn)
+        r, w = os.pipe()
+        try:
+            child = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "proxy", "serve", pass_fds=(r,),
+                env={**os.environ, "PGKEEP_WORKER_INDEX": str(index), WORKER_CONFIG_FD: str(r),
+                     _SLOTS_ENV: str(self.connection_slots.path)})
+        except BaseException:
+            os.close(w)
+            raise
+        finally:
+            os.close(r)
+        await asyncio.to_thread(_write_all, w, payload)
+        return child
 
     async def _engine_settings(self) -> EngineSettings:
         get = self.catalog.settings.get
@@ -96,11 +158,17 @@ class App:
             await child.wait()
         if self.catalog is not None:
             await self.catalog.close()
+        if self.connection_slots is not None:
+            self.connection_slots.close(unlink=self.worker_index == 0)
         if self.embedded is not None:
             await asyncio.to_thread(self.embedded.stop)
 
     async def serve_forever(self) -> None:
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
         if self.worker_index:
             _log.info("worker %d is serving", self.worker_index)
         else:

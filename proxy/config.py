@@ -8,13 +8,19 @@ PGKEEP_MAX_CONNECTIONS, `max_connections = ...` in the file.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-__all__ = ["Config", "OPTIONS", "add_serve_arguments", "load_config", "ConfigError"]
+__all__ = ["Config", "OPTIONS", "add_serve_arguments", "load_config", "ConfigError",
+           "WORKER_CONFIG_FD", "worker_config_bytes", "read_worker_config"]
+
+# A child worker's whole resolved configuration arrives on this inherited pipe (see
+# worker_config_bytes): never in argv, which any local user reads in /proc/<pid>/cmdline.
+WORKER_CONFIG_FD = "PGKEEP_WORKER_CONFIG_FD"
 
 
 class ConfigError(Exception):
@@ -156,3 +162,28 @@ def _validate(cfg: Config) -> None:
     if cfg.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"--log-level must be DEBUG, INFO, WARNING or ERROR, got {cfg.log_level!r}")
     assert {f.name for f in fields(Config)} - {"extra"} == {o.name for o in OPTIONS}
+
+
+def worker_config_bytes(cfg: Config, *, listen: str, upstream: str) -> bytes:
+    """The configuration a child worker runs with: the parent's, resolved (absolute paths, the
+    bound port, the upstream actually used), so flags, environment and file all reach it."""
+    def absolute(path: str | None) -> str | None:
+        return str(Path(path).resolve()) if path else None
+    child = replace(cfg, listen=listen, upstream=upstream, data_dir=str(cfg.data_path),
+                    nodelocal_root=str(cfg.nodelocal_path), tls_cert=absolute(cfg.tls_cert),
+                    tls_key=absolute(cfg.tls_key))
+    values = asdict(child)
+    values["extra"] = dict(child.extra)
+    return json.dumps(values).encode()
+
+
+def read_worker_config(fd: int) -> Config:
+    """Read (to EOF) and close the pipe a parent wrote worker_config_bytes to."""
+    with os.fdopen(fd, "rb") as f:
+        data = f.read()
+    try:
+        cfg = Config(**json.loads(data))
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"unreadable worker configuration: {type(e).__name__}") from None
+    _validate(cfg)
+    return cfg

@@ -85,7 +85,9 @@ class Server:
     # ---- sessions --------------------------------------------------------------------------
 
     def admit(self, session: Session) -> bool:
-        if len(self._admitted) >= self.config.max_connections:
+        """--max-connections counts the sessions of every worker (proxy/limits.py)."""
+        if len(self._admitted) >= self.config.max_connections or \
+                not self.app.connection_slots.acquire(session):
             return False
         self._admitted.add(session)
         return True
@@ -93,6 +95,7 @@ class Server:
     def session_closed(self, session: Session) -> None:
         self.sessions.discard(session)
         self._admitted.discard(session)
+        self.app.connection_slots.release(session)
         if session.key and self._keys.get(session.key[0], (None, None))[1] is session:
             del self._keys[session.key[0]]
 

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from . import errors
 from .sql import may_intercept_bytes
+from .upstream import tls_first, tls_required
 from .wire import messages as m
 from .wire.framing import PASS, DirectTLS, FrameScanner, GSSENCRequest, SSLRequest, StartupReader
 
@@ -275,9 +276,9 @@ class Session:
                 transport, _ = await self.loop.create_unix_connection(lambda: proto, addr.unix_path)
             else:
                 transport, _ = await self.loop.create_connection(lambda: proto, addr.host, addr.port)
-            if addr.sslmode != "disable":
+            if tls_first(addr):
                 transport = await self._upstream_tls(transport, proto, addr)
-        except (OSError, ConnectionError, ssl.SSLError) as e:
+        except (OSError, ConnectionError, ssl.SSLError, asyncio.TimeoutError) as e:
             self.fatal(errors.upstream_unavailable(str(e) or type(e).__name__))
             return
         if self.state is State.CLOSED:
@@ -295,13 +296,14 @@ class Session:
         transport.write(struct.pack("!ii", 8, m.SSL_REQUEST_CODE))
         answer = await asyncio.wait_for(proto.tls_answer, 10)
         proto.tls_answer = None
-        if answer[:1] == b"S":
-            ctx = ssl.create_default_context()
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-            return await self.loop.start_tls(transport, proto, ctx, server_hostname=addr.host)
-        if addr.sslmode == "require":
-            raise ConnectionError("the upstream refused TLS and sslmode=require")
+        if answer[:1] == b"S" and len(answer) == 1:
+            # libpq's sslmode semantics, built once by upstream.session_ssl_context
+            return await self.loop.start_tls(transport, proto, self.server.app.upstream_tls,
+                                             server_hostname=addr.server_hostname)
+        if answer[:1] == b"S":  # bytes before the handshake (CVE-2021-23222): never read them
+            raise ConnectionError("received unencrypted data after SSL response")
+        if tls_required(addr):
+            raise ConnectionError(f"the upstream refused TLS and sslmode={addr.sslmode}")
         return transport
 
     def _client_auth(self, data: bytes) -> None:

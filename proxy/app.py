@@ -30,6 +30,9 @@ _log = logging.getLogger("pgkeep")
 _SLOTS_ENV = "PGKEEP_WORKER_SLOTS"  # the parent's connection slot file (proxy/limits.py)
 
 
+PASSWORD_FILE = "postgres.password"   # the embedded superuser's, in DATA_DIR
+
+
 class StartupError(Exception):
     """pgkeep cannot start; the message says why in one line (no secret in it)."""
 
@@ -50,7 +53,8 @@ class App:
         self.config = config
         self.embedded: PgCluster | None = None
         self.upstream_dsn = config.upstream or ""
-        self.upstream_address: UpstreamAddress | None = None
+        self.upstream_address: UpstreamAddress | None = None   # pgkeep's own connections
+        self.session_address: UpstreamAddress | None = None    # where client sessions go
         self.upstream_tls = None   # the client sessions' ssl.SSLContext (None: no TLS upstream)
         self.connection_slots: ConnectionSlots | None = None
         self.catalog: Catalog | None = None
@@ -66,13 +70,10 @@ class App:
         cfg = self.config
         cfg.data_path.mkdir(parents=True, exist_ok=True)
         cfg.nodelocal_path.mkdir(parents=True, exist_ok=True)
+        session_dsn = cfg.session_upstream
         if not cfg.upstream:
-            self.embedded = PgCluster(cfg.data_path / "pg", port=cfg.embedded_port or None)
-            await asyncio.to_thread(self.embedded.start)
-            self.upstream_dsn = self.embedded.socket_dsn()  # pgkeep owns it: the cheaper path
-            _log.info("embedded PostgreSQL %s running in %s on port %d", self.embedded.version,
-                      self.embedded.datadir, self.embedded.port)
-        connect = self._open_upstream()
+            session_dsn = await self._start_embedded()
+        connect = self._open_upstream(session_dsn)
         try:
             self.catalog = await Catalog.open(self.upstream_dsn, connect=connect)
         except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
@@ -91,12 +92,27 @@ class App:
             for i in range(1, cfg.workers):
                 self._children.append(await self._start_worker(i))
 
-    def _open_upstream(self):
+    async def _start_embedded(self) -> str:
+        """Start the embedded PostgreSQL; returns where client sessions go. pgkeep itself uses
+        the trusted Unix socket inside the data directory; clients go over TCP, where the
+        superuser's generated password (DATA_DIR/postgres.password, 0600) and SCRAM are required,
+        so no one gets in through pgkeep without it."""
+        cfg = self.config
+        self.embedded = PgCluster(cfg.data_path / "pg", port=cfg.embedded_port or None,
+                                  password_file=cfg.data_path / PASSWORD_FILE)
+        await asyncio.to_thread(self.embedded.start)
+        self.upstream_dsn = self.embedded.socket_dsn()  # pgkeep owns it: the cheaper path
+        _log.info("embedded PostgreSQL %s running in %s on port %d", self.embedded.version,
+                  self.embedded.datadir, self.embedded.port)
+        return f"postgresql://{self.embedded.superuser}@127.0.0.1:{self.embedded.port}/postgres"
+
+    def _open_upstream(self, session_dsn: str | None):
         """Parse the upstream DSN and build its TLS contexts (upstream.ssl_context): the asyncpg
         connect function of the catalog and the engine; the sessions' context is kept."""
         try:
             self.upstream_address = parse_upstream(self.upstream_dsn)
-            self.upstream_tls = session_ssl_context(self.upstream_address)
+            self.session_address = parse_upstream(session_dsn) if session_dsn else self.upstream_address
+            self.upstream_tls = session_ssl_context(self.session_address)
             return asyncpg_connector(self.upstream_address)
         except UpstreamTLSError as e:
             raise StartupError(f"--upstream: {e}") from None
@@ -114,7 +130,8 @@ class App:
         inherited pipe: nothing of it is in the child's argv, which every local user can read."""
         cfg = self.config
         payload = worker_config_bytes(cfg, listen=f"{cfg.listen_host}:{self.server.port}",
-                                      upstream=self.upstream_dsn)
+                                      upstream=self.upstream_dsn,
+                                      session_upstream=self.session_address.dsn)
         r, w = os.pipe()
         try:
             child = await asyncio.create_subprocess_exec(
@@ -144,7 +161,10 @@ class App:
     def psql_command(self) -> str:
         a = self.upstream_address
         host = self.config.listen_host
-        return f'psql "postgresql://{a.user}@{host}:{self.server.port}/{a.database}"'
+        cmd = f'psql "postgresql://{a.user}@{host}:{self.server.port}/{a.database}"'
+        if self.embedded is not None and self.embedded.password_file is not None:
+            cmd = f'PGPASSWORD="$(cat {self.embedded.password_file})" ' + cmd
+        return cmd
 
     async def stop(self) -> None:
         if self.jobs is not None:

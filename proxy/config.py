@@ -81,6 +81,10 @@ class Config:
     max_jobs: int = 4
     log_level: str = "INFO"
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # Not an option: where client sessions go when it differs from --upstream (the embedded
+    # server: pgkeep uses its Unix socket, clients its password-protected TCP port). Workers get
+    # it from their parent.
+    session_upstream: str | None = None
 
     @property
     def listen_host(self) -> str:
@@ -161,15 +165,17 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("--upstream must be a postgresql:// URI")
     if cfg.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"--log-level must be DEBUG, INFO, WARNING or ERROR, got {cfg.log_level!r}")
-    assert {f.name for f in fields(Config)} - {"extra"} == {o.name for o in OPTIONS}
+    assert {f.name for f in fields(Config)} - {"extra", "session_upstream"} == {o.name for o in OPTIONS}
 
 
-def worker_config_bytes(cfg: Config, *, listen: str, upstream: str) -> bytes:
+def worker_config_bytes(cfg: Config, *, listen: str, upstream: str,
+                        session_upstream: str | None = None) -> bytes:
     """The configuration a child worker runs with: the parent's, resolved (absolute paths, the
     bound port, the upstream actually used), so flags, environment and file all reach it."""
     def absolute(path: str | None) -> str | None:
         return str(Path(path).resolve()) if path else None
-    child = replace(cfg, listen=listen, upstream=upstream, data_dir=str(cfg.data_path),
+    child = replace(cfg, listen=listen, upstream=upstream, session_upstream=session_upstream,
+                    data_dir=str(cfg.data_path),
                     nodelocal_root=str(cfg.nodelocal_path), tls_cert=absolute(cfg.tls_cert),
                     tls_key=absolute(cfg.tls_key))
     values = asdict(child)

@@ -35,7 +35,7 @@ class Server:
     def __init__(self, app: "App") -> None:
         self.app = app
         self.config = app.config
-        self.upstream_address = app.upstream_address
+        self.upstream_address = app.session_address
         self.tls_context = self._tls_context()
         self.sessions: set[Session] = set()
         self._admitted: set[Session] = set()

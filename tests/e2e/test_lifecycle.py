@@ -8,6 +8,7 @@ import os
 import pwd
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -157,17 +158,34 @@ def test_embedded_default(embedded_dir):
         log = proc.log()
         line = next((l for l in log.splitlines() if 'psql "postgresql://' in l), None)
         assert line is not None, log
-        url = line[line.index('"') + 1:line.rindex('"')]
+        url = line[line.rindex('psql "') + 6:line.rindex('"')]
         assert url.startswith("postgresql://") and f":{proc.port}/" in url
+        # the printed line names the password file: generated, 0600, and the only way in
+        pwfile = embedded_dir / "data" / "postgres.password"
+        assert f'PGPASSWORD="$(cat {pwfile})" psql' in line, line
+        assert stat.S_IMODE(pwfile.stat().st_mode) == 0o600
+        password = pwfile.read_text().strip()
+        assert len(password) >= 24
+        env = {"PGPASSWORD": password}
         # the printed command line connects through pgkeep
-        out = psql(url, "-qAt", "-c", "SHOW server_version").stdout
+        out = psql(url, "-qAt", "-c", "SHOW server_version", env=env).stdout
         assert out.startswith("18"), out
-        # pgkeep reaches the server it owns over its Unix socket (no server address there)
-        assert psql(url, "-qAt", "-c", "SELECT inet_server_addr() IS NULL").stdout == "t\n"
+        # sessions reach the server over TCP, where SCRAM is required
+        assert psql(url, "-qAt", "-c", "SELECT inet_server_addr() IS NOT NULL", env=env).stdout == "t\n"
         assert _pg_ctl_status(datadir).returncode == 0
         psql(url, "-v", "ON_ERROR_STOP=1", "-qc",
-             "DROP TABLE IF EXISTS kept; CREATE TABLE kept(v text); INSERT INTO kept VALUES ('survives')")
-        assert psql(url, "-qAt", "-c", "SHOW CLUSTER SETTING bulkio.backup.file_size").stdout.strip()
+             "DROP TABLE IF EXISTS kept; CREATE TABLE kept(v text); INSERT INTO kept VALUES ('survives')",
+             env=env)
+        assert psql(url, "-qAt", "-c", "SHOW CLUSTER SETTING bulkio.backup.file_size",
+                    env=env).stdout.strip()
+        # pgkeep's own engine still works (it uses the trusted Unix socket)
+        psql(url, "-v", "ON_ERROR_STOP=1", "-qc",
+             "BACKUP TABLE kept INTO 'nodelocal://self/emb'", env=env)
+        # a wrong password, and any other user name, is refused as PostgreSQL refuses it
+        for user, pw in (("postgres", "wrong"), ("someone", "anything"), ("postgres", password[:-1])):
+            with pytest.raises(psycopg.OperationalError) as e:
+                psycopg.connect(proc.dsn(user=user, password=pw), connect_timeout=10).close()
+            assert "28P01" in str(e.value) or "password authentication failed" in str(e.value), e.value
     finally:
         code = proc.stop()
     assert code == 0, proc.log()[-3000:]
@@ -184,7 +202,8 @@ def test_embedded_default(embedded_dir):
     proc = PgkeepProcess(embedded_dir, None).start(timeout=120)
     try:
         assert "embedded PostgreSQL 18 running" in proc.log()
-        assert psql(proc.dsn(), "-qAt", "-c", "SELECT v FROM kept").stdout == "survives\n"
+        password = (embedded_dir / "data" / "postgres.password").read_text().strip()
+        assert psql(proc.dsn(password=password), "-qAt", "-c", "SELECT v FROM kept").stdout == "survives\n"
     finally:
         assert proc.stop() == 0
     assert _pg_ctl_status(datadir).returncode == 3

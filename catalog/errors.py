@@ -130,10 +130,11 @@ def foreign_error(exc: BaseException, where: str | None = None) -> PgkeepError:
     ref = secrets.token_hex(4)
     coded = f" (SQLSTATE {foreign_code})" if foreign_code else ""
     message = f"{words} in {place}{coded}; see pgkeep's log, ref {ref}"
-    fields = ""
-    if foreign_code is not None:
-        fields = "".join(f"\n  {name}: {getattr(exc, name, None)}" for name in
-                         ("detail", "hint", "context") if getattr(exc, name, None))
-    _log.error("%s: %s: %s%s", message, type(exc).__name__, _scrub(str(exc)), _scrub(fields),
+    text = str(exc)
+    if foreign_code is not None:  # a PostgreSQL error: its fields, on one line
+        text = "; ".join([getattr(exc, "message", None) or text] + [
+            f"{name}: {getattr(exc, name)}" for name in ("detail", "hint", "context")
+            if getattr(exc, name, None)])
+    _log.error("%s: %s: %s", message, type(exc).__name__, _scrub(text).replace("\n", " | "),
                exc_info=(type(exc), exc, exc.__traceback__) if foreign_code is None else None)
     return PgkeepError(message, sqlstate=sqlstate)

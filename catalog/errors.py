@@ -61,18 +61,22 @@ class InvalidSettingValue(CatalogError):
     sqlstate = "22023"
 
 
-
 # Foreign SQLSTATEs whose class means something a client can act on (retry, reconnect, wait),
 # with pgkeep's words for them. The code itself carries no data; any other becomes XX000.
 _KEPT = {"57014": "query canceled", "40001": "serialization failure",
          "40P01": "deadlock detected", "55P03": "lock not available",
          "57P01": "the upstream is shutting down", "57P02": "the upstream is shutting down",
          "57P03": "the upstream is not accepting connections"}
-_KEPT_CLASSES = {"08": ("08006", "lost the connection to the upstream"),
+_KEPT_CLASSES = {"08": ("08006", "connection to the upstream lost"),
                  "53": (None, "insufficient resources upstream")}
 _SECRET_PARAM = re.compile(
     r"(?i)\b([A-Z0-9_]*(?:SECRET|TOKEN|CREDENTIALS|PASSWORD|ACCOUNT_KEY)[A-Z0-9_]*=)[^&\s'\"]+")
 _USERINFO = re.compile(r"(://[^/:@\s'\"]+:)[^@/\s'\"]+@")
+# (package, a PostgreSQL error?) -> where it happened, in the client's message
+_PLACES = {("catalog", True): "pgkeep's catalog connection", ("catalog", False): "pgkeep's catalog",
+           ("engine", True): "pgkeep's engine connection",
+           ("engine", False): "pgkeep's engine", ("proxy", True): "pgkeep's proxy",
+           ("proxy", False): "pgkeep's proxy"}
 
 
 def _scrub(text: str) -> str:
@@ -91,7 +95,7 @@ def _classify(exc: BaseException) -> tuple[str, str, str | None]:
             return kept[0] or code, kept[1], code
         return "XX000", "internal error", code
     if isinstance(exc, (ConnectionError, EOFError)):
-        return "08006", "lost the connection to the upstream", None
+        return "08006", "connection lost", None
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return "53100", "disk full", None
     if isinstance(exc, OSError):
@@ -123,10 +127,7 @@ def foreign_error(exc: BaseException, where: str | None = None) -> PgkeepError:
         return exc
     sqlstate, words, foreign_code = _classify(exc)
     part = where or _origin(exc.__traceback__)
-    place = {"catalog": "pgkeep's catalog connection", "engine": "pgkeep's engine",
-             "proxy": "pgkeep's proxy"}.get(part, "pgkeep")
-    if foreign_code is not None and part in ("catalog", "engine"):
-        place += " connection to the upstream" if part == "engine" else ""
+    place = _PLACES.get((part, foreign_code is not None), "pgkeep")
     ref = secrets.token_hex(4)
     coded = f" (SQLSTATE {foreign_code})" if foreign_code else ""
     message = f"{words} in {place}{coded}; see pgkeep's log, ref {ref}"

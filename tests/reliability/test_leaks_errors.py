@@ -104,3 +104,35 @@ def test_sanitising_keeps_pgkeeps_own_restore_errors(stack):
         assert 'a schema named "s1" needs to exist' in info.value.diag.message_primary
         assert info.value.diag.message_hint == "Create the schema first."
         assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_foreign_error_kept_foreign_detail_and_any_sqlstate():
+    """error_fields() passed any foreign exception with a `sqlstate` through with its message,
+    detail and hint; now only actionable SQLSTATE classes survive, in pgkeep's words."""
+    import errno
+
+    import asyncpg
+
+    from proxy.errors import error_fields
+
+    def foreign(cls, sqlstate_message: str):
+        exc = cls(sqlstate_message)
+        exc.detail, exc.hint = f"Key (v)=({SECRET})", f"see {SECRET}"
+        return exc
+
+    cases = {
+        "08006": foreign(asyncpg.exceptions.ConnectionDoesNotExistError, SECRET),
+        "57014": foreign(asyncpg.exceptions.QueryCanceledError, SECRET),
+        "40001": foreign(asyncpg.exceptions.SerializationError, SECRET),
+        "40P01": foreign(asyncpg.exceptions.DeadlockDetectedError, SECRET),
+        "53100": foreign(asyncpg.exceptions.DiskFullError, SECRET),
+        "XX000": foreign(asyncpg.exceptions.UniqueViolationError, SECRET),
+    }
+    for sqlstate, exc in cases.items():
+        fields = error_fields(exc)
+        assert fields["C"] == sqlstate and "D" not in fields and "H" not in fields, fields
+        assert SECRET not in str(fields) and "see pgkeep's log" in fields["M"], fields
+    assert error_fields(ConnectionResetError(SECRET))["C"] == "08006"
+    assert error_fields(OSError(errno.ENOSPC, SECRET))["C"] == "53100"
+    assert error_fields(OSError(errno.EIO, SECRET))["C"] == "58030"
+    assert SECRET not in str(error_fields(KeyError(SECRET)))

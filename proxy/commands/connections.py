@@ -63,12 +63,19 @@ def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-async def may_use(ctx: CommandContext, conn: catalog.ExternalConnection) -> bool:
+async def may_use(ctx: CommandContext, conn: catalog.ExternalConnection, *,
+                  admin: bool | None = None) -> bool:
     """The one visibility rule of external connections: may `ctx.user` use (and so see) `conn`?
     The owner and admins may; the privileges issue extends this with USAGE grants. SHOW and
     SHOW CREATE list only these, and name no other: a connection the user may not use is
-    answered exactly as an unknown one, so its existence does not leak."""
-    return conn.owner == ctx.user or await ctx.is_admin()
+    answered exactly as an unknown one, so its existence does not leak. `admin`: whether the
+    user is an admin, when the caller knows already."""
+    return conn.owner == ctx.user or (admin if admin is not None else await ctx.is_admin())
+
+
+async def _usable_list(ctx: CommandContext) -> list[catalog.ExternalConnection]:
+    admin = await ctx.is_admin()
+    return [c for c in await ctx.app.catalog.connections.list() if await may_use(ctx, c, admin=admin)]
 
 
 async def _usable(ctx: CommandContext, name: str) -> catalog.ExternalConnection:
@@ -140,7 +147,7 @@ class _Show:
         if stmt.name:
             conns = [await _usable(ctx, literal_text(stmt.name, "the connection name"))]
         else:
-            conns = [c for c in await ctx.app.catalog.connections.list() if await may_use(ctx, c)]
+            conns = await _usable_list(ctx)
         return Result(_LIST_COLUMNS, [(c.name, redact_uri(c.uri), c.connection_type) for c in conns])
 
 
@@ -154,7 +161,7 @@ class _ShowCreate:
         if stmt.name is not None:
             conns = [await _usable(ctx, literal_text(stmt.name, "the connection name"))]
         else:
-            conns = [c for c in await ctx.app.catalog.connections.list() if await may_use(ctx, c)]
+            conns = await _usable_list(ctx)
         return Result(_CREATE_COLUMNS, [
             (c.name, f"CREATE EXTERNAL CONNECTION {_quote(c.name)} AS {_quote(c.uri)}") for c in conns])
 

@@ -56,18 +56,18 @@ async def _query_ids(ctx: CommandContext, query: sql.SelectFromShow) -> list[int
         raise errors.InvalidParameterValue("the query must return job IDs") from None
 
 
-async def may_see(ctx: CommandContext, job) -> bool:
+async def may_see(ctx: CommandContext, job, *, admin: bool | None = None) -> bool:
     """The one visibility rule of jobs: may `ctx.user` see and control `job`? Its owner and
     admins may (the privileges issue extends this with VIEWJOB/CONTROLJOB). A job the user may
     not see is answered exactly as an unknown id: SHOW JOB gives no row for either, PAUSE,
-    RESUME and CANCEL JOB give the same 42704 for either, so no id's existence leaks."""
-    return job.user_name == ctx.user or await ctx.is_admin()
+    RESUME and CANCEL JOB give the same 42704 for either, so no id's existence leaks.
+    `admin`: whether the user is an admin, when the caller knows already."""
+    return job.user_name == ctx.user or (admin if admin is not None else await ctx.is_admin())
 
 
 async def _visible(ctx: CommandContext, jobs):
-    if await ctx.is_admin():
-        return jobs
-    return [j for j in jobs if await may_see(ctx, j)]
+    admin = await ctx.is_admin()
+    return [j for j in jobs if await may_see(ctx, j, admin=admin)]
 
 
 async def _visible_ids(ctx: CommandContext, ids: list[int]) -> list[int]:
@@ -75,11 +75,11 @@ async def _visible_ids(ctx: CommandContext, ids: list[int]) -> list[int]:
     return [j.job_id for j in await _visible(ctx, await ctx.app.catalog.jobs.list(job_ids=ids))]
 
 
-async def _controllable(ctx: CommandContext, job_id: int):
+async def _controllable(ctx: CommandContext, job_id: int, admin: bool):
     """The job if the user may control it; the catalog's 42704 for an unknown id and the very
     same error for a job the user may not see."""
     job = await ctx.app.catalog.jobs.get(job_id)
-    if await may_see(ctx, job):
+    if await may_see(ctx, job, admin=admin):
         return job
     raise UndefinedJob(f"job with ID {job_id} does not exist")
 
@@ -147,8 +147,9 @@ class _ControlJobs:
             ids = [j.job_id for j in await _visible(ctx, await store.list(job_types=(stmt.all_type,)))
                    if j.status not in _TERMINAL]
         reason = literal_text(stmt.reason, "the reason") if getattr(stmt, "reason", None) else None
+        admin = await ctx.is_admin()
         for job_id in ids:
-            job = await _controllable(ctx, job_id)
+            job = await _controllable(ctx, job_id, admin)
             if stmt.all_type is not None or stmt.query is not None:
                 if (verb == "resume" and job.status != "paused") or (verb != "resume" and job.status in _TERMINAL):
                     continue  # the bulk forms act on the jobs they can act on

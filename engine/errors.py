@@ -1,22 +1,21 @@
-"""Errors raised by the engine, each carrying its SQLSTATE (the proxy renders any exception with
-a `sqlstate` attribute as an ErrorResponse; the engine never imports the proxy)."""
+"""Errors raised by the engine, each carrying its SQLSTATE. EngineError derives from
+catalog.errors.PgkeepError, the one base of pgkeep's own errors: the proxy shows them to clients
+as they are and never imports into the engine; anything else the engine lets escape is foreign
+and is sanitised (catalog.errors.foreign_error) before a client or a job's record sees it."""
 from __future__ import annotations
+
+from catalog.errors import PgkeepError
 
 __all__ = ["EngineError", "NotFound", "InvalidURI", "StorageError", "BackupExists",
            "DataCorrupted", "Unsupported", "DuplicateDatabase", "DuplicateTable",
            "UndefinedObject", "InvalidTarget", "Canceled"]
 
 
-class EngineError(Exception):
-    sqlstate = "XX000"
-    severity = "ERROR"
+class EngineError(PgkeepError):
+    """Base of the engine's errors."""
 
     def __init__(self, message: str, *, hint: str | None = None, detail: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
-        self.detail = detail
-        self.position = None
+        super().__init__(message, hint=hint, detail=detail)
 
 
 class NotFound(EngineError):

@@ -80,7 +80,11 @@ class Engine:
             await store.close()
 
     def job_runners(self) -> dict:
-        """job_type -> runner, for the JobRegistry: each rebuilds its spec from the stored form."""
+        """job_type -> runner, for the JobRegistry: each rebuilds its spec from the stored form.
+        A runner raises only pgkeep's own errors (and the registry's JobStopped): a foreign
+        exception becomes catalog.errors.foreign_error's sanitised error, so the job's stored
+        error (SHOW JOBS' `error`, the attached client's ErrorResponse) never carries an
+        asyncpg error's text, detail or hint."""
         async def backup(job) -> dict:
             r = await self.backup(backup_spec_from_dict(job.spec), job)
             return {"rows": r.rows, "index_entries": r.index_entries, "bytes": r.bytes,
@@ -91,7 +95,7 @@ class Engine:
             r = await self.restore(restore_spec_from_dict(job.spec), job)
             return {"rows": r.rows, "index_entries": r.index_entries, "bytes": r.bytes,
                     "uncaptured": r.uncaptured}
-        return {"BACKUP": backup, "RESTORE": restore}
+        return {"BACKUP": _sanitised(backup), "RESTORE": _sanitised(restore)}
 
     async def list_backups(self, uri: str) -> list[str]:
         store = await self.store(uri)
@@ -107,3 +111,39 @@ class Engine:
         schemas = {d.ordinal: await collection.read_schema(store, d.schema_file)
                    for d in handle.manifest.databases}
         return handle, schemas
+
+
+# ---- job_runners' boundary: what a job may record as its error ----------------------------
+
+def _own_error(exc: Exception) -> Exception:
+    """`exc` if it is pgkeep's own (a PgkeepError, the registry's JobStopped, or an exception
+    RAISEd directly in one of the engine's own DO blocks, engine/schema/plan.py: 3F000 missing
+    schema, 42710 incompatible type, in pgkeep's words); otherwise the sanitised foreign error.
+    The engine runs no other anonymous DO block that RAISEs."""
+    import re
+
+    from catalog.errors import PgkeepError, foreign_error
+
+    from .errors import EngineError
+    from .jobs import JobStopped
+    if isinstance(exc, (PgkeepError, JobStopped)):
+        return exc
+    context = getattr(exc, "context", None)
+    if (isinstance(exc, asyncpg.PostgresError) and isinstance(context, str)
+            and re.fullmatch(r"PL/pgSQL function inline_code_block line \d+ at RAISE", context)):
+        own = EngineError(exc.message, hint=exc.hint, detail=exc.detail)
+        own.sqlstate = exc.sqlstate
+        return own
+    return foreign_error(exc, "engine")
+
+
+def _sanitised(runner: Callable[..., Awaitable[dict]]) -> Callable[..., Awaitable[dict]]:
+    async def run(job) -> dict:
+        try:
+            return await runner(job)
+        except Exception as e:  # noqa: BLE001 - every failure leaves as pgkeep's own error
+            own = _own_error(e)
+            if own is e:
+                raise
+            raise own from None
+    return run

@@ -1,49 +1,34 @@
 """Errors raised in the proxy layer, each carrying its SQLSTATE where it is raised.
 
 Contract: every exception that reaches a client becomes one ErrorResponse through
-`error_fields()`. Exceptions from any package (proxy, engine, catalog) qualify when they carry
-a `sqlstate` attribute (duck-typed, so the engine and catalog need not import the proxy);
-anything else becomes XX000 "internal error" and its traceback goes to the log only.
-Upstream ErrorResponses are never turned into exceptions: they pass through byte for byte.
+`error_fields()`, and only pgkeep's own words go out:
+- a `PgkeepError` (catalog.errors, the one base of the proxy's, the engine's and the catalog's
+  errors) is shown as it is;
+- an upstream ErrorResponse to the client's own statement never becomes an exception here: it
+  passes through byte for byte (and `[SHOW ...]` rewrites, run as the client, are re-raised as
+  PgError with the upstream's fields, which are the client's own);
+- anything else is foreign (an asyncpg error of pgkeep's own superuser connections, an OSError,
+  a bug): the client gets pgkeep's generic error of a safe SQLSTATE (catalog.errors.foreign_error)
+  with no detail or hint, and the foreign error goes to pgkeep's log only.
 
 Proxy-originated connection errors are the named constructors at the bottom (PgDog's way), so
 the wording of each is in one place.
 """
 from __future__ import annotations
 
-import logging
+from catalog.errors import PgkeepError, foreign_error
 
 __all__ = [
-    "PgError", "SyntaxError_", "FeatureNotSupported", "InvalidParameterValue", "ProtocolViolation",
-    "UndefinedObject", "InsufficientPrivilege", "ActiveSqlTransaction", "QueryCanceled",
-    "error_fields", "too_many_connections", "upstream_unavailable", "admin_shutdown",
-    "startup_timeout", "startup_packet_too_large", "message_too_large", "auth_failed",
+    "PgkeepError", "foreign_error", "PgError", "SyntaxError_", "FeatureNotSupported", "InvalidParameterValue",
+    "ProtocolViolation", "UndefinedObject", "InsufficientPrivilege", "ActiveSqlTransaction",
+    "QueryCanceled", "error_fields", "too_many_connections", "upstream_unavailable",
+    "admin_shutdown", "startup_timeout", "startup_packet_too_large", "message_too_large",
+    "auth_failed",
 ]
 
-_log = logging.getLogger("pgkeep.errors")
 
-
-class PgError(Exception):
-    """An error with a PostgreSQL SQLSTATE; the base of every error the proxy raises itself.
-
-    `position` is the 1-based character offset into the client's query text (the P field).
-    """
-
-    sqlstate = "XX000"
-    severity = "ERROR"
-
-    def __init__(self, message: str, *, sqlstate: str | None = None, detail: str | None = None,
-                 hint: str | None = None, position: int | None = None,
-                 severity: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        if sqlstate is not None:
-            self.sqlstate = sqlstate
-        if severity is not None:
-            self.severity = severity
-        self.detail = detail
-        self.hint = hint
-        self.position = position
+class PgError(PgkeepError):
+    """The base of every error the proxy raises itself (fields as PgkeepError)."""
 
 
 class SyntaxError_(PgError):
@@ -79,26 +64,17 @@ class QueryCanceled(PgError):
 
 
 def error_fields(exc: BaseException) -> dict[str, str]:
-    """The ErrorResponse fields (type letter -> value) for any exception.
-
-    S, V, C and M are always set. Exceptions without a `sqlstate` are internal errors: the client
-    sees only "internal error" and the traceback is logged.
-    """
-    sqlstate = getattr(exc, "sqlstate", None)
-    if not isinstance(sqlstate, str) or len(sqlstate) != 5:
-        _log.error("internal error", exc_info=exc)
-        return {"S": "ERROR", "V": "ERROR", "C": "XX000", "M": "internal error"}
-    severity = getattr(exc, "severity", "ERROR") or "ERROR"
-    fields = {"S": severity, "V": severity, "C": sqlstate,
-              "M": getattr(exc, "message", None) or str(exc)}
-    for attr, code in (("detail", "D"), ("hint", "H")):
-        value = getattr(exc, attr, None)
-        if value is not None:
-            fields[code] = str(value)
-    # Only pgkeep's own errors point into the client's statement; a position carried by an
-    # error of one of pgkeep's internal queries would point at the wrong text.
-    if isinstance(exc, PgError) and exc.position is not None:
-        fields["P"] = str(exc.position)
+    """The ErrorResponse fields (type letter -> value) for any exception; S, V, C and M are
+    always set. A foreign exception is replaced by pgkeep's generic error (logged in full)."""
+    own = foreign_error(exc) if not isinstance(exc, PgkeepError) else exc
+    severity = own.severity or "ERROR"
+    fields = {"S": severity, "V": severity, "C": own.sqlstate, "M": own.message or str(own)}
+    if own.detail is not None:
+        fields["D"] = str(own.detail)
+    if own.hint is not None:
+        fields["H"] = str(own.hint)
+    if own.position is not None:
+        fields["P"] = str(own.position)
     return fields
 
 

@@ -1,8 +1,10 @@
 """CREATE / ALTER / DROP / SHOW [CREATE] EXTERNAL CONNECTION(S) and CHECK EXTERNAL CONNECTION.
 
 CREATE and ALTER validate the URI by writing, reading, listing and deleting a probe object, as
-CockroachDB does. SHOW shows URIs redacted; SHOW CREATE shows them whole, to the owner or an
-admin only. Only storage connections exist in pgkeep (no KMS, no foreign data): others are 0A000.
+CockroachDB does. SHOW shows URIs redacted; SHOW CREATE shows them whole. Both list only the
+connections the user may use (`may_use`: owner or admin) and answer a connection the user may
+not use exactly as an unknown one (42704). Only storage connections exist in pgkeep (no KMS,
+no foreign data): others are 0A000.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from ..wire.messages import Column
 from ..wire.values import OID
 from .base import CommandContext, Result, literal_text
 
-__all__ = ["COMMANDS"]
+__all__ = ["COMMANDS", "may_use"]
 
 _STORAGE = {"nodelocal", "s3", "gs", "azure", "azure-blob", "azure-storage", "userfile"}
 _LIST_COLUMNS = [Column("connection_name"), Column("connection_uri"), Column("connection_type")]
@@ -61,8 +63,29 @@ def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-async def _may_see(ctx: CommandContext, conn: catalog.ExternalConnection) -> bool:
-    return conn.owner == ctx.user or await ctx.is_admin()
+async def may_use(ctx: CommandContext, conn: catalog.ExternalConnection, *,
+                  admin: bool | None = None) -> bool:
+    """The one visibility rule of external connections: may `ctx.user` use (and so see) `conn`?
+    The owner and admins may; the privileges issue extends this with USAGE grants. SHOW and
+    SHOW CREATE list only these, and name no other: a connection the user may not use is
+    answered exactly as an unknown one, so its existence does not leak. `admin`: whether the
+    user is an admin, when the caller knows already."""
+    return conn.owner == ctx.user or (admin if admin is not None else await ctx.is_admin())
+
+
+async def _usable_list(ctx: CommandContext) -> list[catalog.ExternalConnection]:
+    admin = await ctx.is_admin()
+    return [c for c in await ctx.app.catalog.connections.list() if await may_use(ctx, c, admin=admin)]
+
+
+async def _usable(ctx: CommandContext, name: str) -> catalog.ExternalConnection:
+    """The connection `name` if the user may use it; else the same error as an unknown name
+    (catalog.ConnectionStore.get's, field for field)."""
+    conn = await ctx.app.catalog.connections.get(name)
+    if await may_use(ctx, conn):
+        return conn
+    raise catalog.UndefinedConnection(f"external connection with name {name} does not exist",
+                                      hint="CREATE EXTERNAL CONNECTION name AS 'uri' defines one")
 
 
 class _Create:
@@ -86,11 +109,11 @@ class _Create:
         try:
             await ctx.app.engine.probe(uri)
         except Exception as e:
-            if getattr(e, "sqlstate", None) in ("0A000", "22023"):
-                raise
+            e = e if isinstance(e, errors.PgkeepError) else errors.foreign_error(e)
+            if e.sqlstate in ("0A000", "22023"):
+                raise e from None
             raise errors.PgError(f"failed to validate external connection {name} "
-                                 f"({redact_uri(uri)}): {getattr(e, 'message', type(e).__name__)}",
-                                 sqlstate=getattr(e, "sqlstate", "58030")) from None
+                                 f"({redact_uri(uri)}): {e.message}", sqlstate=e.sqlstate) from None
         if altering:
             await ctx.app.catalog.connections.alter(name, uri, "STORAGE")
             return Result(tag="ALTER EXTERNAL CONNECTION")
@@ -121,9 +144,10 @@ class _Show:
         return _LIST_COLUMNS
 
     async def execute(self, ctx: CommandContext, stmt) -> Result:
-        store = ctx.app.catalog.connections
-        conns = [await store.get(literal_text(stmt.name, "the connection name"))] if stmt.name \
-            else await store.list()
+        if stmt.name:
+            conns = [await _usable(ctx, literal_text(stmt.name, "the connection name"))]
+        else:
+            conns = await _usable_list(ctx)
         return Result(_LIST_COLUMNS, [(c.name, redact_uri(c.uri), c.connection_type) for c in conns])
 
 
@@ -134,15 +158,10 @@ class _ShowCreate:
         return _CREATE_COLUMNS
 
     async def execute(self, ctx: CommandContext, stmt) -> Result:
-        store = ctx.app.catalog.connections
         if stmt.name is not None:
-            conn = await store.get(literal_text(stmt.name, "the connection name"))
-            if not await _may_see(ctx, conn):
-                raise errors.InsufficientPrivilege(
-                    f"must be an admin or the owner of external connection {conn.name}")
-            conns = [conn]
+            conns = [await _usable(ctx, literal_text(stmt.name, "the connection name"))]
         else:
-            conns = [c for c in await store.list() if await _may_see(ctx, c)]
+            conns = await _usable_list(ctx)
         return Result(_CREATE_COLUMNS, [
             (c.name, f"CREATE EXTERNAL CONNECTION {_quote(c.name)} AS {_quote(c.uri)}") for c in conns])
 

@@ -1,7 +1,9 @@
 """SHOW [AUTOMATIC] JOB(S) [WHEN COMPLETE], PAUSE/RESUME/CANCEL JOB(S), over the catalog's jobs.
 
-Visibility: an admin (upstream superuser) sees and controls every job; other users their own
-(CockroachDB's VIEWJOB/CONTROLJOB grants come with the privileges issue). `<select>` forms run
+Visibility (`may_see`, the one rule): an admin (upstream superuser) sees and controls every job;
+other users their own (CockroachDB's VIEWJOB/CONTROLJOB grants come with the privileges issue).
+A job the user may not see is indistinguishable from an unknown id: SHOW JOB answers no row for
+both, PAUSE/RESUME/CANCEL JOB the same 42704 for both. `<select>` forms run
 the query on the client's own upstream connection, so it reads only what the client may read.
 """
 from __future__ import annotations
@@ -9,12 +11,14 @@ from __future__ import annotations
 import asyncio
 from typing import ClassVar
 
+from catalog.jobs import UndefinedJob
+
 from .. import errors, sql
 from ..wire.messages import Column
 from ..wire.values import OID
 from .base import CommandContext, Result, literal_text
 
-__all__ = ["COMMANDS", "JOBS_COLUMNS"]
+__all__ = ["COMMANDS", "JOBS_COLUMNS", "may_see"]
 
 _I8, _TS, _F8 = (dict(type_oid=OID.INT8, type_size=8), dict(type_oid=OID.TIMESTAMPTZ, type_size=8),
                  dict(type_oid=OID.FLOAT8, type_size=8))
@@ -52,10 +56,32 @@ async def _query_ids(ctx: CommandContext, query: sql.SelectFromShow) -> list[int
         raise errors.InvalidParameterValue("the query must return job IDs") from None
 
 
+async def may_see(ctx: CommandContext, job, *, admin: bool | None = None) -> bool:
+    """The one visibility rule of jobs: may `ctx.user` see and control `job`? Its owner and
+    admins may (the privileges issue extends this with VIEWJOB/CONTROLJOB). A job the user may
+    not see is answered exactly as an unknown id: SHOW JOB gives no row for either, PAUSE,
+    RESUME and CANCEL JOB give the same 42704 for either, so no id's existence leaks.
+    `admin`: whether the user is an admin, when the caller knows already."""
+    return job.user_name == ctx.user or (admin if admin is not None else await ctx.is_admin())
+
+
 async def _visible(ctx: CommandContext, jobs):
-    if await ctx.is_admin():
-        return jobs
-    return [j for j in jobs if j.user_name == ctx.user]
+    admin = await ctx.is_admin()
+    return [j for j in jobs if await may_see(ctx, j, admin=admin)]
+
+
+async def _visible_ids(ctx: CommandContext, ids: list[int]) -> list[int]:
+    """The ids among `ids` of jobs the user may see (unknown ones dropped too)."""
+    return [j.job_id for j in await _visible(ctx, await ctx.app.catalog.jobs.list(job_ids=ids))]
+
+
+async def _controllable(ctx: CommandContext, job_id: int, admin: bool):
+    """The job if the user may control it; the catalog's 42704 for an unknown id and the very
+    same error for a job the user may not see."""
+    job = await ctx.app.catalog.jobs.get(job_id)
+    if await may_see(ctx, job, admin=admin):
+        return job
+    raise UndefinedJob(f"job with ID {job_id} does not exist")
 
 
 async def _wait(ctx: CommandContext, job_ids: list[int]):
@@ -79,8 +105,9 @@ class _ShowJobs:
         if getattr(stmt, "schedule_id", None) is not None or getattr(stmt, "schedules_query", None):
             raise errors.FeatureNotSupported("SHOW JOBS FOR SCHEDULE(S): schedules are not supported by pgkeep yet")
         if isinstance(stmt, sql.ShowJob):
+            # No row for an unknown id, as for one the user may not see (CockroachDB's SHOW JOB
+            # is a query over the jobs the user may see).
             ids, cut = [_job_id(stmt.job_id)], False
-            await store.get(ids[0])  # 42704 for an unknown job
         elif stmt.query is not None:
             ids, cut = await _query_ids(ctx, stmt.query), True
         elif stmt.automatic:
@@ -88,8 +115,9 @@ class _ShowJobs:
         else:
             ids, cut = None, True
         if stmt.block:
-            jobs = await _wait(ctx, ids if ids is not None else [
-                j.job_id for j in await store.list() if j.status not in _TERMINAL])
+            # Wait only for visible jobs: waiting for another user's would reveal it.
+            jobs = await _wait(ctx, await _visible_ids(ctx, ids) if ids is not None else [
+                j.job_id for j in await _visible(ctx, await store.list()) if j.status not in _TERMINAL])
         else:
             jobs = await store.list(job_ids=ids, recent_hours=None if ids else 12)
         return Result(JOBS_COLUMNS, [_row(j, cut) for j in await _visible(ctx, jobs)])
@@ -115,15 +143,13 @@ class _ControlJobs:
             ids = [_job_id(stmt.job_id)]
         elif stmt.query is not None:
             ids = await _query_ids(ctx, stmt.query)
-        else:
-            ids = [j.job_id for j in await store.list(job_types=(stmt.all_type,))
+        else:  # ALL type JOBS: the ones the user may see
+            ids = [j.job_id for j in await _visible(ctx, await store.list(job_types=(stmt.all_type,)))
                    if j.status not in _TERMINAL]
         reason = literal_text(stmt.reason, "the reason") if getattr(stmt, "reason", None) else None
         admin = await ctx.is_admin()
         for job_id in ids:
-            job = await store.get(job_id)
-            if not admin and job.user_name != ctx.user:
-                raise errors.InsufficientPrivilege(f"only an admin or the owner of job {job_id} may {verb} it")
+            job = await _controllable(ctx, job_id, admin)
             if stmt.all_type is not None or stmt.query is not None:
                 if (verb == "resume" and job.status != "paused") or (verb != "resume" and job.status in _TERMINAL):
                     continue  # the bulk forms act on the jobs they can act on

@@ -39,6 +39,10 @@ word where CockroachDB reads one as a string; uris = str | (str, ...) for locali
     SHOW CLUSTER SETTING a.b.c | SHOW [ALL | PUBLIC] CLUSTER SETTINGS
     <any query> with [SHOW ...] table sources, e.g. SELECT * FROM [SHOW JOBS] WHERE ...
 
+A PostgreSQL statement wrapping one of these (EXPLAIN BACKUP ..., PREPARE p AS BACKUP ...,
+WITH ... (BACKUP ...), see wrappers.py) raises 0A000: forwarded, its secrets would reach the
+upstream's log.
+
 Options (WITH opt, ... or WITH OPTIONS (opt, ...)) are typed per statement in options.py;
 removed syntax (BACKUP ... TO, RESTORE/SHOW BACKUP from a bare URI) fails with a hint naming
 the current form.

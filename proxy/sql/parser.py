@@ -20,8 +20,10 @@ from .parse_misc import (parse_alter_external_connection, parse_check_external_c
                          parse_show_create, parse_show_external_connections, parse_show_grants,
                          parse_show_jobs, parse_show_schedules)
 from .parser_base import Parser
+from ..errors import FeatureNotSupported, PgError
 from .show_sources import find_show_sources, has_show_source
 from .statements import SelectFromShow, Statement
+from .wrappers import find_wrapped
 
 __all__ = ["parse_statement", "split_statements", "may_intercept", "INTERCEPT_WORDS"]
 
@@ -184,16 +186,59 @@ def _query_with_sources(sql: str) -> SelectFromShow | None:
     return SelectFromShow(text, find_show_sources(text, shifted, sql, start))
 
 
-def parse_statement(sql: str) -> Statement | None:
-    """Parses one statement. None: not one of pgkeep's statements (forward it unchanged).
-    Raises PgError (42601, 22023, 0A000, ...) for an invalid statement that is ours."""
-    handler = _handler(sql)
-    if handler is None:
-        return _query_with_sources(sql)
+def _parse_own(handler: Handler, sql: str) -> Statement:
     tokens = tokenize(sql)
     if len(tokens) >= 2 and tokens[-2].kind == OP and tokens[-2].value == ";":
         del tokens[-2]
     return handler(Parser(sql, tokens))
+
+
+def _claims(sql: str) -> str | None:
+    """The family of the pgkeep statement `sql` starts with (by its leading keywords), even
+    when the rest of it is malformed; None when it is not one of pgkeep's."""
+    handler = _handler(sql)
+    if handler is None:
+        return None
+    try:
+        return _parse_own(handler, sql).family
+    except PgError:
+        return Lexer(sql).next().value.upper()
+
+
+def _parses(sql: str) -> str | None:
+    """The family if all of `sql` is one valid pgkeep statement."""
+    handler = _handler(sql)
+    if handler is None:
+        return None
+    try:
+        return _parse_own(handler, sql).family
+    except PgError:
+        return None
+
+
+def _refuse_wrapped(sql: str) -> None:
+    """0A000 for a statement that wraps one of pgkeep's (wrappers.py): forwarding it would
+    put pgkeep's statement, secrets included, in the upstream's log. The message names the
+    wrapper and the family only, never the statement's text."""
+    found = find_wrapped(sql, _claims, _parses)
+    if found is None:
+        return
+    wrapper, family, offset = found
+    raise FeatureNotSupported(
+        f"{family} inside {wrapper} is not supported by pgkeep", position=offset + 1,
+        hint=f"pgkeep runs {family} itself and never sends it to PostgreSQL: run it as a "
+             "statement of its own (a driver's prepared statement works)")
+
+
+def parse_statement(sql: str) -> Statement | None:
+    """Parses one statement. None: not one of pgkeep's statements (forward it unchanged).
+    Raises PgError (42601, 22023, 0A000, ...) for an invalid statement that is ours, and 0A000
+    for a PostgreSQL statement that wraps one of pgkeep's (EXPLAIN BACKUP ..., wrappers.py)."""
+    handler = _handler(sql)
+    if handler is None:
+        _refuse_wrapped(sql)
+        return _query_with_sources(sql)
+    return _parse_own(handler, sql)
 
 
 _BODY_OPENERS = frozenset({"function", "procedure"})

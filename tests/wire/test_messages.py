@@ -26,7 +26,9 @@ def test_error_fields_always_have_svcm():
     f = error_fields(SyntaxError_("at or near \"x\": syntax error", position=3))
     assert f == {"S": "ERROR", "V": "ERROR", "C": "42601", "M": 'at or near "x": syntax error',
                  "P": "3"}
-    assert error_fields(ValueError("secret"))["M"] == "internal error"
+    internal = error_fields(ValueError("secret"))
+    assert internal["C"] == "XX000" and internal["M"].startswith("internal error")
+    assert "secret" not in str(internal)
 
 
 def test_binary_values():

@@ -102,3 +102,21 @@ def test_wrapped_statements_put_the_secret_in_the_upstream_log(stack):
     assert SECRET not in log, [line for line in log.splitlines() if SECRET in line][:5]
     assert SECRET not in proc.log()
 
+
+
+def test_job_payload_secret_in_upstream_parameter_log(stack):
+    """pgkeep's catalog stored a job's spec (its storage URI, secret included) as a bind
+    parameter, which log_statement = all logged in a 'Parameters:' DETAIL line. pgkeep's own
+    sessions now turn parameter logging off."""
+    cluster, proc = stack
+    secret = "PARAMSECRETz8k1"
+    uri = ("s3://bucket/coll?AWS_ENDPOINT=http://127.0.0.1:9&AWS_REGION=us-east-1"
+           f"&AWS_ACCESS_KEY_ID=AKIAEXAMPLE&AWS_SECRET_ACCESS_KEY={secret}")
+    with psycopg.connect(proc.dsn(), autocommit=True, connect_timeout=10) as conn:
+        job_id = conn.execute(f"BACKUP DATABASE postgres INTO '{uri}' WITH detached").fetchone()[0]
+        wait_for(lambda: conn.execute(
+            "SELECT status FROM [SHOW JOBS] WHERE job_id = %s", (job_id,)).fetchone()[0]
+            in ("failed", "succeeded"), timeout=60)
+    log = _upstream_log(cluster)
+    assert "pgkeep.jobs" in log or "INSERT INTO pgkeep" in log, "the catalog's statements are logged"
+    assert secret not in log

@@ -13,7 +13,8 @@ Contracts (base.py): a writer sends small objects in one upload at commit; past 
 streams a resumable upload, chunks of `part_size` bytes (a multiple of 256 KiB) sent in order in
 the background while the next one fills (memory about two chunks), finalized at commit with the
 whole object's CRC32C (X-Goog-Hash, and checked against the stored object), cancelled by abort().
-Nothing is visible before commit. A chunk sent again after a failure first asks the session how
+Nothing is visible before commit. `create` is one upload with `ifGenerationMatch=0` (412:
+AlreadyExists). A chunk sent again after a failure first asks the session how
 much it has, so a retry never duplicates or loses bytes. `get` reads ranged chunks pinned to the
 object's generation and checks CRC32C when it read the whole object; `list` reads every page, then yields in name order.
 The SDK's own retries are off (retry=None): wrappers.py retries through the request seam.
@@ -27,7 +28,7 @@ import os
 from dataclasses import dataclass, field
 from typing import AsyncIterator
 
-from ..errors import InvalidURI, NotFound, StorageError, Unsupported
+from ..errors import AlreadyExists, InvalidURI, NotFound, StorageError, Unsupported
 from .base import ObjectInfo
 from .uri import (CloudStore, CloudURI, CloudWriter, PartPipeline, TransientStorageError,
                   describe, fix_base64, parse_auth, parse_cloud_uri)
@@ -386,6 +387,20 @@ class GCSStore(CloudStore):
                                      page_size=self.list_page_size, timeout=_TIMEOUT, retry=None)
         items = [(b.name, int(b.size or 0)) for b in next(it.pages)]
         return items, it.next_page_token
+
+    async def create(self, path: str, data: bytes) -> None:
+        key = self._key(path)
+
+        def op():
+            from google.api_core.exceptions import PreconditionFailed
+            blob = self._bucket().blob(key)
+            try:
+                blob.upload_from_string(data, content_type="application/octet-stream",
+                                        timeout=_TIMEOUT, checksum="crc32c", retry=None,
+                                        if_generation_match=0)
+            except PreconditionFailed:
+                raise AlreadyExists(f"{path} already exists in {self.uri}") from None
+        await self._call("create", path, op)
 
     async def delete(self, path: str) -> None:
         key = self._key(path)

@@ -12,7 +12,8 @@ Parameters (CockroachDB's names; anything else is 22023):
 Contracts (base.py): a writer sends small objects with one PutObject at commit; past one part
 it streams a multipart upload, parts of `part_size` bytes uploaded `parallel` at a time while
 more data arrives (memory about (parallel+1) parts), completed at commit, aborted by abort().
-Nothing is visible before commit. `get` streams the body (optionally from an offset, so a
+Nothing is visible before commit. `create` is one PutObject with `If-None-Match: *` (412
+PreconditionFailed: AlreadyExists). `get` streams the body (optionally from an offset, so a
 retry can resume), `get_range` is a Range GET, `list` reads every ListObjectsV2 page, then yields in name order.
 Integrity: CRC32 checksums on every upload and checked on whole-object downloads (boto3's
 flexible checksums) unless AWS_SKIP_CHECKSUM. boto3's own retries are off: every request goes
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 from urllib.parse import urlsplit
 
-from ..errors import InvalidURI, NotFound, StorageError
+from ..errors import AlreadyExists, InvalidURI, NotFound, StorageError
 from .base import ObjectInfo
 from .uri import (CloudStore, CloudURI, CloudWriter, PartPipeline, TransientStorageError,
                   describe, parse_auth, parse_bool, parse_cloud_uri)
@@ -44,7 +45,8 @@ READ_CHUNK = 1 << 20
 
 _THROTTLE = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded",
              "TooManyRequests", "RequestTimeout", "RequestTimeoutException", "InternalError",
-             "ServiceUnavailable", "OperationAborted", "PriorRequestNotComplete"}
+             "ServiceUnavailable", "OperationAborted", "PriorRequestNotComplete",
+             "ConditionalRequestConflict"}   # 409: a concurrent conditional write; AWS says retry
 
 
 _READS = ("read", "stat", "delete")   # ops where 404 means the object is missing: NotFound
@@ -392,6 +394,24 @@ class S3Store(CloudStore):
         _check("list_objects_v2", page)
         items = [(o["Key"], int(o["Size"])) for o in page.get("Contents", ())]
         return items, page["NextContinuationToken"] if page.get("IsTruncated") else None
+
+    async def create(self, path: str, data: bytes) -> None:
+        key = self._key(path)
+        kw = {} if self.cfg.skip_checksum else {"ChecksumAlgorithm": "CRC32"}
+        if self.cfg.storage_class:
+            kw["StorageClass"] = self.cfg.storage_class
+
+        def op():
+            try:
+                return self._client.put_object(Bucket=self.bucket, Key=key, Body=data,
+                                               IfNoneMatch="*", **kw)
+            except Exception as e:
+                resp = getattr(e, "response", None)
+                status = resp.get("ResponseMetadata", {}).get("HTTPStatusCode") if isinstance(resp, dict) else None
+                if _code(e) == "PreconditionFailed" or status == 412:
+                    raise AlreadyExists(f"{path} already exists in {self.uri}") from None
+                raise
+        await self._call("create", path, op)
 
     async def delete(self, path: str) -> None:
         key = self._key(path)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import InvalidURI, NotFound, StorageError, Unsupported
-from engine.storage import StoreContext, open_store, put, read_all
+from engine.errors import AlreadyExists, InvalidURI, NotFound, StorageError, Unsupported
+from engine.storage import StoreContext, create, open_store, put, read_all
 from tests.support.objstores import azure_server, gcs_server, s3_server  # noqa: F401 (fixtures)
 
 STORES = ["nodelocal", "nodelocal-tmpfs", "s3", "gcs", "azure"]
@@ -29,11 +29,13 @@ def store(request, tmp_path):
         request.addfinalizer(lambda: shutil.rmtree(root.parent, ignore_errors=True))
     root.mkdir()
     if request.param.startswith("nodelocal"):
-        s = open_store("nodelocal://self/coll", StoreContext(root))
+        uri = "nodelocal://self/coll"
     else:
         server = request.getfixturevalue(_SERVER_FIXTURE[request.param])
-        s = open_store(server.collection_uri("coll"), StoreContext(root))
+        uri = server.collection_uri("coll")
+    s = open_store(uri, StoreContext(root))
     s._root_for_tests = root
+    s._uri_for_tests = uri
     s.kind = request.param.split("-")[0]
     yield s
     asyncio.run(s.close())
@@ -80,6 +82,51 @@ def test_put_is_atomic_and_abort_leaves_nothing(store):
         await w.write(b"new")
         await w.commit()
         assert await read_all(store, "obj") == b"new"
+    run(main())
+
+
+def test_create_claims_an_absent_name_and_never_overwrites(store):
+    """Create-if-absent (issue 12, point 1): the claim is the write itself, never a check first."""
+    async def main():
+        await create(store, "claims/lock", b"first")
+        assert await read_all(store, "claims/lock") == b"first"
+        with pytest.raises(AlreadyExists) as e:
+            await create(store, "claims/lock", b"second, longer than the first")
+        assert e.value.sqlstate == "58P02" and store.uri in e.value.message
+        assert await read_all(store, "claims/lock") == b"first"       # untouched
+        with pytest.raises(AlreadyExists):
+            await create(store, "claims/lock", b"first")   # even the same bytes: nothing was resent
+        await put(store, "claims/put", b"by put")                     # an object put() wrote ...
+        with pytest.raises(AlreadyExists):
+            await create(store, "claims/put", b"x")                   # ... is just as present
+        assert await read_all(store, "claims/put") == b"by put"
+        await create(store, "claims/empty", b"")
+        assert (await store.stat("claims/empty")).size == 0
+        assert await names(store, "claims/") == ["claims/empty", "claims/lock", "claims/put"]
+    run(main())
+
+
+def test_concurrent_creates_of_one_name_have_exactly_one_winner(store):
+    """20 store instances (as 20 processes would have), all creating one name at once."""
+    ctx = StoreContext(store._root_for_tests)
+
+    async def main():
+        stores = [open_store(store._uri_for_tests, ctx) for _ in range(20)]
+        try:
+            for round_ in range(2):
+                name = f"race/{round_}"
+                results = await asyncio.gather(
+                    *(create(s, name, f"writer {i} of round {round_}".encode()) for i, s in enumerate(stores)),
+                    return_exceptions=True)
+                winners = [i for i, r in enumerate(results) if r is None]
+                losers = [r for r in results if isinstance(r, AlreadyExists)]
+                assert len(winners) == 1 and len(losers) == 19, results
+                assert await read_all(store, name) == f"writer {winners[0]} of round {round_}".encode()
+        finally:
+            await asyncio.gather(*(s.close() for s in stores))
+        assert await names(store, "race/") == ["race/0", "race/1"]   # and no temporary leftovers
+        if store.kind == "nodelocal":
+            assert sorted(os.listdir(store._root_for_tests / "coll" / "race")) == ["0", "1"]
     run(main())
 
 

@@ -34,7 +34,8 @@ from urllib.parse import urlsplit
 from ..errors import AlreadyExists, InvalidURI, NotFound, StorageError, Unsupported
 from .base import ObjectInfo
 from .uri import (CloudStore, CloudURI, CloudWriter, PartPipeline, TransientStorageError,
-                  describe, fix_base64, parse_auth, parse_cloud_uri)
+                  check_azure_account, check_azure_container, describe, fix_base64, parse_auth,
+                  parse_cloud_uri, unreachable)
 
 __all__ = ["AzureStore", "parse_azure", "AZURE_PARAMS"]
 
@@ -72,9 +73,11 @@ class AzureConfig:
 def parse_azure(uri: str) -> AzureConfig:
     cu = parse_cloud_uri(uri, AZURE_PARAMS, what="azure")
     auth = parse_auth(cu)
+    check_azure_container(cu.bucket, cu.redacted)
     account = cu.get("AZURE_ACCOUNT_NAME")
     if not account:
         raise InvalidURI(f'azure uri missing "AZURE_ACCOUNT_NAME" parameter: {cu.redacted}')
+    check_azure_account(account, cu.redacted)      # spliced into https://<account>.blob...
     key = cu.get("AZURE_ACCOUNT_KEY")
     cid, secret, tenant = (cu.get("AZURE_CLIENT_ID"), cu.get("AZURE_CLIENT_SECRET"),
                            cu.get("AZURE_TENANT_ID"))
@@ -227,10 +230,11 @@ class AzureStore(CloudStore):
             return NotFound(f"{path} does not exist in {self.uri}")
         if isinstance(e, zx.ClientAuthenticationError):
             return StorageError(f"{where}: authentication failed ({code or 'HTTP 403'})")
+        # refused, reset, DNS, timeouts, answers that are not Azure's: the same words for each
         if isinstance(e, (_Incomplete, zx.ServiceRequestError, zx.ServiceResponseError,
                           zx.IncompleteReadError, zx.DecodeError, zx.DeserializationError,
-                          ConnectionError, TimeoutError)):
-            return TransientStorageError(f"{where}: {describe(e, self.cfg.uri.secrets)}")
+                          OSError)):
+            return unreachable(self.uri, op, path, e, self.cfg.uri.secrets)
         if isinstance(e, zx.HttpResponseError):
             status = e.status_code or 0
             text = f"{where}: {code or type(e).__name__} (HTTP {status})"

@@ -25,13 +25,14 @@ import base64
 import binascii
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from typing import AsyncIterator
 
 from ..errors import AlreadyExists, InvalidURI, NotFound, StorageError, Unsupported
 from .base import ObjectInfo
 from .uri import (CloudStore, CloudURI, CloudWriter, PartPipeline, TransientStorageError,
-                  describe, fix_base64, parse_auth, parse_cloud_uri)
+                  check_gcs_bucket, describe, fix_base64, parse_auth, parse_cloud_uri, unreachable)
 
 __all__ = ["GCSStore", "parse_gs", "GS_PARAMS"]
 
@@ -41,6 +42,7 @@ PART_SIZE = 8 << 20
 _QUANTUM = 256 << 10          # resumable chunks are multiples of 256 KiB
 READ_CHUNK = 8 << 20
 _TIMEOUT = (10, 120)
+_SERVICE_ACCOUNT = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 _SCOPES = ["https://www.googleapis.com/auth/devstorage.read_write"]
 
 
@@ -55,6 +57,7 @@ class GSConfig:
 
 def parse_gs(uri: str) -> GSConfig:
     cu = parse_cloud_uri(uri, GS_PARAMS, what="gs")
+    check_gcs_bucket(cu.bucket, cu.redacted)
     auth = parse_auth(cu)
     creds_b64, bearer = cu.get("CREDENTIALS"), cu.get("BEARER_TOKEN")
     info = None
@@ -78,8 +81,8 @@ def parse_gs(uri: str) -> GSConfig:
         if not isinstance(info, dict):
             raise InvalidURI(f"CREDENTIALS in {cu.redacted} is not a base64-encoded JSON key file")
     chain = tuple(a.strip() for a in (cu.get("ASSUME_ROLE") or "").split(",") if a.strip())
-    for a in chain:
-        if "@" not in a:
+    for a in chain:     # each goes into an IAM API URL path: nothing but an e-mail address
+        if not _SERVICE_ACCOUNT.fullmatch(a):
             raise InvalidURI(f"invalid ASSUME_ROLE in {cu.redacted}: {a!r} is not a service account "
                              "e-mail")
     secrets = list(cu.secrets)
@@ -327,9 +330,12 @@ class GCSStore(CloudStore):
         text = f"{where}: {describe(e, self.cfg.uri.secrets)}"
         if isinstance(e, ax.RefreshError):
             return StorageError(f"{where}: cannot obtain Google credentials")
-        # requests' connection, timeout and chunked-encoding errors are OSErrors (IOError)
-        if isinstance(e, (sx.DataCorruption, ax.TransportError, OSError)):
+        if isinstance(e, sx.DataCorruption):
             return TransientStorageError(text)
+        # requests' connection, timeout and chunked-encoding errors are OSErrors (IOError);
+        # refused, reset, DNS, timeouts: the same words for each
+        if isinstance(e, (ax.TransportError, OSError)):
+            return unreachable(self.uri, op, path, e, self.cfg.uri.secrets)
         if isinstance(e, ax.DefaultCredentialsError):
             return StorageError(f"{where}: no Google credentials in pgkeep's environment (AUTH=implicit)")
         return StorageError(text)

@@ -29,7 +29,8 @@ from urllib.parse import urlsplit
 from ..errors import AlreadyExists, InvalidURI, NotFound, StorageError
 from .base import ObjectInfo
 from .uri import (CloudStore, CloudURI, CloudWriter, PartPipeline, TransientStorageError,
-                  describe, parse_auth, parse_bool, parse_cloud_uri)
+                  check_region, check_s3_bucket, describe, parse_auth, parse_bool, parse_cloud_uri,
+                  unreachable)
 
 __all__ = ["S3Store", "parse_s3", "S3_PARAMS"]
 
@@ -75,6 +76,9 @@ class S3Config:
 
 def parse_s3(uri: str) -> S3Config:
     cu = parse_cloud_uri(uri, S3_PARAMS, what="s3")
+    check_s3_bucket(cu.bucket, cu.redacted)       # virtual-hosted style puts it in the host name
+    if cu.get("AWS_REGION"):
+        check_region("AWS_REGION", cu.get("AWS_REGION"), cu.redacted)
     auth = parse_auth(cu)
     key_id, secret, token = (cu.get("AWS_ACCESS_KEY_ID"), cu.get("AWS_SECRET_ACCESS_KEY"),
                              cu.get("AWS_SESSION_TOKEN"))
@@ -322,10 +326,13 @@ class S3Store(CloudStore):
                                 "environment (AUTH=implicit)")
         text = f"cannot {op} {path} in {uri}: {describe(e, self.cfg.uri.secrets)}"
         from botocore.parsers import ResponseParserError
-        transient = (_Incomplete, bx.HTTPClientError, bx.IncompleteReadError, bx.FlexibleChecksumError,
-                     bx.ChecksumError, ResponseParserError, OSError)   # OSError: resets, timeouts
-        if isinstance(e, transient) or type(e).__module__.startswith("urllib3"):
+        if isinstance(e, (bx.FlexibleChecksumError, bx.ChecksumError)):
             return TransientStorageError(text)
+        # refused, reset, DNS, timeouts, answers that are not S3's: the same words for each
+        transport = (_Incomplete, bx.ConnectionError, bx.HTTPClientError, bx.IncompleteReadError,
+                     ResponseParserError, OSError)
+        if isinstance(e, transport) or type(e).__module__.startswith("urllib3"):
+            return unreachable(uri, op, path, e, self.cfg.uri.secrets)
         return StorageError(text)
 
     async def writer(self, path: str) -> _S3Writer:

@@ -34,7 +34,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 
 from ..errors import AlreadyExists, NotFound, StorageError
 from .base import ObjectInfo, ObjectStore, read_all
-from .uri import TransientStorageError
+from .uri import TransientStorageError, Unreachable
 
 __all__ = ["RetryPolicy", "RetryingStore"]
 
@@ -69,7 +69,8 @@ class RetryPolicy:
         elapsed = time.monotonic() - started
         if failures < self.max_attempts and elapsed + self.delay(failures) <= self.max_elapsed:
             return None
-        return StorageError(f"{e.message} (gave up after {failures} attempts in {elapsed:.1f} s)",
+        took = "" if isinstance(e, Unreachable) else f" in {elapsed:.1f} s"   # timing tells too
+        return StorageError(f"{e.message} (gave up after {failures} attempts{took})",
                             hint=e.hint or "the storage service kept failing; try again later",
                             detail=e.detail)
 

@@ -412,7 +412,7 @@ class _ResumableSession:
 @pytest.mark.parametrize("cut_after, keep_half", [((), ()), ((2, 5), ()), ((), (3,)), ((1, 3, 8), (6,))])
 def test_gcs_resumable_upload_resumes_exactly(cut_after, keep_half):
     from engine.storage.gcs import GCSStore, parse_gs
-    store = GCSStore(parse_gs("gs://b/p?AUTH=implicit"))
+    store = GCSStore(parse_gs("gs://bkt/p?AUTH=implicit"))
     session = _ResumableSession(cut_after, keep_half)
     store._sdk = (None, session, "")
     store.emulated = False

@@ -461,3 +461,40 @@ def test_nodelocal_falls_back_when_direct_io_is_refused_mid_file(tmp_path):
         await w.commit()
         assert await read_all(s, "f") == b"odd"
     run(main())
+
+
+def _chattr(flag: str, path) -> None:
+    import subprocess
+    subprocess.run(["chattr", flag, str(path)], check=True, capture_output=True)
+
+
+@pytest.mark.parametrize("immutable", ["file", "directory"])
+def test_nodelocal_delete_the_filesystem_refuses_is_a_clear_58030(tmp_path, immutable):
+    """Issue 12, point 7: a delete the store refuses (here an immutable file or directory:
+    chattr +i bites even for root, where chmod 0555 does not) raises StorageError naming the
+    store and the object, at once; it neither hangs nor reports success, and nothing is lost.
+    A create or a write into an immutable directory is refused the same way."""
+    root = tmp_path / "root"
+    root.mkdir()
+    store = open_store("nodelocal://self/coll", StoreContext(root))
+    run(put(store, "locked/obj", b"keep me"))
+    target = root / "coll" / "locked" / ("obj" if immutable == "file" else "")
+    _chattr("+i", target)
+    try:
+        async def main():
+            with pytest.raises(StorageError) as e:
+                await asyncio.wait_for(store.delete("locked/obj"), 30)
+            assert type(e.value) is StorageError and e.value.sqlstate == "58030"
+            assert e.value.message == ("cannot delete locked/obj in nodelocal://self/coll: "
+                                       "Operation not permitted"), e.value.message
+            assert await read_all(store, "locked/obj") == b"keep me"
+            if immutable == "directory":
+                for attempt in (create(store, "locked/new", b"x"), put(store, "locked/new", b"x")):
+                    with pytest.raises(StorageError) as e:
+                        await attempt
+                    assert e.value.message.startswith("cannot write locked/new in nodelocal://self/coll")
+        run(main())
+    finally:
+        _chattr("-i", target)
+    assert sorted(os.listdir(root / "coll" / "locked")) == ["obj"]   # no temporary leftovers
+    run(store.close())

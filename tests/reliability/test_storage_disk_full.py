@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
+import time
 
 import psycopg
 import pytest
@@ -48,9 +50,30 @@ def test_backup_onto_a_full_disk_is_53100_naming_the_store(pg18, big_db, tiny_ro
                          args=["--nodelocal-root", str(tiny_root)]).start()
     try:
         with psycopg.connect(proc.dsn(), autocommit=True, connect_timeout=10) as conn:
-            with pytest.raises(psycopg.Error) as e:
-                conn.execute(f"BACKUP DATABASE {big_db} INTO 'nodelocal://self/full'")
-            diag = e.value.diag
+            # small chunks: several data files are complete before the disk fills, so the
+            # cleanup has finished files to delete, not only the one being written
+            conn.execute("SET CLUSTER SETTING pgkeep.backup.chunk_size = '512KiB'")
+            seen: set[str] = set()
+            failure: list[BaseException] = []
+
+            def backup():
+                try:
+                    conn.execute(f"BACKUP DATABASE {big_db} INTO 'nodelocal://self/full'")
+                except BaseException as exc:  # noqa: BLE001 - examined below
+                    failure.append(exc)
+            t = threading.Thread(target=backup)
+            try:
+                t.start()
+                while t.is_alive():
+                    seen.update(f for f in _files(tiny_root) if not f.endswith(".tmp"))
+                    time.sleep(0.005)
+                t.join()
+            finally:     # the catalog is the session's: leave the setting as it was
+                conn.execute("RESET CLUSTER SETTING pgkeep.backup.chunk_size")
+            assert len(failure) == 1 and isinstance(failure[0], psycopg.Error), failure
+            data_files = [f for f in seen if "BACKUP-LOCK" not in f]
+            assert data_files, seen          # the backup had written whole files before failing
+            diag = failure[0].diag
             assert diag.sqlstate == "53100", (diag.sqlstate, diag.message_primary)
             msg = diag.message_primary
             assert msg.startswith("nodelocal://self/full") and "no space left on device" in msg, msg
@@ -59,7 +82,8 @@ def test_backup_onto_a_full_disk_is_53100_naming_the_store(pg18, big_db, tiny_ro
             assert conn.execute("SELECT 1").fetchone() == (1,)
             cur = conn.execute("SHOW JOBS")
             cols = [d.name for d in cur.description]
-            jobs = [dict(zip(cols, r)) for r in cur.fetchall() if r[cols.index("job_type")] == "BACKUP"]
+            jobs = [j for j in (dict(zip(cols, r)) for r in cur.fetchall())
+                    if j["job_type"] == "BACKUP" and big_db in j["description"]]
             assert len(jobs) == 1 and jobs[0]["status"] == "failed", jobs
             assert "no space left on device" in (jobs[0].get("error") or ""), jobs[0]
         log = proc.log()

@@ -266,7 +266,13 @@ class LocalStore:
         except OSError as e:
             raise StorageError(f"cannot read {path} in {self.uri}: {e.strerror}") from None
         try:
-            while chunk := await asyncio.to_thread(read, fd, buf):
+            while True:
+                try:
+                    chunk = await asyncio.to_thread(read, fd, buf)
+                except OSError as e:
+                    raise os_failure(self.uri, "read", path, e) from None
+                if not chunk:
+                    break
                 yield chunk
         finally:
             os.close(fd)
@@ -284,6 +290,8 @@ class LocalStore:
             return await asyncio.to_thread(op)
         except FileNotFoundError:
             raise NotFound(f"{path} does not exist in {self.uri}") from None
+        except OSError as e:
+            raise os_failure(self.uri, "read", path, e) from None
 
     async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
         def op():
@@ -319,6 +327,8 @@ class LocalStore:
             st = await asyncio.to_thread(os.stat, p)
         except FileNotFoundError:
             raise NotFound(f"{path} does not exist in {self.uri}") from None
+        except OSError as e:
+            raise os_failure(self.uri, "stat", path, e) from None
         return ObjectInfo(path, st.st_size)
 
     async def close(self) -> None:

@@ -498,3 +498,33 @@ def test_nodelocal_delete_the_filesystem_refuses_is_a_clear_58030(tmp_path, immu
         _chattr("-i", target)
     assert sorted(os.listdir(root / "coll" / "locked")) == ["obj"]   # no temporary leftovers
     run(store.close())
+
+
+def test_s3_delete_the_store_refuses_is_a_clear_58030():
+    """Issue 12, point 7, on a real S3 server: a key that may only read and list (SeaweedFS with
+    identities). The delete is refused at once with the store's reason, never retried into a
+    hang nor reported as done; the object stays. A create is refused the same way, and a refused
+    create is not AlreadyExists."""
+    from tests.support.objstores import seaweedfs_with_reader
+    server = seaweedfs_with_reader()
+    bucket = server.new_bucket()
+    writer = open_store(server.collection_uri("coll", bucket=bucket), StoreContext(Path("/nonexistent")))
+    reader = open_store(server.reader_uri(bucket), StoreContext(Path("/nonexistent")))
+
+    async def main():
+        await put(writer, "obj", b"keep me")
+        assert await read_all(reader, "obj") == b"keep me"       # the reader key works ...
+        for attempt in (reader.delete("obj"), create(reader, "new", b"x")):
+            with pytest.raises(StorageError) as e:
+                await asyncio.wait_for(attempt, 30)             # ... but may not change a thing
+            err = e.value
+            assert type(err) is StorageError and err.sqlstate == "58030", err
+            assert "AccessDenied (HTTP 403)" in err.message and reader.uri in err.message
+            assert "gave up" not in err.message                  # an answer, not retried
+            for secret in server.secrets:
+                assert secret not in err.message
+        assert await read_all(writer, "obj") == b"keep me"
+        assert [o.path async for o in writer.list()] == ["obj"]
+        await writer.close()
+        await reader.close()
+    run(main())

@@ -69,8 +69,11 @@ class RetryPolicy:
         elapsed = time.monotonic() - started
         if failures < self.max_attempts and elapsed + self.delay(failures) <= self.max_elapsed:
             return None
-        took = "" if isinstance(e, Unreachable) else f" in {elapsed:.1f} s"   # timing tells too
-        return StorageError(f"{e.message} (gave up after {failures} attempts{took})",
+        # How many attempts fit in the time budget, and how long they took, would tell a
+        # filtered port (connect timeouts) from a closed one: not said of an unreachable store.
+        tried = ("retrying" if isinstance(e, Unreachable)
+                 else f"{failures} attempts in {elapsed:.1f} s")
+        return StorageError(f"{e.message} (gave up after {tried})",
                             hint=e.hint or "the storage service kept failing; try again later",
                             detail=e.detail)
 

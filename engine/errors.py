@@ -62,3 +62,18 @@ class InvalidTarget(EngineError):
 
 class Canceled(EngineError):
     sqlstate = "57014"
+
+
+# -- storage outcomes (engine/storage) --
+class AlreadyExists(EngineError):
+    """`ObjectStore.create` found an object at the path already (it was left untouched). The
+    engine catches it to take another name; a user sees it only if that fails too."""
+    sqlstate = "58P02"  # duplicate_file
+
+
+class DiskFull(StorageError):
+    """A store ran out of space (ENOSPC, EDQUOT) while writing; the message names the store."""
+    sqlstate = "53100"  # disk_full
+
+
+__all__ += ["AlreadyExists", "DiskFull"]

@@ -17,7 +17,8 @@ stages blocks of `part_size` bytes, `parallel` at a time in the background (memo
 aborted writer's uncommitted blocks are never listed (the service drops them). Block IDs are
 random per writer, so concurrent writers of one name never mix blocks (but the first commit
 drops the others' uncommitted blocks, so a concurrent second writer fails: 58030). Every upload carries a
-Content-MD5 (validate_content). `get` streams ranged chunks (optionally from an offset),
+Content-MD5 (validate_content). `create` is one Put Blob with `If-None-Match: *` (409
+BlobAlreadyExists: AlreadyExists). `get` streams ranged chunks (optionally from an offset),
 `list` reads every page, then yields in name order. The SDK's retries are off (retry_total=0): wrappers.py retries.
 """
 from __future__ import annotations
@@ -30,10 +31,11 @@ from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 from urllib.parse import urlsplit
 
-from ..errors import InvalidURI, NotFound, StorageError, Unsupported
+from ..errors import AlreadyExists, InvalidURI, NotFound, StorageError, Unsupported
 from .base import ObjectInfo
 from .uri import (CloudStore, CloudURI, CloudWriter, PartPipeline, TransientStorageError,
-                  describe, fix_base64, parse_auth, parse_cloud_uri)
+                  check_azure_account, check_azure_container, describe, fix_base64, parse_auth,
+                  parse_cloud_uri, unreachable)
 
 __all__ = ["AzureStore", "parse_azure", "AZURE_PARAMS"]
 
@@ -71,9 +73,11 @@ class AzureConfig:
 def parse_azure(uri: str) -> AzureConfig:
     cu = parse_cloud_uri(uri, AZURE_PARAMS, what="azure")
     auth = parse_auth(cu)
+    check_azure_container(cu.bucket, cu.redacted)
     account = cu.get("AZURE_ACCOUNT_NAME")
     if not account:
         raise InvalidURI(f'azure uri missing "AZURE_ACCOUNT_NAME" parameter: {cu.redacted}')
+    check_azure_account(account, cu.redacted)      # spliced into https://<account>.blob...
     key = cu.get("AZURE_ACCOUNT_KEY")
     cid, secret, tenant = (cu.get("AZURE_CLIENT_ID"), cu.get("AZURE_CLIENT_SECRET"),
                            cu.get("AZURE_TENANT_ID"))
@@ -226,10 +230,11 @@ class AzureStore(CloudStore):
             return NotFound(f"{path} does not exist in {self.uri}")
         if isinstance(e, zx.ClientAuthenticationError):
             return StorageError(f"{where}: authentication failed ({code or 'HTTP 403'})")
+        # refused, reset, DNS, timeouts, answers that are not Azure's: the same words for each
         if isinstance(e, (_Incomplete, zx.ServiceRequestError, zx.ServiceResponseError,
                           zx.IncompleteReadError, zx.DecodeError, zx.DeserializationError,
-                          ConnectionError, TimeoutError)):
-            return TransientStorageError(f"{where}: {describe(e, self.cfg.uri.secrets)}")
+                          OSError)):
+            return unreachable(self.uri, op, path, e, self.cfg.uri.secrets)
         if isinstance(e, zx.HttpResponseError):
             status = e.status_code or 0
             text = f"{where}: {code or type(e).__name__} (HTTP {status})"
@@ -305,6 +310,18 @@ class AzureStore(CloudStore):
         pages = pager.by_page(continuation_token=token)
         items = [(b.name, int(b.size or 0)) for b in next(pages, [])]
         return items, pages.continuation_token
+
+    async def create(self, path: str, data: bytes) -> None:
+        key = self._key(path)
+
+        def op():
+            from azure.core.exceptions import ResourceExistsError
+            try:
+                self._blob(key).upload_blob(data, overwrite=False, length=len(data),
+                                            validate_content=True, max_concurrency=1)
+            except ResourceExistsError:     # If-None-Match: * failed (409 BlobAlreadyExists)
+                raise AlreadyExists(f"{path} already exists in {self.uri}") from None
+        await self._call("create", path, op)
 
     async def delete(self, path: str) -> None:
         key = self._key(path)

@@ -10,6 +10,15 @@ Contracts (every backend, checked by one conformance suite):
 - `list(prefix)` yields every object whose name starts with `prefix`, sorted by name, with sizes.
 - `delete(path)` removes an object; deleting a missing one is not an error.
 - `stat(path)` returns the size, or raises `NotFound`.
+- `create(path, data)` is create-if-absent, the one way to claim a name: it writes `data` only if
+  no object exists at `path`, atomically (the whole content becomes visible at once, and of any
+  number of concurrent creates of one path, from any processes, exactly one succeeds), else raises
+  `AlreadyExists` and leaves the existing object untouched. Never emulated by a check then a
+  write: nodelocal links a finished temporary file to the name (link(2) fails if it exists), S3
+  sends `If-None-Match: *`, GCS `ifGenerationMatch=0`, Azure `If-None-Match: *`. For small objects
+  (locks, markers): one request. A create whose answer was lost and was sent again may find its
+  own object: wrappers.RetryingStore then reads it back and counts identical bytes as success, so
+  callers put something unique to them (a job id, a random token) in `data`.
 - Any other failure raises `StorageError` (58030) with a message naming the store by its redacted
   URI. Retries, rate limits and fault injection are wrappers, never code inside a backend.
 """
@@ -18,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import AsyncIterator, Protocol
 
-__all__ = ["ObjectInfo", "ObjectStore", "ObjectWriter"]
+__all__ = ["ObjectInfo", "ObjectStore", "ObjectWriter", "put", "create", "read_all"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +59,8 @@ class ObjectStore(Protocol):
 
     async def stat(self, path: str) -> ObjectInfo: ...
 
+    async def create(self, path: str, data: bytes) -> None: ...
+
     async def close(self) -> None: ...
 
 
@@ -62,6 +73,11 @@ async def put(store: ObjectStore, path: str, data: bytes) -> None:
         await w.abort()
         raise
     await w.commit()
+
+
+async def create(store: ObjectStore, path: str, data: bytes) -> None:
+    """Claim `path` with `data`: AlreadyExists if anything is there (see the module contract)."""
+    await store.create(path, data)
 
 
 async def read_all(store: ObjectStore, path: str) -> bytes:

@@ -13,7 +13,8 @@ Contracts (base.py): a writer sends small objects in one upload at commit; past 
 streams a resumable upload, chunks of `part_size` bytes (a multiple of 256 KiB) sent in order in
 the background while the next one fills (memory about two chunks), finalized at commit with the
 whole object's CRC32C (X-Goog-Hash, and checked against the stored object), cancelled by abort().
-Nothing is visible before commit. A chunk sent again after a failure first asks the session how
+Nothing is visible before commit. `create` is one upload with `ifGenerationMatch=0` (412:
+AlreadyExists). A chunk sent again after a failure first asks the session how
 much it has, so a retry never duplicates or loses bytes. `get` reads ranged chunks pinned to the
 object's generation and checks CRC32C when it read the whole object; `list` reads every page, then yields in name order.
 The SDK's own retries are off (retry=None): wrappers.py retries through the request seam.
@@ -24,13 +25,14 @@ import base64
 import binascii
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from typing import AsyncIterator
 
-from ..errors import InvalidURI, NotFound, StorageError, Unsupported
+from ..errors import AlreadyExists, InvalidURI, NotFound, StorageError, Unsupported
 from .base import ObjectInfo
 from .uri import (CloudStore, CloudURI, CloudWriter, PartPipeline, TransientStorageError,
-                  describe, fix_base64, parse_auth, parse_cloud_uri)
+                  check_gcs_bucket, describe, fix_base64, parse_auth, parse_cloud_uri, unreachable)
 
 __all__ = ["GCSStore", "parse_gs", "GS_PARAMS"]
 
@@ -40,6 +42,7 @@ PART_SIZE = 8 << 20
 _QUANTUM = 256 << 10          # resumable chunks are multiples of 256 KiB
 READ_CHUNK = 8 << 20
 _TIMEOUT = (10, 120)
+_SERVICE_ACCOUNT = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 _SCOPES = ["https://www.googleapis.com/auth/devstorage.read_write"]
 
 
@@ -54,6 +57,7 @@ class GSConfig:
 
 def parse_gs(uri: str) -> GSConfig:
     cu = parse_cloud_uri(uri, GS_PARAMS, what="gs")
+    check_gcs_bucket(cu.bucket, cu.redacted)
     auth = parse_auth(cu)
     creds_b64, bearer = cu.get("CREDENTIALS"), cu.get("BEARER_TOKEN")
     info = None
@@ -77,8 +81,8 @@ def parse_gs(uri: str) -> GSConfig:
         if not isinstance(info, dict):
             raise InvalidURI(f"CREDENTIALS in {cu.redacted} is not a base64-encoded JSON key file")
     chain = tuple(a.strip() for a in (cu.get("ASSUME_ROLE") or "").split(",") if a.strip())
-    for a in chain:
-        if "@" not in a:
+    for a in chain:     # each goes into an IAM API URL path: nothing but an e-mail address
+        if not _SERVICE_ACCOUNT.fullmatch(a):
             raise InvalidURI(f"invalid ASSUME_ROLE in {cu.redacted}: {a!r} is not a service account "
                              "e-mail")
     secrets = list(cu.secrets)
@@ -326,9 +330,12 @@ class GCSStore(CloudStore):
         text = f"{where}: {describe(e, self.cfg.uri.secrets)}"
         if isinstance(e, ax.RefreshError):
             return StorageError(f"{where}: cannot obtain Google credentials")
-        # requests' connection, timeout and chunked-encoding errors are OSErrors (IOError)
-        if isinstance(e, (sx.DataCorruption, ax.TransportError, OSError)):
+        if isinstance(e, sx.DataCorruption):
             return TransientStorageError(text)
+        # requests' connection, timeout and chunked-encoding errors are OSErrors (IOError);
+        # refused, reset, DNS, timeouts: the same words for each
+        if isinstance(e, (ax.TransportError, OSError)):
+            return unreachable(self.uri, op, path, e, self.cfg.uri.secrets)
         if isinstance(e, ax.DefaultCredentialsError):
             return StorageError(f"{where}: no Google credentials in pgkeep's environment (AUTH=implicit)")
         return StorageError(text)
@@ -386,6 +393,20 @@ class GCSStore(CloudStore):
                                      page_size=self.list_page_size, timeout=_TIMEOUT, retry=None)
         items = [(b.name, int(b.size or 0)) for b in next(it.pages)]
         return items, it.next_page_token
+
+    async def create(self, path: str, data: bytes) -> None:
+        key = self._key(path)
+
+        def op():
+            from google.api_core.exceptions import PreconditionFailed
+            blob = self._bucket().blob(key)
+            try:
+                blob.upload_from_string(data, content_type="application/octet-stream",
+                                        timeout=_TIMEOUT, checksum="crc32c", retry=None,
+                                        if_generation_match=0)
+            except PreconditionFailed:
+                raise AlreadyExists(f"{path} already exists in {self.uri}") from None
+        await self._call("create", path, op)
 
     async def delete(self, path: str) -> None:
         key = self._key(path)

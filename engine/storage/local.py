@@ -2,8 +2,11 @@
 
 No path can escape the root: '..' segments and absolute paths are refused when the URI is
 parsed, and every operation checks that the real path (symlinks resolved) stays inside the root.
-Writes go to a temporary file in the target directory, are fsynced, then renamed over the name.
-Blocking file I/O runs in worker threads so the event loop keeps serving clients.
+Writes go to a temporary file in the target directory, are fsynced, then renamed over the name
+(`create`: hard-linked to it, which fails if the name exists). A failed write removes its
+temporary file. Running out of space (ENOSPC, EDQUOT) is DiskFull (53100) naming the store and
+the object; any other OS failure is StorageError (58030) with the OS's short text, never a raw
+OSError. Blocking file I/O runs in worker threads so the event loop keeps serving clients.
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ import uuid
 from pathlib import Path
 from typing import AsyncIterator
 
-from ..errors import InvalidURI, NotFound, StorageError
+from ..errors import AlreadyExists, DiskFull, InvalidURI, NotFound, StorageError
 from .base import ObjectInfo
 
 __all__ = ["LocalStore"]
@@ -44,6 +47,17 @@ def _give_buffer(buf: mmap.mmap) -> None:
         buf.close()
 
 
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def os_failure(uri: str, op: str, path: str, e: OSError) -> StorageError:
+    """The engine error for an OS failure of `op` ('write', 'delete', ...) on `path`."""
+    if e.errno in _NO_SPACE:
+        return DiskFull(f"{uri}: {os.strerror(e.errno).lower()} writing {path}",
+                        hint="free space on pgkeep's --nodelocal-root filesystem, or back up elsewhere")
+    return StorageError(f"cannot {op} {path} in {uri}: {e.strerror or type(e).__name__}")
+
+
 def _drop_direct(fd: int) -> bool:
     """Turn O_DIRECT off on an open file; False if it was not on."""
     flags = fcntl.fcntl(fd, fcntl.F_GETFL)
@@ -51,6 +65,14 @@ def _drop_direct(fd: int) -> bool:
         return False
     fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_DIRECT)
     return True
+
+
+def _fsync_dir(path: Path) -> None:
+    dfd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
 
 
 class _LocalWriter:
@@ -61,8 +83,9 @@ class _LocalWriter:
     in whole blocks; the last block is padded and the file truncated to its length. Where
     O_DIRECT is refused (tmpfs, some network filesystems) the file is written normally."""
 
-    def __init__(self, store: "LocalStore", target: Path) -> None:
+    def __init__(self, store: "LocalStore", target: Path, rel: str) -> None:
         self._target = target
+        self._rel = rel
         self._tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
         self._f = None            # a buffered file, when O_DIRECT is not available
         self._fd: int | None = None
@@ -106,9 +129,17 @@ class _LocalWriter:
                 self._write_all(memoryview(self._buf))
                 self._pos = 0
 
+    async def _guard(self, fn, *args) -> None:
+        """Run fn in a thread; an OS failure removes the temporary file, then raises mapped."""
+        try:
+            await asyncio.to_thread(fn, *args)
+        except OSError as e:
+            await self.abort()
+            raise os_failure(self._store.uri, "write", self._rel, e) from None
+
     async def write(self, data: bytes) -> None:
         if data:
-            await asyncio.to_thread(self._f.write if self._f is not None else self._put, data)
+            await self._guard(self._f.write if self._f is not None else self._put, data)
 
     async def commit(self) -> None:
         def op():
@@ -125,12 +156,8 @@ class _LocalWriter:
                 os.fsync(self._fd)
                 self._close_direct()
             os.replace(self._tmp, self._target)
-            dfd = os.open(self._target.parent, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
-        await asyncio.to_thread(op)
+            _fsync_dir(self._target.parent)
+        await self._guard(op)
 
     def _close_direct(self) -> None:
         if self._fd is not None:
@@ -143,7 +170,10 @@ class _LocalWriter:
     async def abort(self) -> None:
         def op():
             if self._f and not self._f.closed:
-                self._f.close()
+                try:
+                    self._f.close()     # flushes: may fail again on a full disk
+                except OSError:
+                    pass
             self._close_direct()
             self._tmp.unlink(missing_ok=True)
         await asyncio.to_thread(op)
@@ -170,12 +200,40 @@ class LocalStore:
         return path
 
     async def writer(self, path: str) -> _LocalWriter:
-        w = _LocalWriter(self, self._path(path))
+        w = _LocalWriter(self, self._path(path), path)
         try:
             await w._open()
         except OSError as e:
-            raise StorageError(f"cannot write {path} in {self.uri}: {e.strerror}") from None
+            await w.abort()
+            raise os_failure(self.uri, "write", path, e) from None
         return w
+
+    async def create(self, path: str, data: bytes) -> None:
+        target = self._path(path)
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+
+        def op() -> bool:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self._confine(target.parent)
+            try:
+                with open(tmp, "xb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                try:
+                    os.link(tmp, target)        # atomic: fails with EEXIST if the name exists
+                except FileExistsError:
+                    return False
+            finally:
+                tmp.unlink(missing_ok=True)
+            _fsync_dir(target.parent)
+            return True
+        try:
+            created = await asyncio.to_thread(op)
+        except OSError as e:
+            raise os_failure(self.uri, "write", path, e) from None
+        if not created:
+            raise AlreadyExists(f"{path} already exists in {self.uri}")
 
     async def get(self, path: str) -> AsyncIterator[bytes]:
         """Streams the file in pieces, read with O_DIRECT where the filesystem has it (see
@@ -208,7 +266,13 @@ class LocalStore:
         except OSError as e:
             raise StorageError(f"cannot read {path} in {self.uri}: {e.strerror}") from None
         try:
-            while chunk := await asyncio.to_thread(read, fd, buf):
+            while True:
+                try:
+                    chunk = await asyncio.to_thread(read, fd, buf)
+                except OSError as e:
+                    raise os_failure(self.uri, "read", path, e) from None
+                if not chunk:
+                    break
                 yield chunk
         finally:
             os.close(fd)
@@ -226,6 +290,8 @@ class LocalStore:
             return await asyncio.to_thread(op)
         except FileNotFoundError:
             raise NotFound(f"{path} does not exist in {self.uri}") from None
+        except OSError as e:
+            raise os_failure(self.uri, "read", path, e) from None
 
     async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
         def op():
@@ -250,7 +316,10 @@ class LocalStore:
 
     async def delete(self, path: str) -> None:
         p = self._path(path)
-        await asyncio.to_thread(p.unlink, True)
+        try:
+            await asyncio.to_thread(p.unlink, True)
+        except OSError as e:    # e.g. EPERM on an immutable file or a read-only directory
+            raise os_failure(self.uri, "delete", path, e) from None
 
     async def stat(self, path: str) -> ObjectInfo:
         p = self._path(path)
@@ -258,6 +327,8 @@ class LocalStore:
             st = await asyncio.to_thread(os.stat, p)
         except FileNotFoundError:
             raise NotFound(f"{path} does not exist in {self.uri}") from None
+        except OSError as e:
+            raise os_failure(self.uri, "stat", path, e) from None
         return ObjectInfo(path, st.st_size)
 
     async def close(self) -> None:

@@ -19,7 +19,14 @@ from .base import ObjectStore
 from .local import LocalStore
 from .wrappers import RetryingStore
 
-__all__ = ["StoreContext", "open_store", "join_uri"]
+__all__ = ["StoreContext", "open_store", "join_uri", "ENDPOINT_PARAMS"]
+
+# URI parameters that point a store at a host of the user's choosing (any scheme). Whoever may
+# use them can make pgkeep connect anywhere it can reach: admins only (proxy's storage-access
+# rule). Parameters that only choose among a provider's own endpoints (AWS_REGION,
+# AZURE_ENVIRONMENT) are validated when parsed instead; gs:// has no such parameter (its
+# emulator is pgkeep's own STORAGE_EMULATOR_HOST environment).
+ENDPOINT_PARAMS = frozenset({"AWS_ENDPOINT", "AZURE_ENDPOINT"})
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ Parameters (CockroachDB's names; anything else is 22023):
 Contracts (base.py): a writer sends small objects with one PutObject at commit; past one part
 it streams a multipart upload, parts of `part_size` bytes uploaded `parallel` at a time while
 more data arrives (memory about (parallel+1) parts), completed at commit, aborted by abort().
-Nothing is visible before commit. `get` streams the body (optionally from an offset, so a
+Nothing is visible before commit. `create` is one PutObject with `If-None-Match: *` (412
+PreconditionFailed: AlreadyExists). `get` streams the body (optionally from an offset, so a
 retry can resume), `get_range` is a Range GET, `list` reads every ListObjectsV2 page, then yields in name order.
 Integrity: CRC32 checksums on every upload and checked on whole-object downloads (boto3's
 flexible checksums) unless AWS_SKIP_CHECKSUM. boto3's own retries are off: every request goes
@@ -25,10 +26,11 @@ from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 from urllib.parse import urlsplit
 
-from ..errors import InvalidURI, NotFound, StorageError
+from ..errors import AlreadyExists, InvalidURI, NotFound, StorageError
 from .base import ObjectInfo
 from .uri import (CloudStore, CloudURI, CloudWriter, PartPipeline, TransientStorageError,
-                  describe, parse_auth, parse_bool, parse_cloud_uri)
+                  check_region, check_s3_bucket, describe, parse_auth, parse_bool, parse_cloud_uri,
+                  unreachable)
 
 __all__ = ["S3Store", "parse_s3", "S3_PARAMS"]
 
@@ -44,7 +46,8 @@ READ_CHUNK = 1 << 20
 
 _THROTTLE = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded",
              "TooManyRequests", "RequestTimeout", "RequestTimeoutException", "InternalError",
-             "ServiceUnavailable", "OperationAborted", "PriorRequestNotComplete"}
+             "ServiceUnavailable", "OperationAborted", "PriorRequestNotComplete",
+             "ConditionalRequestConflict"}   # 409: a concurrent conditional write; AWS says retry
 
 
 _READS = ("read", "stat", "delete")   # ops where 404 means the object is missing: NotFound
@@ -73,6 +76,9 @@ class S3Config:
 
 def parse_s3(uri: str) -> S3Config:
     cu = parse_cloud_uri(uri, S3_PARAMS, what="s3")
+    check_s3_bucket(cu.bucket, cu.redacted)       # virtual-hosted style puts it in the host name
+    if cu.get("AWS_REGION"):
+        check_region("AWS_REGION", cu.get("AWS_REGION"), cu.redacted)
     auth = parse_auth(cu)
     key_id, secret, token = (cu.get("AWS_ACCESS_KEY_ID"), cu.get("AWS_SECRET_ACCESS_KEY"),
                              cu.get("AWS_SESSION_TOKEN"))
@@ -320,10 +326,13 @@ class S3Store(CloudStore):
                                 "environment (AUTH=implicit)")
         text = f"cannot {op} {path} in {uri}: {describe(e, self.cfg.uri.secrets)}"
         from botocore.parsers import ResponseParserError
-        transient = (_Incomplete, bx.HTTPClientError, bx.IncompleteReadError, bx.FlexibleChecksumError,
-                     bx.ChecksumError, ResponseParserError, OSError)   # OSError: resets, timeouts
-        if isinstance(e, transient) or type(e).__module__.startswith("urllib3"):
+        if isinstance(e, (bx.FlexibleChecksumError, bx.ChecksumError)):
             return TransientStorageError(text)
+        # refused, reset, DNS, timeouts, answers that are not S3's: the same words for each
+        transport = (_Incomplete, bx.ConnectionError, bx.HTTPClientError, bx.IncompleteReadError,
+                     ResponseParserError, OSError)
+        if isinstance(e, transport) or type(e).__module__.startswith("urllib3"):
+            return unreachable(uri, op, path, e, self.cfg.uri.secrets)
         return StorageError(text)
 
     async def writer(self, path: str) -> _S3Writer:
@@ -392,6 +401,24 @@ class S3Store(CloudStore):
         _check("list_objects_v2", page)
         items = [(o["Key"], int(o["Size"])) for o in page.get("Contents", ())]
         return items, page["NextContinuationToken"] if page.get("IsTruncated") else None
+
+    async def create(self, path: str, data: bytes) -> None:
+        key = self._key(path)
+        kw = {} if self.cfg.skip_checksum else {"ChecksumAlgorithm": "CRC32"}
+        if self.cfg.storage_class:
+            kw["StorageClass"] = self.cfg.storage_class
+
+        def op():
+            try:
+                return self._client.put_object(Bucket=self.bucket, Key=key, Body=data,
+                                               IfNoneMatch="*", **kw)
+            except Exception as e:
+                resp = getattr(e, "response", None)
+                status = resp.get("ResponseMetadata", {}).get("HTTPStatusCode") if isinstance(resp, dict) else None
+                if _code(e) == "PreconditionFailed" or status == 412:
+                    raise AlreadyExists(f"{path} already exists in {self.uri}") from None
+                raise
+        await self._call("create", path, op)
 
     async def delete(self, path: str) -> None:
         key = self._key(path)

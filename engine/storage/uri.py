@@ -12,10 +12,19 @@ Owns:
   wrappers.py puts its retries. A backend never retries by itself.
 - `PartPipeline`: a written stream cut into parts uploaded in the background, bounded memory.
 - `scrub` / `describe`: short error texts from SDK exceptions with every secret value removed.
+- The validators of every URI part that shapes a host name or an endpoint (`check_s3_bucket`,
+  `check_gcs_bucket`, `check_azure_container`, `check_azure_account`, `check_region`): each
+  backend's parser calls them, so a bad value is 22023 before any network access. A name spliced
+  into `https://<account>.blob.core.windows.net` must never be able to name another host.
+- `Unreachable`: every transport-level failure (refused, reset, DNS, timeout, an answer that is
+  not the service's protocol) reads the same to the client, "could not reach <redacted uri>",
+  so an error cannot tell an open port from a closed one; the detail goes to pgkeep's log.
 """
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import logging
 import threading
 import concurrent.futures
 import functools
@@ -29,12 +38,92 @@ from ..errors import EngineError, InvalidURI, StorageError
 from ..redact import REDACTED, SECRET_QUERY_PARAMS, redact_uri
 
 __all__ = ["CloudStore", "CloudWriter", "CloudURI", "parse_cloud_uri", "parse_bool", "parse_auth", "TransientStorageError",
-           "Requests", "DirectPolicy", "PartPipeline", "scrub", "describe", "check_name",
+           "Unreachable", "unreachable", "check_s3_bucket", "check_gcs_bucket",
+           "check_azure_container", "check_azure_account", "check_region", "Requests", "DirectPolicy", "PartPipeline", "scrub", "describe", "check_name",
            "join_key", "fix_base64"]
+
+
+log = logging.getLogger("pgkeep.storage")
 
 
 class TransientStorageError(StorageError):
     """A failure that may go away if the same request is made again (58030 if it does not)."""
+
+
+class Unreachable(TransientStorageError):
+    """The service could not be reached or did not speak its protocol; the message is the same
+    whatever the cause (see the module docstring)."""
+
+
+def unreachable(uri: str, op: str, path: str, exc: BaseException,
+                secrets: Iterable[str] = ()) -> Unreachable:
+    """The client-facing error for a transport failure; the cause is logged, secrets scrubbed."""
+    root, seen = exc, {id(exc)}
+    while (nxt := root.__cause__ or root.__context__) is not None and id(nxt) not in seen:
+        root = nxt
+        seen.add(id(nxt))
+    cause = "" if root is exc else f" (cause: {describe(root, secrets)})"
+    log.warning("could not reach %s to %s %s: %s%s", uri, op, path, describe(exc, secrets), cause)
+    return Unreachable(f"could not reach {uri} to {op} {path}",
+                       hint="check the storage URI and that the storage service is up")
+
+
+# -- names that shape host names and endpoints --
+_S3_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_GCS_BUCKET = re.compile(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]")
+_AZURE_CONTAINER = re.compile(r"[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}")
+_AZURE_SPECIAL_CONTAINERS = ("$root", "$web", "$logs")
+_AZURE_ACCOUNT = re.compile(r"[a-z0-9]{3,24}")
+_REGION = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,62})")
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def check_s3_bucket(name: str, redacted: str) -> None:
+    """AWS's rules: 3-63 lowercase letters, digits, dots and hyphens, a letter or digit at both
+    ends, no '..', not an IP address."""
+    if not _S3_BUCKET.fullmatch(name) or ".." in name or _is_ip(name):
+        raise InvalidURI(f"invalid S3 bucket name {name!r} in {redacted}",
+                         hint="bucket names are 3-63 lowercase letters, digits, dots and hyphens, "
+                              "starting and ending with a letter or digit")
+
+
+def check_gcs_bucket(name: str, redacted: str) -> None:
+    """Google's rules: as S3's plus '_', up to 222 characters when dotted, each dot-separated
+    part at most 63."""
+    parts = name.split(".")
+    long_ok = len(name) <= 63 or (len(parts) > 1 and all(len(p) <= 63 for p in parts))
+    if (not _GCS_BUCKET.fullmatch(name) or not long_ok or any(not p for p in parts)
+            or _is_ip(name)):
+        raise InvalidURI(f"invalid GCS bucket name {name!r} in {redacted}",
+                         hint="bucket names are 3-63 lowercase letters, digits, dots, hyphens and "
+                              "underscores (up to 222 when dotted), starting and ending with a "
+                              "letter or digit")
+
+
+def check_azure_container(name: str, redacted: str) -> None:
+    if name not in _AZURE_SPECIAL_CONTAINERS and not _AZURE_CONTAINER.fullmatch(name):
+        raise InvalidURI(f"invalid Azure container name {name!r} in {redacted}",
+                         hint="container names are 3-63 lowercase letters, digits and single "
+                              "hyphens, starting and ending with a letter or digit")
+
+
+def check_azure_account(name: str, redacted: str) -> None:
+    if not _AZURE_ACCOUNT.fullmatch(name):
+        raise InvalidURI(f"invalid AZURE_ACCOUNT_NAME in {redacted}",
+                         hint="Azure storage account names are 3-24 lowercase letters and digits")
+
+
+def check_region(param: str, value: str, redacted: str) -> None:
+    if not _REGION.fullmatch(value):
+        raise InvalidURI(f"invalid {param} {value!r} in {redacted}",
+                         hint="a region is lowercase letters, digits and hyphens, e.g. us-east-1")
 
 
 @dataclass(frozen=True)
@@ -148,6 +237,7 @@ def describe(exc: BaseException, secrets: Iterable[str] = ()) -> str:
     are scrubbed, and URLs lose their query strings (resumable-upload session IDs, signatures)."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     text = _URL_QUERY.sub(r"\1?...", text)
+    text = "".join(c if c.isprintable() else "?" for c in text)   # a peer's bytes, maybe
     if len(text) > 240:
         text = text[:240] + "..."
     name = type(exc).__name__

@@ -12,6 +12,11 @@ Where: at two levels, both owned here, never inside a backend.
   `get` stream: a stream cut mid-way is reopened at the offset already delivered (ranged GET),
   so the caller sees every byte exactly once, in order.
 
+A `create` (create-if-absent) that was sent more than once and then finds an object at its path
+may be looking at its own first attempt, which landed although its answer was lost: the wrapper
+reads the object back and counts identical bytes as success (base.py: callers make `data`
+unique to them); anything else stays AlreadyExists.
+
 When a request keeps failing (max_attempts, or max_elapsed seconds since its first attempt),
 it raises StorageError (58030) whose message is the backend's (naming the store by its redacted
 URI) plus how long it tried. A writer that fails for good aborts its upload before raising, so
@@ -20,19 +25,29 @@ nothing partial ever becomes visible and no multipart upload is left behind.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import random
 import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Awaitable, Callable
 
-from ..errors import StorageError
-from .base import ObjectInfo, ObjectStore
-from .uri import TransientStorageError
+from ..errors import AlreadyExists, NotFound, StorageError
+from .base import ObjectInfo, ObjectStore, read_all
+from .uri import TransientStorageError, Unreachable
 
 __all__ = ["RetryPolicy", "RetryingStore"]
 
 log = logging.getLogger("pgkeep.storage")
+
+
+class _Sent:
+    """How many times requests of the current protocol call were sent again."""
+    again = 0
+
+
+_sent: contextvars.ContextVar[_Sent | None] = contextvars.ContextVar("pgkeep_storage_sent",
+                                                                     default=None)
 
 
 @dataclass
@@ -54,7 +69,11 @@ class RetryPolicy:
         elapsed = time.monotonic() - started
         if failures < self.max_attempts and elapsed + self.delay(failures) <= self.max_elapsed:
             return None
-        return StorageError(f"{e.message} (gave up after {failures} attempts in {elapsed:.1f} s)",
+        # How many attempts fit in the time budget, and how long they took, would tell a
+        # filtered port (connect timeouts) from a closed one: not said of an unreachable store.
+        tried = ("retrying" if isinstance(e, Unreachable)
+                 else f"{failures} attempts in {elapsed:.1f} s")
+        return StorageError(f"{e.message} (gave up after {tried})",
                             hint=e.hint or "the storage service kept failing; try again later",
                             detail=e.detail)
 
@@ -72,6 +91,9 @@ class RetryPolicy:
                     raise final from None
                 wait = self.delay(failures)
                 self.retries += 1
+                sent = _sent.get()
+                if sent is not None:
+                    sent.again += 1
                 log.debug("retrying %s of %s in %.2fs: %s", op, path, wait, e.message)
                 await asyncio.sleep(wait)
 
@@ -209,6 +231,27 @@ class RetryingStore:
                 await asyncio.sleep(self._policy.delay(failures))
             finally:
                 await stream.aclose()
+
+    async def create(self, path: str, data: bytes) -> None:
+        sent = _Sent()
+        token = _sent.set(sent)     # RetryPolicy.run counts resends of this call's requests
+        try:
+            await self._whole("create", path, lambda: self.inner.create(path, data))
+        except AlreadyExists:
+            if not sent.again or not await self._holds(path, data):
+                raise
+            log.debug("create of %s was sent again and found its own object", path)
+        finally:
+            _sent.reset(token)
+
+    async def _holds(self, path: str, data: bytes) -> bool:
+        """Is `data` what is stored at `path`?"""
+        try:
+            if (await self.stat(path)).size != len(data):
+                return False
+            return await read_all(self, path) == data
+        except NotFound:
+            return False
 
     async def delete(self, path: str) -> None:
         await self._whole("delete", path, lambda: self.inner.delete(path))

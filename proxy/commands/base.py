@@ -34,12 +34,18 @@ class CommandContext:
 
     async def require_storage_access(self, uri: str, what: str) -> None:
         """CockroachDB's rule: pgkeep's own disk (nodelocal://), implicit credentials and custom
-        endpoints need admin (EXTERNALIOIMPLICITACCESS); an external connection needs its owner
-        or admin (USAGE, until grants exist). Explicit credentials in the URI need nothing."""
-        from urllib.parse import parse_qs, urlsplit
+        endpoints (engine.storage.registry.ENDPOINT_PARAMS: any parameter that points a store at
+        a host of the user's choosing) need admin (EXTERNALIOIMPLICITACCESS); an external
+        connection needs its owner or admin (USAGE, until grants exist). Explicit credentials in
+        the URI need nothing. Checked on the URI's text, before it is opened: no network access
+        happens for a refused user. Parameter names are compared case-insensitively and even
+        when empty, so no spelling slips past the check that the store's parser would accept."""
+        from urllib.parse import parse_qsl, urlsplit
+        from engine.storage.registry import ENDPOINT_PARAMS
         u = urlsplit(uri)
         scheme = u.scheme.lower()
-        params = {k.upper(): v[-1] for k, v in parse_qs(u.query).items()}
+        pairs = parse_qsl(u.query, keep_blank_values=True)
+        params = {k.upper(): v for k, v in pairs}
         if scheme == "external":
             from engine.external import parse_external
             name, _ = parse_external(uri)  # a malformed URI is 22023 before any lookup
@@ -48,8 +54,15 @@ class CommandContext:
                 raise errors.InsufficientPrivilege(
                     f"user {self.user} does not have USAGE privilege on external connection {name}")
             return
-        if (scheme in ("nodelocal", "userfile") or params.get("AUTH", "").lower() == "implicit"
-                or "AWS_ENDPOINT" in params or "AZURE_ENDPOINT" in params):
+        endpoints = sorted(ENDPOINT_PARAMS & params.keys())
+        if endpoints:
+            if not await self.is_admin():
+                raise errors.InsufficientPrivilege(
+                    f"only users with the admin role are allowed to {what} {scheme}:// storage "
+                    f"with a custom endpoint ({', '.join(endpoints)})",
+                    hint="EXTERNALIOIMPLICITACCESS is granted to admins only in pgkeep")
+        elif (scheme in ("nodelocal", "userfile")
+                or any(k.upper() == "AUTH" and v.lower() == "implicit" for k, v in pairs)):
             if not await self.is_admin():
                 raise errors.InsufficientPrivilege(
                     f"only users with the admin role are allowed to {what} {scheme}:// storage "

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import InvalidURI, NotFound, StorageError, Unsupported
-from engine.storage import StoreContext, open_store, put, read_all
+from engine.errors import AlreadyExists, InvalidURI, NotFound, StorageError, Unsupported
+from engine.storage import StoreContext, create, open_store, put, read_all
 from tests.support.objstores import azure_server, gcs_server, s3_server  # noqa: F401 (fixtures)
 
 STORES = ["nodelocal", "nodelocal-tmpfs", "s3", "gcs", "azure"]
@@ -29,11 +29,13 @@ def store(request, tmp_path):
         request.addfinalizer(lambda: shutil.rmtree(root.parent, ignore_errors=True))
     root.mkdir()
     if request.param.startswith("nodelocal"):
-        s = open_store("nodelocal://self/coll", StoreContext(root))
+        uri = "nodelocal://self/coll"
     else:
         server = request.getfixturevalue(_SERVER_FIXTURE[request.param])
-        s = open_store(server.collection_uri("coll"), StoreContext(root))
+        uri = server.collection_uri("coll")
+    s = open_store(uri, StoreContext(root))
     s._root_for_tests = root
+    s._uri_for_tests = uri
     s.kind = request.param.split("-")[0]
     yield s
     asyncio.run(s.close())
@@ -80,6 +82,51 @@ def test_put_is_atomic_and_abort_leaves_nothing(store):
         await w.write(b"new")
         await w.commit()
         assert await read_all(store, "obj") == b"new"
+    run(main())
+
+
+def test_create_claims_an_absent_name_and_never_overwrites(store):
+    """Create-if-absent (issue 12, point 1): the claim is the write itself, never a check first."""
+    async def main():
+        await create(store, "claims/lock", b"first")
+        assert await read_all(store, "claims/lock") == b"first"
+        with pytest.raises(AlreadyExists) as e:
+            await create(store, "claims/lock", b"second, longer than the first")
+        assert e.value.sqlstate == "58P02" and store.uri in e.value.message
+        assert await read_all(store, "claims/lock") == b"first"       # untouched
+        with pytest.raises(AlreadyExists):
+            await create(store, "claims/lock", b"first")   # even the same bytes: nothing was resent
+        await put(store, "claims/put", b"by put")                     # an object put() wrote ...
+        with pytest.raises(AlreadyExists):
+            await create(store, "claims/put", b"x")                   # ... is just as present
+        assert await read_all(store, "claims/put") == b"by put"
+        await create(store, "claims/empty", b"")
+        assert (await store.stat("claims/empty")).size == 0
+        assert await names(store, "claims/") == ["claims/empty", "claims/lock", "claims/put"]
+    run(main())
+
+
+def test_concurrent_creates_of_one_name_have_exactly_one_winner(store):
+    """20 store instances (as 20 processes would have), all creating one name at once."""
+    ctx = StoreContext(store._root_for_tests)
+
+    async def main():
+        stores = [open_store(store._uri_for_tests, ctx) for _ in range(20)]
+        try:
+            for round_ in range(2):
+                name = f"race/{round_}"
+                results = await asyncio.gather(
+                    *(create(s, name, f"writer {i} of round {round_}".encode()) for i, s in enumerate(stores)),
+                    return_exceptions=True)
+                winners = [i for i, r in enumerate(results) if r is None]
+                losers = [r for r in results if isinstance(r, AlreadyExists)]
+                assert len(winners) == 1 and len(losers) == 19, results
+                assert await read_all(store, name) == f"writer {winners[0]} of round {round_}".encode()
+        finally:
+            await asyncio.gather(*(s.close() for s in stores))
+        assert await names(store, "race/") == ["race/0", "race/1"]   # and no temporary leftovers
+        if store.kind == "nodelocal":
+            assert sorted(os.listdir(store._root_for_tests / "coll" / "race")) == ["0", "1"]
     run(main())
 
 
@@ -413,4 +460,71 @@ def test_nodelocal_falls_back_when_direct_io_is_refused_mid_file(tmp_path):
         w._pos = 0
         await w.commit()
         assert await read_all(s, "f") == b"odd"
+    run(main())
+
+
+def _chattr(flag: str, path) -> None:
+    import subprocess
+    subprocess.run(["chattr", flag, str(path)], check=True, capture_output=True)
+
+
+@pytest.mark.parametrize("immutable", ["file", "directory"])
+def test_nodelocal_delete_the_filesystem_refuses_is_a_clear_58030(tmp_path, immutable):
+    """Issue 12, point 7: a delete the store refuses (here an immutable file or directory:
+    chattr +i bites even for root, where chmod 0555 does not) raises StorageError naming the
+    store and the object, at once; it neither hangs nor reports success, and nothing is lost.
+    A create or a write into an immutable directory is refused the same way."""
+    root = tmp_path / "root"
+    root.mkdir()
+    store = open_store("nodelocal://self/coll", StoreContext(root))
+    run(put(store, "locked/obj", b"keep me"))
+    target = root / "coll" / "locked" / ("obj" if immutable == "file" else "")
+    _chattr("+i", target)
+    try:
+        async def main():
+            with pytest.raises(StorageError) as e:
+                await asyncio.wait_for(store.delete("locked/obj"), 30)
+            assert type(e.value) is StorageError and e.value.sqlstate == "58030"
+            assert e.value.message == ("cannot delete locked/obj in nodelocal://self/coll: "
+                                       "Operation not permitted"), e.value.message
+            assert await read_all(store, "locked/obj") == b"keep me"
+            if immutable == "directory":
+                for attempt in (create(store, "locked/new", b"x"), put(store, "locked/new", b"x")):
+                    with pytest.raises(StorageError) as e:
+                        await attempt
+                    assert e.value.message.startswith("cannot write locked/new in nodelocal://self/coll")
+        run(main())
+    finally:
+        _chattr("-i", target)
+    assert sorted(os.listdir(root / "coll" / "locked")) == ["obj"]   # no temporary leftovers
+    run(store.close())
+
+
+def test_s3_delete_the_store_refuses_is_a_clear_58030():
+    """Issue 12, point 7, on a real S3 server: a key that may only read and list (SeaweedFS with
+    identities). The delete is refused at once with the store's reason, never retried into a
+    hang nor reported as done; the object stays. A create is refused the same way, and a refused
+    create is not AlreadyExists."""
+    from tests.support.objstores import seaweedfs_with_reader
+    server = seaweedfs_with_reader()
+    bucket = server.new_bucket()
+    writer = open_store(server.collection_uri("coll", bucket=bucket), StoreContext(Path("/nonexistent")))
+    reader = open_store(server.reader_uri(bucket), StoreContext(Path("/nonexistent")))
+
+    async def main():
+        await put(writer, "obj", b"keep me")
+        assert await read_all(reader, "obj") == b"keep me"       # the reader key works ...
+        for attempt in (reader.delete("obj"), create(reader, "new", b"x")):
+            with pytest.raises(StorageError) as e:
+                await asyncio.wait_for(attempt, 30)             # ... but may not change a thing
+            err = e.value
+            assert type(err) is StorageError and err.sqlstate == "58030", err
+            assert "AccessDenied (HTTP 403)" in err.message and reader.uri in err.message
+            assert "gave up" not in err.message                  # an answer, not retried
+            for secret in server.secrets:
+                assert secret not in err.message
+        assert await read_all(writer, "obj") == b"keep me"
+        assert [o.path async for o in writer.list()] == ["obj"]
+        await writer.close()
+        await reader.close()
     run(main())

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import NotFound, StorageError
-from engine.storage import ObjectInfo, StoreContext, open_store, read_all
+from engine.errors import AlreadyExists, NotFound, StorageError
+from engine.storage import ObjectInfo, StoreContext, create, open_store, read_all
 from engine.storage.uri import TransientStorageError
 from engine.storage.wrappers import RetryingStore, RetryPolicy
 from tests.support.faulthttp import FaultHTTPProxy
@@ -90,6 +90,21 @@ class Flaky:
     async def delete(self, path):
         self.objects.pop(path, None)
 
+    async def create(self, path, data):
+        """Fails transiently while failures['create'] > 0; with `lands` set, a failing attempt
+        still stores the object first (the answer is lost, not the request)."""
+        self.calls["create"] = self.calls.get("create", 0) + 1
+        if path in self.objects:
+            raise AlreadyExists(f"{path} already exists in {self.uri}")
+        if self.failures.get("create", 0) > 0:
+            self.failures["create"] -= 1
+            if self.lands:
+                self.objects[path] = data
+            raise TransientStorageError(f"cannot create {path} in {self.uri}: connection reset")
+        self.objects[path] = data
+
+    lands = False
+
     async def stat(self, path):
         self._maybe_fail("stat")
         if path not in self.objects:
@@ -137,6 +152,56 @@ def test_a_request_that_keeps_failing_is_58030_after_bounded_attempts():
     with pytest.raises(StorageError) as e:
         run(store.stat("o"))
     assert "gave up after 1 attempts" in e.value.message
+
+
+def test_a_resent_create_that_finds_its_own_object_succeeds():
+    """The ambiguous failure: the first attempt landed, its answer was lost, the retry finds the
+    name taken. Identical bytes (callers make them unique) are this caller's own claim."""
+    inner = Flaky()
+    inner.lands = True
+    store = RetryingStore(inner, fast())
+
+    async def main():
+        inner.failures = {"create": 1}
+        await create(store, "lock", b"job 42 token 9f3c")
+        assert inner.objects["lock"] == b"job 42 token 9f3c" and inner.calls["create"] == 2
+        # someone else's object found after a resend stays AlreadyExists
+        inner.objects["other"] = b"job 7 token 0000"
+        inner.lands = False
+        inner.failures = {"create": 1}
+        with pytest.raises(AlreadyExists):
+            await create(store, "other", b"job 42 token 9f3c")
+        assert inner.objects["other"] == b"job 7 token 0000"
+        # with no resend, even identical bytes are someone else's create: AlreadyExists
+        with pytest.raises(AlreadyExists):
+            await create(store, "lock", b"job 42 token 9f3c")
+        # a create that keeps failing ends in 58030, never in a false success
+        inner.failures = {"create": 100}
+        with pytest.raises(StorageError) as e:
+            await create(store, "never", b"x")
+        assert type(e.value) is StorageError and "gave up" in e.value.message
+    run(main())
+
+
+def test_s3_create_survives_lost_answers(s3_server):
+    """Real SeaweedFS behind the fault proxy: PutObject(If-None-Match: *) processed by the
+    server, the connection cut before the answer; the resend gets 412 and must still succeed."""
+    bucket = s3_server.new_bucket()
+    with FaultHTTPProxy(s3_server.port, rate=0.5, seed=5, faults=("drop_after", "503")) as proxy:
+        store = _s3_store(s3_server, proxy, bucket, fast(11))
+
+        async def main():
+            for i in range(12):
+                await create(store, f"locks/{i}", f"claim {i}".encode())
+            proxy.rate = 0.0
+            with pytest.raises(AlreadyExists):
+                await create(store, "locks/0", b"claim of another job")
+            await store.close()
+        run(main())
+        assert proxy.counts["drop_after"] > 0, proxy.counts
+    c = s3_server.client()
+    for i in range(12):
+        assert c.get_object(Bucket=bucket, Key=f"coll/locks/{i}")["Body"].read() == f"claim {i}".encode()
 
 
 def test_backoff_grows_with_jitter_and_a_cap():
@@ -347,7 +412,7 @@ class _ResumableSession:
 @pytest.mark.parametrize("cut_after, keep_half", [((), ()), ((2, 5), ()), ((), (3,)), ((1, 3, 8), (6,))])
 def test_gcs_resumable_upload_resumes_exactly(cut_after, keep_half):
     from engine.storage.gcs import GCSStore, parse_gs
-    store = GCSStore(parse_gs("gs://b/p?AUTH=implicit"))
+    store = GCSStore(parse_gs("gs://bkt/p?AUTH=implicit"))
     session = _ResumableSession(cut_after, keep_half)
     store._sdk = (None, session, "")
     store.emulated = False

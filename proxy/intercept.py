@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from . import errors, sql
 from .commands import CommandContext, Result, describe_statement, execute_statement
 from .commands.show_sources import rewrite_query
+from .sql.parser import _handler as _leading_words_handler  # the parser's own dispatch
 from .wire import messages as m
 from .wire.values import OID, decode_text_param, encode_value
 
@@ -125,20 +126,32 @@ class Interceptor:
             return True
         return True
 
-    def streamed(self, kind: int, head: bytes) -> None:
-        """A frame too long to inspect goes upstream as is (the session streams it), so it is the
-        upstream's: forget any local statement or portal of the name it (re)defines."""
+    def streamed(self, kind: int, head: bytes) -> bool:
+        """A Query, Parse or Bind too long to hold: decide on its first bytes. False: it goes
+        upstream as is, so it is the upstream's; any local statement or portal of the name it
+        (re)defines is forgotten. True: its first statement is one of pgkeep's families (by its
+        leading words), which pgkeep will not run unseen nor hand to the upstream (it may carry
+        credentials): the session drops the frame and must `hold()` it; the answer is 54000."""
         body = head[5:]
+        length = int.from_bytes(head[1:5], "big")
         if kind == _Q:
             self._stmts.pop("", None)
             self._portals.pop("", None)
-        elif kind in (_P, _B):
-            name, sep, _ = body.partition(b"\0")
+            if _pgkeep_family(body.decode("utf-8", "replace")):
+                self._pending = [("", _too_long(length))]
+                return True
+            return False
+        if kind in (_P, _B):
+            name, sep, rest = body.partition(b"\0")
             target = self._stmts if kind == _P else self._portals
-            if sep:
-                target.pop(name.decode("utf-8", "replace"), None)
-            else:
+            if not sep:
                 target.clear()  # a name longer than the head: it may be any of them
+                return False
+            target.pop(name.decode("utf-8", "replace"), None)
+            if kind == _P and _pgkeep_family(rest.decode("utf-8", "replace")):
+                self._pending = (None, _LocalStatement(None, _too_long(length), (), ""))
+                return True
+        return False
 
     def hold(self, kind: int, raw: bytes) -> None:
         decided, self._pending = self._pending, None
@@ -362,6 +375,22 @@ class Interceptor:
         self.cancel()
         if self._worker is not None and not self._worker.done():
             self._worker.cancel()
+
+
+def _too_long(length: int) -> errors.PgError:
+    from .session import INSPECT_LIMIT
+    return errors.PgError(
+        f"statement too long: {length} bytes, pgkeep reads at most {INSPECT_LIMIT} bytes of "
+        f"its own statements", sqlstate="54000")
+
+
+def _pgkeep_family(text: str) -> bool:
+    """Do the leading words of `text` name one of pgkeep's statement families? Only those words
+    are read, so `text` may be cut anywhere (an unterminated literal is fine)."""
+    try:
+        return _leading_words_handler(text) is not None
+    except errors.PgError:
+        return False
 
 
 def _fmt(formats: tuple[int, ...], i: int) -> int:

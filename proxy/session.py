@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from . import errors
 from .sql import may_intercept_bytes
 from .wire import messages as m
-from .wire.framing import (MAX_AUTH_MESSAGE, PASS, STREAM, DirectTLS, FrameScanner, GSSENCRequest,
+from .wire.framing import (DISCARD, MAX_AUTH_MESSAGE, PASS, STREAM, DirectTLS, FrameScanner, GSSENCRequest,
                            SSLRequest, StartupLengthError, StartupReader)
 
 if TYPE_CHECKING:
@@ -50,8 +50,8 @@ _EXPECTS_ANSWER = frozenset(_TERMINALS) | _SYNCING
 _Z, _ERR, _DATAROW = ord("Z"), ord("E"), ord("D")
 _FLUSH = m.frame(b"H")
 _NOTHING: frozenset[int] = frozenset()
-# Per-client memory bound once authenticated: a Query, Parse or Bind longer than this is streamed
-# upstream uninspected (so it is never pgkeep's), and while the interceptor holds the client's
+# Per-client memory bound once authenticated: a Query, Parse or Bind longer than this is not held
+# (intercept.Interceptor.streamed decides on its first bytes: streamed upstream, or refused), and while the interceptor holds the client's
 # messages at most about this much is queued before pgkeep stops reading the client.
 INSPECT_LIMIT = 1 << 20
 
@@ -399,8 +399,13 @@ class Session:
                     if t in _EXPECTS_ANSWER:
                         inflight.append(t)
             elif kind == STREAM:
-                icpt.streamed(raw[0], raw)
-                out.append(raw)
+                if icpt.streamed(raw[0], raw):  # pgkeep's: refused (54000), never forwarded
+                    scan.discard()
+                    icpt.hold(raw[0], raw)
+                else:
+                    out.append(raw)
+            elif kind == DISCARD:
+                pass
             elif holding:
                 icpt.hold(kind, raw)
             elif kind == _X:

@@ -23,12 +23,13 @@ from .. import errors
 from .messages import (CANCEL_REQUEST_CODE, GSSENC_REQUEST_CODE, SSL_REQUEST_CODE,
                        decode_cancel, decode_startup, CancelRequest, StartupMessage)
 
-__all__ = ["PASS", "STREAM", "STREAM_HEAD", "FrameScanner", "StartupLengthError", "StartupReader",
+__all__ = ["PASS", "STREAM", "DISCARD", "STREAM_HEAD", "FrameScanner", "StartupLengthError", "StartupReader",
            "SSLRequest", "GSSENCRequest", "DirectTLS", "StartupPacket", "MAX_STARTUP_PACKET",
            "MAX_AUTH_MESSAGE"]
 
 PASS = -1  # event kind of a raw pass-through run
 STREAM = -2  # event kind of the head of an inspected frame too long to hold (see FrameScanner)
+DISCARD = -3  # event kind of the rest of a streamed frame the caller chose to drop
 STREAM_HEAD = 4096  # bytes of such a frame handed out as its head: enough for its names
 _COMPACT_MIN = 1 << 16
 _HEADER = struct.Struct("!BI")
@@ -57,13 +58,14 @@ class FrameScanner:
     never held whole: `next` hands out its first `STREAM_HEAD` bytes as `(STREAM, head, ())` and
     the rest as pass-through runs (its type is listed in the run where it ends). With
     `stream=False` it hands out nothing for such a frame and sets `blocked` instead, so the caller
-    can stop reading until it may stream. Pending bytes live in one buffer that is appended to and
+    can stop reading until it may stream. After a head, `discard()` drops that frame: the rest
+    of it comes out as `(DISCARD, run, ())` events, never in a PASS run. Pending bytes live in one buffer that is appended to and
     compacted only when more than half of it is consumed, so feeding n bytes in any pieces costs
     O(n): each byte is copied into the buffer at most once and out of it at most once.
     """
 
     __slots__ = ("max_size", "stream_over", "blocked", "_data", "_pos", "_passing",
-                 "_passing_type", "last_status")
+                 "_passing_type", "_discarding", "last_status")
 
     def __init__(self, max_size: int, stream_over: int | None = None) -> None:
         """`stream_over`, when set, must be at least STREAM_HEAD (it may be changed later)."""
@@ -74,6 +76,7 @@ class FrameScanner:
         self._pos = 0
         self._passing = 0         # bytes still to come of a pass-through frame
         self._passing_type = 0
+        self._discarding = False
         self.last_status = b"I"
 
     @property
@@ -85,6 +88,11 @@ class FrameScanner:
     def pending(self) -> int:
         """Bytes received and not yet handed out."""
         return len(self._data) - self._pos
+
+    def discard(self) -> None:
+        """Drop the rest of the frame whose STREAM head was the last event."""
+        assert self._passing, "discard() only right after a STREAM head"
+        self._discarding = True
 
     def feed(self, data: bytes) -> None:
         buf, pos = self._data, self._pos
@@ -106,7 +114,7 @@ class FrameScanner:
         `stream_over`), consume everything and return the completed frame types (the caller
         forwards `data` as is). Otherwise consume nothing, keep `data` pending, and return
         None: the caller then walks events with `next`."""
-        if self._pos < len(self._data):
+        if self._pos < len(self._data) or self._discarding:
             self.feed(data)
             return None
         n = len(data)
@@ -165,6 +173,10 @@ class FrameScanner:
             take = min(self._passing, n - pos)
             self._passing -= take
             pos += take
+            if self._discarding:
+                self._discarding = bool(self._passing)
+                self._pos = pos
+                return (DISCARD, _cut(data, start, pos), types)
             if self._passing:
                 self._pos = pos
                 return (PASS, _cut(data, start, pos), types)

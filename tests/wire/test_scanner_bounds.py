@@ -117,3 +117,31 @@ def test_startup_length_error_is_its_own_kind():
     """The session closes silently (as PostgreSQL) on exactly this error."""
     with pytest.raises(StartupLengthError):
         StartupReader().feed((1 << 30).to_bytes(4, "big") + b"\0\3\0\0")
+
+
+def test_discarded_frame_never_reaches_a_pass_run():
+    """After a STREAM head the caller may drop the frame (a long statement of pgkeep's): the rest
+    of it comes out as DISCARD runs, at every split point, and the next frame as usual."""
+    from proxy.wire.framing import DISCARD
+    frames = [m.frame(b"Q", b"BACKUP " + b"w" * 6000 + b"\0"), m.frame(b"Q", b"SELECT 1\0")]
+    stream = b"".join(frames)
+    for cut in range(0, len(stream) + 1, 7):
+        scan = FrameScanner(1 << 20, stream_over=STREAM_HEAD)
+        dropped, passed, inspected = bytearray(), bytearray(), []
+        for chunk in (stream[:cut], stream[cut:]):
+            if scan.pass_all(chunk, frozenset(b"Q"), lambda k, f: True) is not None:
+                passed += chunk
+                continue
+            while (ev := scan.next(frozenset(b"Q"))) is not None:
+                if ev[0] == STREAM:
+                    scan.discard()
+                    dropped += ev[1]
+                elif ev[0] == DISCARD:
+                    assert ev[2] == [], cut
+                    dropped += ev[1]
+                elif ev[0] == PASS:
+                    passed += ev[1]
+                else:
+                    inspected.append(ev[1])
+        assert bytes(dropped) == frames[0], cut
+        assert not passed and inspected == [frames[1]], cut

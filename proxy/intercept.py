@@ -80,6 +80,12 @@ class Interceptor:
         message up to the next Sync must be discarded in order."""
         return self._draining or bool(self._queue) or self._batch_failed
 
+    @property
+    def skipping(self) -> bool:
+        """Only discarding the failed batch up to its Sync: a client message other than Sync
+        would be dropped unanswered when its turn came, so it may be dropped as it arrives."""
+        return self._batch_failed and not self._queue and not self._draining
+
     def classify(self, kind: int, raw: bytes) -> bool:
         """True: forward `raw` now. False: it is pgkeep's, the session must `hold()` it."""
         body = raw[5:]

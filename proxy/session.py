@@ -389,7 +389,7 @@ class Session:
         while True:
             holding = icpt.holding
             inspect = ALL_TYPES if holding else (_EXT_INSPECT if icpt.has_local else _BASE_INSPECT)
-            ev = scan.next(inspect, not holding)
+            ev = scan.next(inspect, not holding or icpt.skipping)
             if ev is None:
                 break
             kind, raw, types = ev
@@ -398,6 +398,8 @@ class Session:
                 for t in types:
                     if t in _EXPECTS_ANSWER:
                         inflight.append(t)
+            elif kind == STREAM and holding:  # skipping to Sync: dropped, as the queue would
+                scan.discard()
             elif kind == STREAM:
                 if icpt.streamed(raw[0], raw):  # pgkeep's: refused (54000), never forwarded
                     scan.discard()

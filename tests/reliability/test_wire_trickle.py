@@ -191,6 +191,15 @@ def test_statement_over_inspection_bound_still_runs(front):
         eight = raw.read_until(b"Z")
         assert [body[-1:] for k, body in eight if k == b"D"] == [b"8"], eight
         assert raw.scalar("SELECT 9") == "9"
+        # After an error in an extended-protocol batch, a long message before the Sync is
+        # skipped like the rest of the batch (not waited for: the Sync behind it ends the skip).
+        raw.send(m.frame(b"P", b"\0SELEC broken\0\0\0") + m.frame(b"H"))
+        assert raw.read()[0] == b"E"
+        param = b"q" * (3 << 20)
+        bind = m.frame(b"B", b"\0\0\0\0\0\1" + struct.pack("!i", len(param)) + param + b"\0\0")
+        raw.send(bind + m.frame(b"S"))
+        assert raw.read()[0] == b"Z"
+        assert raw.scalar("SELECT 10") == "10"
 
 
 def test_long_pgkeep_statement_held_whole_in_memory(front, pg18):
@@ -232,3 +241,16 @@ def test_long_pgkeep_statement_held_whole_in_memory(front, pg18):
     with open(pg18.logfile, "rb") as f:
         f.seek(upstream_log)
         assert secret.encode() not in f.read()
+
+
+@pytest.mark.parametrize("length", [10001, 1 << 30])
+def test_oversized_startup_packet_answered_unlike_postgres(front, length):
+    """An impossible startup length is logged and the connection closed at once, with no
+    ErrorResponse: what PostgreSQL does (the peer may not speak the protocol at all)."""
+    offset = len(front.log())
+    with socket.create_connection(("127.0.0.1", front.port), timeout=10) as s:
+        s.sendall(struct.pack("!ii", length, 3 << 16) + b"user\0")
+        started = time.monotonic()
+        assert read_all_until_eof(s, timeout=5) == b""
+        assert time.monotonic() - started < 3
+    assert "invalid length of startup packet" in front.log()[offset:]

@@ -14,6 +14,10 @@ the order the client sent them, interleaved with the upstream's answers to forwa
 once a message is intercepted, every later client message is held until it has been answered,
 and an intercepted message is answered only after the upstream has answered everything
 forwarded before it. Backpressure: each side stops reading while the other cannot keep up.
+
+Bounds (docs/ARCHITECTURE.md): until READY a client gets PostgreSQL's limits (startup packet
+10000 bytes, authentication messages 65535 bytes of body) and --client-login-timeout; once READY
+it makes pgkeep hold at most about INSPECT_LIMIT bytes. Buffering is linear in bytes received.
 """
 from __future__ import annotations
 
@@ -28,8 +32,8 @@ from typing import TYPE_CHECKING
 from . import errors
 from .sql import may_intercept_bytes
 from .wire import messages as m
-from .wire.framing import (DISCARD, MAX_AUTH_MESSAGE, PASS, STREAM, DirectTLS, FrameScanner, GSSENCRequest,
-                           SSLRequest, StartupLengthError, StartupReader)
+from .wire.framing import (DISCARD, MAX_AUTH_MESSAGE, PASS, STREAM, DirectTLS, FrameScanner,
+                           GSSENCRequest, SSLRequest, StartupLengthError, StartupReader)
 
 if TYPE_CHECKING:
     from .server import Server
@@ -51,8 +55,9 @@ _Z, _ERR, _DATAROW = ord("Z"), ord("E"), ord("D")
 _FLUSH = m.frame(b"H")
 _NOTHING: frozenset[int] = frozenset()
 # Per-client memory bound once authenticated: a Query, Parse or Bind longer than this is not held
-# (intercept.Interceptor.streamed decides on its first bytes: streamed upstream, or refused), and while the interceptor holds the client's
-# messages at most about this much is queued before pgkeep stops reading the client.
+# (Interceptor.streamed decides on its first bytes: streamed upstream, or refused), and while the
+# interceptor holds the client's messages at most about this much is queued before pgkeep stops
+# reading the client.
 INSPECT_LIMIT = 1 << 20
 
 

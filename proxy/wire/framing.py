@@ -23,8 +23,8 @@ from .. import errors
 from .messages import (CANCEL_REQUEST_CODE, GSSENC_REQUEST_CODE, SSL_REQUEST_CODE,
                        decode_cancel, decode_startup, CancelRequest, StartupMessage)
 
-__all__ = ["PASS", "STREAM", "DISCARD", "STREAM_HEAD", "FrameScanner", "StartupLengthError", "StartupReader",
-           "SSLRequest", "GSSENCRequest", "DirectTLS", "StartupPacket", "MAX_STARTUP_PACKET",
+__all__ = ["PASS", "STREAM", "DISCARD", "STREAM_HEAD", "FrameScanner", "StartupLengthError",
+           "StartupReader", "SSLRequest", "GSSENCRequest", "DirectTLS", "StartupPacket", "MAX_STARTUP_PACKET",
            "MAX_AUTH_MESSAGE"]
 
 PASS = -1  # event kind of a raw pass-through run
@@ -59,9 +59,10 @@ class FrameScanner:
     the rest as pass-through runs (its type is listed in the run where it ends). With
     `stream=False` it hands out nothing for such a frame and sets `blocked` instead, so the caller
     can stop reading until it may stream. After a head, `discard()` drops that frame: the rest
-    of it comes out as `(DISCARD, run, ())` events, never in a PASS run. Pending bytes live in one buffer that is appended to and
-    compacted only when more than half of it is consumed, so feeding n bytes in any pieces costs
-    O(n): each byte is copied into the buffer at most once and out of it at most once.
+    of it comes out as `(DISCARD, run, ())` events, never in a PASS run. Pending bytes live in
+    one buffer that is appended to and compacted only when more than half of it is consumed, so
+    feeding n bytes in any pieces costs O(n): each byte is copied a bounded number of times
+    (into the buffer, amortised compaction, out of it), never once per read.
     """
 
     __slots__ = ("max_size", "stream_over", "blocked", "_data", "_pos", "_passing",

@@ -127,7 +127,8 @@ def test_trickled_message_stalls_pgkeep_before_and_after_authentication(front):
     s = _password_prompt(front.port)
     try:
         header = b"p" + struct.pack("!i", 65535 + 4)
-        load = _under_load(front, lambda: (s.sendall(header), _trickle(s, b"pw" * 8, PHASE, 0.0005)))
+        load = _under_load(front, lambda: (s.sendall(header),
+                                           _trickle(s, b"pw" * 8, PHASE, 0.0005)))
     finally:
         s.close()
     _assert_unaffected(base, load, "trickled password")

@@ -41,7 +41,8 @@ def test_trickled_frame_rescanned_quadratically():
     # Generous: 4x the small run's per-byte cost (a loaded machine), and never under 2 s.
     budget = max(4 * per_byte_small * len(big), 2.0)
     t_big = _trickle_seconds(big, budget)
-    assert t_big is not None, f"1 MB took over {budget:.1f}s one byte at a time (100 KB: {t_small:.2f}s)"
+    assert t_big is not None, \
+        f"1 MB took over {budget:.1f}s one byte at a time (100 KB: {t_small:.2f}s)"
 
 
 def test_long_inspected_frame_held_whole():

@@ -259,6 +259,8 @@ class Session:
                     self.close("too much data before authentication")
         except errors.PgError as e:
             self.fatal(e)
+        except Exception as e:  # noqa: BLE001 - a bug must not leave the client waiting
+            self.fatal(e)  # XX000, the traceback only in the log (errors.error_fields)
 
     def _client_startup(self, data: bytes) -> None:
         try:

@@ -4,6 +4,8 @@ answered). Want: ErrorResponse 08P01, then the connection closed, nothing unhand
 Driven with raw protocol bytes through the shared pgkeep."""
 from __future__ import annotations
 
+import random
+import socket
 import struct
 
 import pytest
@@ -82,3 +84,32 @@ def test_malformed_frame_not_behind_intercepted_statement_still_closes(pgkeep, m
 def test_session_usable_by_others_after_malformed_frames(pgkeep):
     with RawConn(pgkeep.port) as c:
         assert c.login().scalar("SELECT 41 + 1") == "42"
+
+
+def test_random_frames_behind_intercepted_statement_hang_session(pgkeep):
+    """Seeded random frames (of every type the interceptor decodes, bodies mostly malformed)
+    behind an intercepted Parse, Query or Bind, then Sync: each gets an answer ending in
+    ReadyForQuery, or an ErrorResponse and the close; never a hang. The old code hung on about
+    a quarter of them."""
+    rnd = random.Random(12)
+    leads = [_PARSE_SHOW_JOBS, m.frame(b"Q", b"SHOW JOBS\0"),
+             m.frame(b"P", b"s\0SHOW JOBS\0\0\0") + m.frame(b"B", b"p\0s\0\0\0\0\0\0\0")]
+    offset = len(pgkeep.log())
+    for i in range(60):
+        kind = rnd.choice(b"BDCEPQHSd")
+        body = bytes(rnd.getrandbits(8) for _ in range(rnd.randint(0, 12)))
+        if rnd.random() < 0.5:
+            body = rnd.choice([b"\0", b"S", b"P\0", b"\0\0", b"\0\0\0\x05"]) + body[:3]
+        frame = m.frame(bytes([kind]), body)
+        with RawConn(pgkeep.port) as c:
+            c.login()
+            c.send(rnd.choice(leads) + frame + _SYNC)
+            try:
+                while c.read()[0] != b"Z":
+                    pass
+            except (EOFError, ConnectionResetError):
+                pass  # closed after its ErrorResponse
+            except socket.timeout:
+                pytest.fail(f"no answer to {frame!r} (case {i})")
+    log = pgkeep.log()[offset:]
+    assert "Task exception was never retrieved" not in log

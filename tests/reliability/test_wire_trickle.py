@@ -151,7 +151,7 @@ def test_trickled_message_stalls_pgkeep_before_and_after_authentication(front):
     finally:
         s.close()
     assert got["data"] == b"", got
-    assert got["closed_after"] < PHASE + 3, got
+    assert got["closed_after"] < 2.0, got  # at the header, not after the trickle
     _assert_unaffected(base, load, "oversized pre-authentication message")
 
     # After authentication: a Query declared at 100 MB, trickled in 1 KiB pieces, then 24 MB at

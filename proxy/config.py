@@ -53,6 +53,9 @@ OPTIONS: tuple[_Opt, ...] = (
     _Opt("max_message_size", int, 1 << 30, "largest protocol message accepted from a client, in "
          "bytes (08P01 beyond it)", "BYTES"),
     _Opt("startup_timeout", float, 15.0, "seconds a new client has to send its startup packet", "SEC"),
+    _Opt("client_login_timeout", float, 15.0, "seconds a new client has to complete authentication; "
+         "then it is closed and its --max-connections slot freed (PgBouncer's client_login_timeout)",
+         "SEC"),
     _Opt("shutdown_timeout", float, 30.0, "seconds SIGTERM waits for running statements", "SEC"),
     _Opt("embedded_port", int, 0, "TCP port of the embedded PostgreSQL (0: pick a free one)", "PORT"),
     _Opt("job_lease", float, 10.0, "seconds a pgkeep process holds a job without renewing it; "
@@ -75,6 +78,7 @@ class Config:
     workers: int = 1
     max_message_size: int = 1 << 30
     startup_timeout: float = 15.0
+    client_login_timeout: float = 15.0
     shutdown_timeout: float = 30.0
     embedded_port: int = 0
     job_lease: float = 10.0

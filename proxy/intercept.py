@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from . import errors, sql
 from .commands import CommandContext, Result, describe_statement, execute_statement
 from .commands.show_sources import rewrite_query
+from .sql.parser import _handler as _leading_words_handler  # the parser's own dispatch
 from .wire import messages as m
 from .wire.values import OID, decode_text_param, encode_value
 
@@ -65,6 +66,7 @@ class Interceptor:
         self._batch_failed = False
         self._draining = False  # the worker is answering: later messages must queue behind it
         self._pending: Any = None  # what classify() decided for the frame it just saw
+        self.queued_bytes = 0  # size of the frames in _queue (the session bounds it)
 
     # ---- classification (called by the session on the hot path) ---------------------------
 
@@ -77,6 +79,12 @@ class Interceptor:
         """Client messages must queue here: some are waiting, or the batch failed and every
         message up to the next Sync must be discarded in order."""
         return self._draining or bool(self._queue) or self._batch_failed
+
+    @property
+    def skipping(self) -> bool:
+        """Only discarding the failed batch up to its Sync: a client message other than Sync
+        would be dropped unanswered when its turn came, so it may be dropped as it arrives."""
+        return self._batch_failed and not self._queue and not self._draining
 
     def classify(self, kind: int, raw: bytes) -> bool:
         """True: forward `raw` now. False: it is pgkeep's, the session must `hold()` it."""
@@ -124,13 +132,49 @@ class Interceptor:
             return True
         return True
 
+    def streamed(self, kind: int, head: bytes) -> bool:
+        """A Query, Parse or Bind too long to hold: decide on its first bytes. False: it goes
+        upstream as is, so it is the upstream's; any local statement or portal of the name it
+        (re)defines is forgotten. True: its first statement is one of pgkeep's families (by its
+        leading words), which pgkeep will not run unseen nor hand to the upstream (it may carry
+        credentials): the session drops the frame and must `hold()` it; the answer is 54000."""
+        body = head[5:]
+        length = int.from_bytes(head[1:5], "big")
+        if kind == _Q:
+            self._stmts.pop("", None)
+            self._portals.pop("", None)
+            if _pgkeep_family(body.decode("utf-8", "replace")):
+                self._pending = [("", _too_long(length))]
+                return True
+            return False
+        if kind in (_P, _B):
+            name, sep, rest = body.partition(b"\0")
+            target = self._stmts if kind == _P else self._portals
+            if not sep:
+                target.clear()  # a name longer than the head: it may be any of them
+                return False
+            target.pop(name.decode("utf-8", "replace"), None)
+            if kind == _P and _pgkeep_family(rest.decode("utf-8", "replace")):
+                self._pending = (None, _LocalStatement(None, _too_long(length), (), ""))
+                return True
+        return False
+
     def hold(self, kind: int, raw: bytes) -> None:
         decided, self._pending = self._pending, None
         if _log.isEnabledFor(logging.DEBUG):
             _log.debug("hold %s (%s)", chr(kind), "pgkeep's" if decided is not None else "queued")
         self._queue.append((kind, raw, decided))
+        self.queued_bytes += len(raw)
         if self._worker is None or self._worker.done():
+            # Whatever the worker lets out (a malformed message queued behind an intercepted
+            # one fails to decode there) reaches the session, which answers 08P01 and closes.
             self._worker = self.s.loop.create_task(self._drain())
+            self._worker.add_done_callback(self.s.task_done)
+
+    def _pop(self) -> None:
+        kind, raw, _ = self._queue.popleft()
+        self.queued_bytes -= len(raw)
+        self.s.hold_released()
 
     def batch_failed(self) -> None:
         """The upstream failed a message of the current extended-protocol batch, whose Sync it
@@ -141,6 +185,7 @@ class Interceptor:
         """A ReadyForQuery arrived: the batch it closes is over."""
         if not self._queue:
             self._batch_failed = False
+            self.s.hold_released()
 
     # ---- processing --------------------------------------------------------------------------
 
@@ -152,7 +197,7 @@ class Interceptor:
                 if decided is None and not self.classify(kind, raw):
                     decided, self._pending = self._pending, None
                 if decided is None:
-                    self._queue.popleft()
+                    self._pop()
                     if self._batch_failed and kind != _S:
                         continue  # discarded up to Sync, as PostgreSQL does
                     self.s.forward(kind, raw)
@@ -163,7 +208,7 @@ class Interceptor:
                         self._batch_failed = False
                     continue
                 await self.s.wait_drained()
-                self._queue.popleft()
+                self._pop()
                 if self._batch_failed and kind in _EXTENDED:
                     continue
                 try:
@@ -179,6 +224,7 @@ class Interceptor:
             pass  # the session is closing
         finally:
             self._draining = False
+            self.s.hold_released()
 
     async def _answer(self, kind: int, decided: Any) -> None:
         if kind == _Q:
@@ -335,6 +381,22 @@ class Interceptor:
         self.cancel()
         if self._worker is not None and not self._worker.done():
             self._worker.cancel()
+
+
+def _too_long(length: int) -> errors.PgError:
+    from .session import INSPECT_LIMIT
+    return errors.PgError(
+        f"statement too long: {length} bytes, pgkeep reads at most {INSPECT_LIMIT} bytes of "
+        f"its own statements", sqlstate="54000")
+
+
+def _pgkeep_family(text: str) -> bool:
+    """Do the leading words of `text` name one of pgkeep's statement families? Only those words
+    are read, so `text` may be cut anywhere (an unterminated literal is fine)."""
+    try:
+        return _leading_words_handler(text) is not None
+    except errors.PgError:
+        return False
 
 
 def _fmt(formats: tuple[int, ...], i: int) -> int:

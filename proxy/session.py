@@ -14,6 +14,10 @@ the order the client sent them, interleaved with the upstream's answers to forwa
 once a message is intercepted, every later client message is held until it has been answered,
 and an intercepted message is answered only after the upstream has answered everything
 forwarded before it. Backpressure: each side stops reading while the other cannot keep up.
+
+Bounds (docs/ARCHITECTURE.md): until READY a client gets PostgreSQL's limits (startup packet
+10000 bytes, authentication messages 65535 bytes of body) and --client-login-timeout; once READY
+it makes pgkeep hold at most about INSPECT_LIMIT bytes. Buffering is linear in bytes received.
 """
 from __future__ import annotations
 
@@ -29,7 +33,8 @@ from . import errors
 from .sql import may_intercept_bytes
 from .upstream import tls_first, tls_required
 from .wire import messages as m
-from .wire.framing import PASS, DirectTLS, FrameScanner, GSSENCRequest, SSLRequest, StartupReader
+from .wire.framing import (DISCARD, MAX_AUTH_MESSAGE, PASS, STREAM, DirectTLS, FrameScanner,
+                           GSSENCRequest, SSLRequest, StartupLengthError, StartupReader)
 
 if TYPE_CHECKING:
     from .server import Server
@@ -50,6 +55,11 @@ _EXPECTS_ANSWER = frozenset(_TERMINALS) | _SYNCING
 _Z, _ERR, _DATAROW = ord("Z"), ord("E"), ord("D")
 _FLUSH = m.frame(b"H")
 _NOTHING: frozenset[int] = frozenset()
+# Per-client memory bound once authenticated: a Query, Parse or Bind longer than this is not held
+# (Interceptor.streamed decides on its first bytes: streamed upstream, or refused), and while the
+# interceptor holds the client's messages at most about this much is queued before pgkeep stops
+# reading the client.
+INSPECT_LIMIT = 1 << 20
 
 
 def _interesting(kind: int, frame: bytes) -> bool:
@@ -118,12 +128,10 @@ class _UpstreamProtocol(asyncio.Protocol):
         self.s.upstream_lost(exc)
 
     def pause_writing(self):
-        if self.s.client:
-            self.s.client.pause_reading()
+        self.s.upstream_full(True)
 
     def resume_writing(self):
-        if self.s.client:
-            self.s.client.resume_reading()
+        self.s.upstream_full(False)
 
 
 class Session:
@@ -141,12 +149,15 @@ class Session:
         self.upstream_key: tuple[int, bytes] | None = None  # what pgkeep got from the upstream
         self.txn_status = b"I"
         self._startup = StartupReader()
-        self._cscan = FrameScanner(server.config.max_message_size)
+        self._cscan = FrameScanner(MAX_AUTH_MESSAGE)  # widened when the session is READY
         self._uscan = FrameScanner(1 << 31)
         self._inflight: deque = deque()
         self._drained: asyncio.Future | None = None
         self._internal: InternalQuery | None = None
         self._startup_timer: asyncio.TimerHandle | None = None
+        self._login_timer: asyncio.TimerHandle | None = None
+        self._hold_paused = False      # client reads stopped: the interceptor holds enough
+        self._upstream_full = False    # client reads stopped: the upstream cannot keep up
         self._last_upstream_type = 0
         self._counted = False
         from .intercept import Interceptor
@@ -164,12 +175,45 @@ class Session:
 
     def client_connected(self, transport: asyncio.Transport) -> None:
         self.client = transport
-        self._startup_timer = self.loop.call_later(self.server.config.startup_timeout,
-                                                   self._startup_expired)
+        config = self.server.config
+        self._startup_timer = self.loop.call_later(config.startup_timeout, self._startup_expired)
+        self._login_timer = self.loop.call_later(config.client_login_timeout, self._login_expired)
 
     def _startup_expired(self) -> None:
         if self.state in (State.STARTUP, State.TLS):
             self.fatal(errors.startup_timeout())
+
+    def _login_expired(self) -> None:
+        """A client not authenticated within --client-login-timeout loses its connection and its
+        --max-connections slot (PgBouncer's client_login_timeout). It is told so where the
+        protocol allows: not in the middle of a TLS handshake."""
+        if self.state in (State.READY, State.CLOSED):
+            return
+        timeout = self.server.config.client_login_timeout
+        _log.info("closed a client not authenticated within %gs", timeout)
+        if self.state is State.TLS:
+            self.close("login timeout")
+        else:
+            self.fatal(errors.PgError(f"canceling authentication due to timeout ({timeout:g}s)",
+                                      sqlstate="08P01", severity="FATAL"))
+
+    def _spawn(self, coro) -> asyncio.Task:
+        """Run a coroutine for this session; an exception it lets out closes the session with an
+        ErrorResponse (08P01 for a malformed message) instead of vanishing in the loop."""
+        task = self.loop.create_task(coro)
+        task.add_done_callback(self.task_done)
+        return task
+
+    def task_done(self, task: asyncio.Task) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        if isinstance(exc, errors.PgError):
+            exc.severity = "FATAL"
+        elif not isinstance(exc, ConnectionError):
+            _log.error("session task failed", exc_info=exc)
+        if self.state is not State.CLOSED:
+            self.fatal(exc)
 
     def fatal(self, exc: BaseException) -> None:
         """Send one ErrorResponse and close the session."""
@@ -184,6 +228,8 @@ class Session:
         self.state = State.CLOSED
         if self._startup_timer:
             self._startup_timer.cancel()
+        if self._login_timer:
+            self._login_timer.cancel()
         self.interceptor.abort()
         if self.upstream and not self.upstream.is_closing():
             self.upstream.close()
@@ -210,11 +256,20 @@ class Session:
                                                severity="FATAL")
             elif self.state is State.CONNECTING:
                 self._cscan.feed(data)  # read once the upstream is there
+                if self._cscan.pending > MAX_AUTH_MESSAGE + 5:
+                    self.close("too much data before authentication")
         except errors.PgError as e:
             self.fatal(e)
+        except Exception as e:  # noqa: BLE001 - a bug must not leave the client waiting
+            self.fatal(e)  # XX000, the traceback only in the log (errors.error_fields)
 
     def _client_startup(self, data: bytes) -> None:
-        pkt = self._startup.feed(data)
+        try:
+            pkt = self._startup.feed(data)
+        except StartupLengthError as e:
+            _log.info("%s", e)  # as PostgreSQL: logged, the connection closed without a word
+            self.close(str(e))
+            return
         if pkt is None:
             return
         leftover = self._startup.leftover
@@ -251,7 +306,7 @@ class Session:
             self.state = State.CONNECTING
             if leftover:
                 self._cscan.feed(leftover)
-            self.loop.create_task(self._connect_upstream(pkt))
+            self._spawn(self._connect_upstream(pkt))
 
     async def _start_tls(self, ctx: ssl.SSLContext) -> None:
         try:
@@ -289,7 +344,7 @@ class Session:
         transport.write(startup.raw)
         if not self._cscan.at_boundary or self._cscan.next(ALL_TYPES) is not None:
             # A client that pipelines past its startup packet is fine; handle what it sent.
-            self._cscan = FrameScanner(self.server.config.max_message_size)
+            self._cscan = FrameScanner(MAX_AUTH_MESSAGE)
 
     async def _upstream_tls(self, transport, proto: _UpstreamProtocol, addr):
         proto.tls_answer = self.loop.create_future()
@@ -307,8 +362,18 @@ class Session:
         return transport
 
     def _client_auth(self, data: bytes) -> None:
+        """Relay authentication messages; each is at most MAX_AUTH_MESSAGE long, as PostgreSQL
+        has it, which also bounds what an unauthenticated client makes pgkeep hold."""
         self._cscan.feed(data)
-        while (ev := self._cscan.next(ALL_TYPES)) is not None:
+        while True:
+            try:
+                ev = self._cscan.next(ALL_TYPES)
+            except errors.PgError as e:
+                _log.info("%s during authentication", e)  # PostgreSQL closes without a word
+                self.close(str(e))
+                return
+            if ev is None:
+                return
             kind, raw, _ = ev
             if kind == _X:
                 self.close("terminated during authentication")
@@ -319,7 +384,7 @@ class Session:
         scan = self._cscan
         icpt = self.interceptor
         inflight = self._inflight
-        if data and not icpt.holding and not icpt.has_local:
+        if data and not icpt.holding and not icpt.has_local and not self._hold_paused:
             types = scan.pass_all(data, _BASE_INSPECT, _interesting)
             if types is not None:  # the hot path: nothing in this chunk can be pgkeep's
                 for t in types:
@@ -331,8 +396,9 @@ class Session:
             scan.feed(data)
         out: list[bytes] = []
         while True:
-            inspect = ALL_TYPES if icpt.holding else (_EXT_INSPECT if icpt.has_local else _BASE_INSPECT)
-            ev = scan.next(inspect)
+            holding = icpt.holding
+            inspect = ALL_TYPES if holding else (_EXT_INSPECT if icpt.has_local else _BASE_INSPECT)
+            ev = scan.next(inspect, not holding or icpt.skipping)
             if ev is None:
                 break
             kind, raw, types = ev
@@ -341,7 +407,17 @@ class Session:
                 for t in types:
                     if t in _EXPECTS_ANSWER:
                         inflight.append(t)
-            elif icpt.holding:
+            elif kind == STREAM and holding:  # skipping to Sync: dropped, as the queue would
+                scan.discard()
+            elif kind == STREAM:
+                if icpt.streamed(raw[0], raw):  # pgkeep's: refused (54000), never forwarded
+                    scan.discard()
+                    icpt.hold(raw[0], raw)
+                else:
+                    out.append(raw)
+            elif kind == DISCARD:
+                pass
+            elif holding:
                 icpt.hold(kind, raw)
             elif kind == _X:
                 if out:
@@ -356,6 +432,36 @@ class Session:
                 icpt.hold(kind, raw)
         if out:
             self.upstream.write(out[0] if len(out) == 1 else b"".join(out))
+        if icpt.holding and (scan.blocked or scan.pending + icpt.queued_bytes > INSPECT_LIMIT):
+            self._hold_paused = True  # bounded: read on once the interceptor has caught up
+            self._update_client_reading()
+
+    def hold_released(self) -> None:
+        """The interceptor queue shrank or stopped holding: read the client again if paused."""
+        if self._hold_paused and self.state is State.READY:
+            self.loop.call_soon(self._resume_client)
+
+    def _resume_client(self) -> None:
+        if not self._hold_paused or self.state is not State.READY:
+            return
+        if self.interceptor.holding and self.interceptor.queued_bytes > INSPECT_LIMIT:
+            return
+        self._hold_paused = False
+        self._update_client_reading()
+        self._client_ready(b"")  # what was read but not handed out (e.g. a frame to stream)
+
+    def upstream_full(self, full: bool) -> None:
+        self._upstream_full = full
+        self._update_client_reading()
+
+    def _update_client_reading(self) -> None:
+        client = self.client
+        if client is None or client.is_closing():
+            return
+        if self._hold_paused or self._upstream_full:
+            client.pause_reading()
+        else:
+            client.resume_reading()
 
     def forward(self, kind: int, raw: bytes) -> None:
         """Send one client frame upstream and expect its answer (used by the interceptor)."""
@@ -503,8 +609,12 @@ class Session:
             elif kind == _Z:
                 self.txn_status = raw[5:6]
                 self.state = State.READY
+                if self._login_timer:
+                    self._login_timer.cancel()
+                self._cscan.max_size = self.server.config.max_message_size
+                self._cscan.stream_over = INSPECT_LIMIT
                 self.write(raw)
-                if not self._cscan.at_boundary or self._cscan._pos < len(self._cscan._data):
+                if not self._cscan.at_boundary or self._cscan.pending:
                     self._client_ready(b"")
                 continue
             elif kind == _ERR:

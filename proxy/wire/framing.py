@@ -23,12 +23,25 @@ from .. import errors
 from .messages import (CANCEL_REQUEST_CODE, GSSENC_REQUEST_CODE, SSL_REQUEST_CODE,
                        decode_cancel, decode_startup, CancelRequest, StartupMessage)
 
-__all__ = ["PASS", "FrameScanner", "StartupReader", "SSLRequest", "GSSENCRequest", "DirectTLS",
-           "StartupPacket", "MAX_STARTUP_PACKET"]
+__all__ = ["PASS", "STREAM", "DISCARD", "STREAM_HEAD", "FrameScanner", "StartupLengthError",
+           "StartupReader", "SSLRequest", "GSSENCRequest", "DirectTLS", "StartupPacket", "MAX_STARTUP_PACKET",
+           "MAX_AUTH_MESSAGE"]
 
 PASS = -1  # event kind of a raw pass-through run
+STREAM = -2  # event kind of the head of an inspected frame too long to hold (see FrameScanner)
+DISCARD = -3  # event kind of the rest of a streamed frame the caller chose to drop
+STREAM_HEAD = 4096  # bytes of such a frame handed out as its head: enough for its names
+_COMPACT_MIN = 1 << 16
 _HEADER = struct.Struct("!BI")
 MAX_STARTUP_PACKET = 10000  # PostgreSQL's own limit for the startup packet
+# PostgreSQL's PG_MAX_AUTH_TOKEN_LENGTH for a message body during authentication, as a length
+# word (which counts itself).
+MAX_AUTH_MESSAGE = 65535 + 4
+
+
+class StartupLengthError(errors.PgError):
+    """A startup packet with an impossible length word. PostgreSQL logs it and closes the
+    connection without an ErrorResponse (the peer may not even speak the protocol)."""
 
 
 class FrameScanner:
@@ -40,17 +53,31 @@ class FrameScanner:
     complete frame whose type byte `kind` is in `inspect`, header included. The caller may change
     `inspect` between calls, so a decision taken on one frame applies to the very next one.
     `last_status` is the status byte of the last ReadyForQuery ('Z') that ended in a run.
-    Bytes are never reordered or copied more than once.
+
+    Memory and time: a frame of an inspected type longer than `stream_over` (its length word) is
+    never held whole: `next` hands out its first `STREAM_HEAD` bytes as `(STREAM, head, ())` and
+    the rest as pass-through runs (its type is listed in the run where it ends). With
+    `stream=False` it hands out nothing for such a frame and sets `blocked` instead, so the caller
+    can stop reading until it may stream. After a head, `discard()` drops that frame: the rest
+    of it comes out as `(DISCARD, run, ())` events, never in a PASS run. Pending bytes live in
+    one buffer that is appended to and compacted only when more than half of it is consumed, so
+    feeding n bytes in any pieces costs O(n): each byte is copied a bounded number of times
+    (into the buffer, amortised compaction, out of it), never once per read.
     """
 
-    __slots__ = ("max_size", "_data", "_pos", "_passing", "_passing_type", "last_status")
+    __slots__ = ("max_size", "stream_over", "blocked", "_data", "_pos", "_passing",
+                 "_passing_type", "_discarding", "last_status")
 
-    def __init__(self, max_size: int) -> None:
+    def __init__(self, max_size: int, stream_over: int | None = None) -> None:
+        """`stream_over`, when set, must be at least STREAM_HEAD (it may be changed later)."""
         self.max_size = max_size
-        self._data = b""
+        self.stream_over = max_size if stream_over is None else stream_over
+        self.blocked = False       # the last next() stopped at a frame it may not stream
+        self._data: bytes | bytearray = b""
         self._pos = 0
         self._passing = 0         # bytes still to come of a pass-through frame
         self._passing_type = 0
+        self._discarding = False
         self.last_status = b"I"
 
     @property
@@ -58,19 +85,37 @@ class FrameScanner:
         """True when no frame is partly received."""
         return self._pos >= len(self._data) and not self._passing
 
+    @property
+    def pending(self) -> int:
+        """Bytes received and not yet handed out."""
+        return len(self._data) - self._pos
+
+    def discard(self) -> None:
+        """Drop the rest of the frame whose STREAM head was the last event."""
+        assert self._passing, "discard() only right after a STREAM head"
+        self._discarding = True
+
     def feed(self, data: bytes) -> None:
-        if self._pos < len(self._data):
-            self._data = self._data[self._pos:] + data
+        buf, pos = self._data, self._pos
+        if pos >= len(buf):
+            self._data, self._pos = (data if type(data) is bytes else bytes(data)), 0
+        elif type(buf) is bytes:  # the first append to a remainder: copy the remainder once
+            buf = bytearray(memoryview(buf)[pos:])
+            buf += data
+            self._data, self._pos = buf, 0
         else:
-            self._data = data
-        self._pos = 0
+            if pos > _COMPACT_MIN and pos * 2 > len(buf):
+                del buf[:pos]
+                self._pos = 0
+            buf += data
 
     def pass_all(self, data: bytes, inspect: frozenset[int], interesting) -> list[int] | None:
         """Hot path: if no frame starting in the pending bytes plus `data` has a type in
-        `inspect` for which `interesting(kind, frame)` is true, consume everything and return
-        the completed frame types (the caller forwards `data` as is). Otherwise consume nothing,
-        keep `data` pending, and return None: the caller then walks events with `next`."""
-        if self._pos < len(self._data):
+        `inspect` for which `interesting(kind, frame)` is true (or that is longer than
+        `stream_over`), consume everything and return the completed frame types (the caller
+        forwards `data` as is). Otherwise consume nothing, keep `data` pending, and return
+        None: the caller then walks events with `next`."""
+        if self._pos < len(self._data) or self._discarding:
             self.feed(data)
             return None
         n = len(data)
@@ -86,6 +131,7 @@ class FrameScanner:
                 if passing_type == 90:
                     self.last_status = data[pos - 1:pos]
         max_size = self.max_size
+        stream_over = self.stream_over
         last_z = -1
         unpack = _HEADER.unpack_from
         while n - pos >= 5 and not passing:
@@ -94,7 +140,8 @@ class FrameScanner:
                 self.feed(data)
                 return None  # next() raises the proper error
             end = pos + 1 + length
-            if kind in inspect and (end > n or interesting(kind, data[pos:end])):
+            if kind in inspect and (end > n or length > stream_over
+                                    or interesting(kind, data[pos:end])):
                 self.feed(data)
                 return None
             if end > n:
@@ -114,7 +161,9 @@ class FrameScanner:
         self._data, self._pos = b"", 0
         return types
 
-    def next(self, inspect: frozenset[int] | set[int]) -> tuple[int, bytes, list[int]] | None:
+    def next(self, inspect: frozenset[int] | set[int],
+             stream: bool = True) -> tuple[int, bytes, list[int]] | None:
+        self.blocked = False
         data, pos = self._data, self._pos
         n = len(data)
         if pos >= n:
@@ -125,12 +174,16 @@ class FrameScanner:
             take = min(self._passing, n - pos)
             self._passing -= take
             pos += take
+            if self._discarding:
+                self._discarding = bool(self._passing)
+                self._pos = pos
+                return (DISCARD, _cut(data, start, pos), types)
             if self._passing:
                 self._pos = pos
-                return (PASS, data[start:pos] if start or pos != n else data, types)
+                return (PASS, _cut(data, start, pos), types)
             types.append(self._passing_type)
             if self._passing_type == 90:
-                self.last_status = data[pos - 1:pos]
+                self.last_status = bytes(data[pos - 1:pos])
         max_size = self.max_size
         while n - pos >= 5:
             kind = data[pos]
@@ -143,11 +196,22 @@ class FrameScanner:
             if kind in inspect:
                 if start < pos:
                     break  # hand out the run first; the frame comes on the next call
+                if length > self.stream_over:
+                    if not stream:
+                        self.blocked = True
+                        self._pos = pos
+                        return None
+                    if n - pos < STREAM_HEAD:
+                        self._pos = pos
+                        return None  # wait for the head
+                    self._passing, self._passing_type = end - pos - STREAM_HEAD, kind
+                    self._pos = pos + STREAM_HEAD
+                    return (STREAM, _cut(data, pos, pos + STREAM_HEAD), types)
                 if end > n:
                     self._pos = pos
                     return None  # wait for the rest of the frame
                 self._pos = end
-                return (kind, data[pos:end], ())
+                return (kind, _cut(data, pos, end), types)
             if end > n:
                 self._passing = end - n
                 self._passing_type = kind
@@ -155,12 +219,19 @@ class FrameScanner:
                 break
             types.append(kind)
             if kind == 90:
-                self.last_status = data[end - 1:end]
+                self.last_status = bytes(data[end - 1:end])
             pos = end
         self._pos = pos
         if start == pos:
             return None  # only a partial header is left
-        return (PASS, data[start:pos] if start or pos != n else data, types)
+        return (PASS, _cut(data, start, pos), types)
+
+
+def _cut(data: bytes | bytearray, start: int, end: int) -> bytes:
+    """data[start:end] as bytes, without a copy when that is all of a bytes buffer."""
+    if type(data) is bytes:
+        return data if start == 0 and end == len(data) else data[start:end]
+    return bytes(memoryview(data)[start:end])
 
 
 @dataclass(frozen=True)
@@ -202,7 +273,8 @@ class StartupReader:
             return None
         length = int.from_bytes(buf[:4], "big")
         if length < 8 or length > self.max_size:
-            raise errors.startup_packet_too_large(length, self.max_size)
+            raise StartupLengthError(f"invalid length of startup packet ({length} bytes, at most "
+                                     f"{self.max_size})", sqlstate="08P01", severity="FATAL")
         if len(buf) < length:
             return None
         packet, self.leftover, self._buf = buf[:length], buf[length:], b""

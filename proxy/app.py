@@ -19,6 +19,7 @@ from engine.spec import EngineSettings
 
 from .config import WORKER_CONFIG_FD, Config, worker_config_bytes
 from .limits import ConnectionSlots
+from .listen import ListenError, check_listen, listen_error
 from .pgcluster import PgCluster
 from .server import Server
 from .upstream import (UpstreamAddress, UpstreamTLSError, asyncpg_connector, parse_upstream,
@@ -68,6 +69,11 @@ class App:
 
     async def start(self) -> None:
         cfg = self.config
+        if self.worker_index == 0:  # before anything starts or says it is running
+            try:
+                check_listen(cfg.listen_host, cfg.listen_port, cfg.workers > 1)
+            except ListenError as e:
+                raise StartupError(str(e)) from None
         cfg.data_path.mkdir(parents=True, exist_ok=True)
         cfg.nodelocal_path.mkdir(parents=True, exist_ok=True)
         session_dsn = cfg.session_upstream
@@ -87,7 +93,10 @@ class App:
         self.jobs.start()
         self.connection_slots = self._slots()
         self.server = Server(self)
-        await self.server.start()
+        try:
+            await self.server.start()
+        except OSError as e:   # taken between the check and now
+            raise StartupError(str(listen_error(cfg.listen_host, cfg.listen_port, e))) from None
         if self.worker_index == 0:
             for i in range(1, cfg.workers):
                 self._children.append(await self._start_worker(i))

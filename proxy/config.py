@@ -165,6 +165,9 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("--tls-cert and --tls-key go together")
     if cfg.max_connections < 1 or cfg.workers < 1:
         raise ConfigError("--max-connections and --workers must be at least 1")
+    for name in ("startup_timeout", "client_login_timeout", "job_lease"):
+        if not getattr(cfg, name) > 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be a positive number of seconds")
     if cfg.upstream and not cfg.upstream.startswith(("postgresql://", "postgres://")):
         raise ConfigError("--upstream must be a postgresql:// URI")
     if cfg.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):

@@ -300,3 +300,38 @@ def test_bad_number_is_an_error(tmp_path):
     r = _cli("serve", "--max-connections", "lots", "--data-dir", str(tmp_path / "d"))
     assert r.returncode == 2
     assert "max_connections" in r.stderr and "Traceback" not in r.stderr
+
+
+# ---- a port already in use -----------------------------------------------------------------------
+
+def test_port_in_use_is_one_clear_line(tmp_path):
+    """A port another process holds: one line naming the port and the process, exit code 1, no
+    traceback, and nothing printed before it that says pgkeep is running."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        r = _cli("serve", "--listen", f"127.0.0.1:{port}", "--data-dir", str(tmp_path / "d"))
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1, r.stderr
+    assert f"port {port} on 127.0.0.1 is already in use by process {os.getpid()}" in lines[0]
+    assert "Traceback" not in r.stderr and r.stdout == ""
+    assert not (tmp_path / "d" / "pg").exists(), "nothing started before the check"
+
+
+def test_second_pgkeep_on_the_same_port(pgkeep, tmp_path):
+    """A second pgkeep (a second `make run`) on the port of a running one."""
+    r = _cli("serve", "--listen", f"127.0.0.1:{pgkeep.port}", "--data-dir", str(tmp_path / "d"),
+             "--upstream", pgkeep.upstream)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    line = r.stderr.strip()
+    assert "\n" not in line and "Traceback" not in line, r.stderr
+    assert f"port {pgkeep.port} on 127.0.0.1 is already in use by process {pgkeep.proc.pid} (" in line
+    assert "proxy serve" in line and "listening" not in r.stdout
+
+
+def test_bad_timeouts_are_errors(tmp_path):
+    for flag in ("--client-login-timeout", "--startup-timeout", "--job-lease"):
+        r = _cli("serve", flag, "0", "--data-dir", str(tmp_path / "d"))
+        assert r.returncode == 2 and flag in r.stderr and "positive" in r.stderr, r.stderr

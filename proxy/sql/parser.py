@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Callable
 
 from .lexer import EOF, IDENT, OP, Lexer, Token, tokenize
-from .parse_backup import (parse_alter_backup_schedule, parse_backup, parse_create_schedule,
+from .parse_backup import (parse_alter_backup, parse_alter_backup_schedule, parse_backup, parse_create_schedule,
                            parse_restore, parse_show_backup, parse_show_backups)
 from .parse_misc import (parse_alter_external_connection, parse_check_external_connection,
                          parse_control_jobs, parse_control_schedules,
@@ -135,6 +135,8 @@ def _handler(sql: str) -> Handler | None:
     if w0 == "alter":
         if w1 == "backup" and w2 == "schedule":
             return parse_alter_backup_schedule
+        if w1 == "backup":
+            return parse_alter_backup
         if w1 == "external" and w2 == "connection":
             return parse_alter_external_connection
         return None

@@ -69,8 +69,7 @@ def _refuse_virtual_cluster(p: Parser, verb: str, vc) -> None:
     if vc is not None:
         tok, words = vc
         raise p.unsupported(tok, f"{verb} {words} is not supported by pgkeep: PostgreSQL has "
-                                 "no virtual clusters", hint=f"{verb} a DATABASE or the whole "
-                                                             "cluster instead")
+                                 "no virtual clusters", hint=f"use {verb} DATABASE name instead")
 
 
 def parse_backup(p: Parser) -> Backup:

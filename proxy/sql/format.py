@@ -16,7 +16,7 @@ from .errors import quote_string
 from .nodes import (BackupOptions, BoolLit, FuncCall, NumLit, Placeholder, StrLit, TablePattern,
                     Targets)
 from .parser_base import RESERVED
-from .statements import (AlterBackup, AlterBackupSchedule, AlterExternalConnection, Backup, CancelJobs,
+from .statements import (AlterBackup, AlterBackupSchedule, AlterJobOwner, AlterExternalConnection, Backup, CancelJobs,
                          CheckExternalConnection, CreateExternalConnection, CreateSchedule,
                          DropExternalConnection, DropSchedules, ExecuteImmediately,
                          ExecuteSchedule, GrantOn, GrantSystem, PauseJobs, PauseSchedules,
@@ -322,6 +322,7 @@ _FORMATTERS = {
     DropSchedules: lambda s, r: _control_schedules(s, "DROP", r),
     ExecuteSchedule: lambda s, r: f"EXECUTE SCHEDULE {format_expr(s.schedule_id)}",
     ShowJobs: _show_jobs,
+    AlterJobOwner: lambda s, r: f"ALTER JOB {format_expr(s.job_id)} OWNER TO {_roles((s.owner,))}",
     ShowJob: _show_job,
     PauseJobs: lambda s, r: _control_jobs(s, "PAUSE", r),
     ResumeJobs: lambda s, r: _control_jobs(s, "RESUME", r),

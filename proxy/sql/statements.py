@@ -24,7 +24,7 @@ __all__ = [
     "GrantSystem", "RevokeSystem", "GrantOn", "RevokeOn", "ShowGrants", "ShowSystemGrants",
     "CreateExternalConnection", "AlterExternalConnection", "DropExternalConnection",
     "ShowExternalConnections", "ShowCreateExternalConnections", "CheckExternalConnection",
-    "SelectFromShow", "AlterBackup", "AddKms", "not_supported_message",
+    "SelectFromShow", "AlterBackup", "AddKms", "AlterJobOwner", "not_supported_message",
 ]
 
 
@@ -350,6 +350,18 @@ class ResumeJobs(_ControlJobs):
 @dataclass(frozen=True)
 class CancelJobs(_ControlJobs):
     family: ClassVar[str] = "CANCEL JOBS"
+
+
+@dataclass(frozen=True)
+class AlterJobOwner(Statement):
+    """ALTER JOB id OWNER TO role (CockroachDB v25+)."""
+
+    family: ClassVar[str] = "ALTER JOB"
+    job_id: Expr
+    owner: str
+
+    def own_words(self) -> str:
+        return "ALTER JOB ... OWNER TO"
 
 
 # --- privileges ---------------------------------------------------------------------------

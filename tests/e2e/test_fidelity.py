@@ -194,6 +194,8 @@ def test_forms_pgkeep_does_not_run_answer_0a000(pgkeep):
         f"BACKUP INTO '{coll}' WITH kms = ('aws:///{secret}?REGION=r', 'aws:///k2?REGION=r')",
         f"SHOW BACKUP FROM LATEST IN '{coll}' WITH encryption_passphrase = '{secret}'",
         "SHOW SCHEDULES",
+        "ALTER JOB 123 OWNER TO postgres",
+        "SHOW CHANGEFEED JOBS",
     ])
     assert [state for state, _ in got] == ["0A000"] * len(got), got
     messages = [m for _, m in got]
@@ -205,6 +207,8 @@ def test_forms_pgkeep_does_not_run_answer_0a000(pgkeep):
     assert "revision_history" in messages[5]
     assert "encrypted backups" in messages[6] and "encrypted backups" in messages[7]
     assert messages[8] == "SHOW SCHEDULES is not supported by pgkeep yet"
+    assert messages[9] == "ALTER JOB ... OWNER TO is not supported by pgkeep yet"
+    assert messages[10].startswith("SHOW CHANGEFEED JOBS is not supported by pgkeep")
     assert secret not in " ".join(messages)
     assert secret not in pgkeep.log()
 

@@ -37,6 +37,7 @@ from proxy.commands import command_for
      "REVOKE ALL ON EXTERNAL CONNECTION is not supported by pgkeep yet"),
     ("SHOW GRANTS ON EXTERNAL CONNECTION c", "SHOW GRANTS ON EXTERNAL CONNECTION is not supported by pgkeep yet"),
     ("SHOW SYSTEM GRANTS", "SHOW SYSTEM GRANTS is not supported by pgkeep yet"),
+    ("ALTER JOB 1 OWNER TO u", "ALTER JOB ... OWNER TO is not supported by pgkeep yet"),
     ("ALTER BACKUP LATEST IN 's3://b?AWS_SECRET_ACCESS_KEY=leak' ADD NEW_KMS = 'aws:///k?REGION=r' "
      "WITH OLD_KMS = 'aws:///j?REGION=r'", "ALTER BACKUP ... ADD NEW_KMS is not supported by pgkeep yet"),
 ])

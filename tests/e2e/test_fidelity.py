@@ -196,6 +196,8 @@ def test_forms_pgkeep_does_not_run_answer_0a000(pgkeep):
         "SHOW SCHEDULES",
         "ALTER JOB 123 OWNER TO postgres",
         "SHOW CHANGEFEED JOBS",
+        f"RESTORE DATABASE fid FROM LATEST IN '{coll}' WITH EXPERIMENTAL DEFERRED COPY",
+        f"RESTORE DATABASE fid FROM LATEST IN '{coll}' WITH virtual_cluster_name = 'vc'",
     ])
     assert [state for state, _ in got] == ["0A000"] * len(got), got
     messages = [m for _, m in got]
@@ -209,6 +211,8 @@ def test_forms_pgkeep_does_not_run_answer_0a000(pgkeep):
     assert messages[8] == "SHOW SCHEDULES is not supported by pgkeep yet"
     assert messages[9] == "ALTER JOB ... OWNER TO is not supported by pgkeep yet"
     assert messages[10].startswith("SHOW CHANGEFEED JOBS is not supported by pgkeep")
+    assert messages[11] == "RESTORE option experimental deferred copy is not supported by pgkeep"
+    assert messages[12] == "RESTORE option virtual_cluster_name is not supported by pgkeep"
     assert secret not in " ".join(messages)
     assert secret not in pgkeep.log()
 

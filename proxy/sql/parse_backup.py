@@ -8,15 +8,15 @@ from __future__ import annotations
 
 from proxy.errors import FeatureNotSupported
 
-from .lexer import IDENT, INT, PARAM, STRING
+from .lexer import IDENT, INT, PARAM, STRING, Token
 from .nodes import (BackupOptions, Expr, NumLit, RestoreOptions, ScheduleOptions,
                     ShowBackupOptions, StrLit)
 from .options import (BACKUP_OPTIONS, RESTORE_OPTIONS, SCHEDULE_OPTIONS, SHOW_BACKUP_OPTIONS,
                       parse_one_option, parse_options, parse_with_options)
 from .parse_misc import parse_check_connection_tail
 from .parser_base import Parser
-from .statements import (AddKms, AlterBackup, AlterBackupSchedule, Backup, CreateSchedule, ExecuteImmediately,
-                         Restore, SetFullBackup, SetInto, SetLabel, SetRecurring,
+from .statements import (AddKms, AlterBackup, AlterBackupSchedule, Backup, CreateSchedule,
+                         ExecuteImmediately, Restore, SetFullBackup, SetInto, SetLabel, SetRecurring,
                          SetScheduleOption, SetWith, ShowBackup, ShowBackups)
 
 __all__ = ["parse_backup", "parse_restore", "parse_show_backups", "parse_show_backup",
@@ -44,7 +44,7 @@ def _collection(p: Parser, many_is_unsupported: bool = False) -> tuple[Expr, ...
     return uris
 
 
-def _virtual_cluster(p: Parser):
+def _virtual_cluster(p: Parser) -> tuple[Token, str] | None:
     """VIRTUAL CLUSTER <id> | TENANT <id> (<id> an integer, or _): returns the first token
     and the words written, or None when the targets are not a virtual cluster. A table named
     tenant or virtual stays a table."""
@@ -56,7 +56,8 @@ def _virtual_cluster(p: Parser):
     else:
         return None
     spec = p.peek(n)
-    if not ((spec.kind == INT and spec.value.isdigit()) or (spec.kind == IDENT and spec.value == "_")):
+    if not ((spec.kind == INT and spec.value.isdigit())
+            or (spec.kind == IDENT and spec.value == "_")):
         return None
     p.i += n + 1
     if spec.kind == INT and int(spec.value) == 0:
@@ -64,7 +65,7 @@ def _virtual_cluster(p: Parser):
     return tok, words
 
 
-def _refuse_virtual_cluster(p: Parser, verb: str, vc) -> None:
+def _refuse_virtual_cluster(p: Parser, verb: str, vc: tuple[Token, str] | None) -> None:
     """0A000 for a statement that parsed and names a virtual cluster: PostgreSQL has none."""
     if vc is not None:
         tok, words = vc
@@ -149,11 +150,9 @@ def parse_restore(p: Parser) -> Restore:
     p.expect_kw("restore")
     targets, system_users = None, False
     vc = _virtual_cluster(p)
-    if vc is not None:
-        pass
-    elif p.accept_seq("system", "users"):
+    if vc is None and p.accept_seq("system", "users"):
         system_users = True
-    elif not p.at_kw("from"):
+    elif vc is None and not p.at_kw("from"):
         targets = p.targets()
     p.expect_kw("from")
     subdir, latest = _from_subdir(p, _RESTORE_HINT, "RESTORE")

@@ -2,8 +2,9 @@
 execution, for the extended protocol's Describe), `execute(ctx, stmt)` runs it and returns a
 `Result`. The session layer renders results for both protocols.
 
-A family whose command is not built yet answers 0A000 naming the family, so a statement that
-parses is never mistaken for a syntax error.
+A family whose command is not built yet answers 0A000 naming the statement in its own words
+(PAUSE SCHEDULE, GRANT SYSTEM privileges, ...), so a statement that parses is never mistaken
+for a syntax error.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def command_for(stmt: sql.Statement) -> Command:
     cmd = _REGISTRY.get(type(stmt))
     if cmd is None:
         raise errors.FeatureNotSupported(
-            f"{stmt.family or type(stmt).__name__} is not supported by pgkeep yet",
+            sql.not_supported_message(stmt),
             hint="see the README for the statements pgkeep implements today")
     return cmd
 

@@ -174,9 +174,11 @@ class _Restore:
             raise errors.FeatureNotSupported(
                 "RESTORE ... AS OF SYSTEM TIME needs revision history, which PostgreSQL cannot keep",
                 hint="restore the backup whose end_time you want: SHOW BACKUPS IN lists them")
-        for name, on in (("experimental copy", o.experimental_copy or o.experimental_deferred_copy),
+        for name, on in (("experimental deferred copy" if o.experimental_deferred_copy else "experimental copy",
+                          o.experimental_copy or o.experimental_deferred_copy),
                          ("incremental_location", o.incremental_location is not None),
-                         ("virtual_cluster", o.virtual_cluster is not None or o.virtual_cluster_name is not None)):
+                         ("virtual_cluster_name" if o.virtual_cluster_name is not None else "virtual_cluster",
+                          o.virtual_cluster is not None or o.virtual_cluster_name is not None)):
             if on:
                 raise errors.FeatureNotSupported(f"RESTORE option {name} is not supported by pgkeep")
         for name, on in (("skip_localities_check", o.skip_localities_check),

@@ -103,7 +103,7 @@ class _ShowJobs:
     async def execute(self, ctx: CommandContext, stmt) -> Result:
         store = ctx.app.catalog.jobs
         if getattr(stmt, "schedule_id", None) is not None or getattr(stmt, "schedules_query", None):
-            raise errors.FeatureNotSupported("SHOW JOBS FOR SCHEDULE(S): schedules are not supported by pgkeep yet")
+            raise errors.FeatureNotSupported(f"{stmt.own_words()}: schedules are not supported by pgkeep yet")
         if isinstance(stmt, sql.ShowJob):
             # No row for an unknown id, as for one the user may not see (CockroachDB's SHOW JOB
             # is a query over the jobs the user may see).
@@ -138,7 +138,7 @@ class _ControlJobs:
         new, verb, word = _ACTIONS[type(stmt)]
         store = ctx.app.catalog.jobs
         if stmt.schedule_id is not None or stmt.schedules_query is not None:
-            raise errors.FeatureNotSupported(f"{word} JOBS FOR SCHEDULE(S): schedules are not supported by pgkeep yet")
+            raise errors.FeatureNotSupported(f"{stmt.own_words()}: schedules are not supported by pgkeep yet")
         if stmt.job_id is not None:
             ids = [_job_id(stmt.job_id)]
         elif stmt.query is not None:

@@ -9,13 +9,16 @@ Grammar summary (CockroachDB v26.2; [..] optional, {a|b} choice, str = 'string',
 word where CockroachDB reads one as a string; uris = str | (str, ...) for locality URIs):
 
     targets   := DATABASE name, ... | [TABLE] pattern, ...     pattern := [db.][schema.]{t|*}
+                 | VIRTUAL CLUSTER n | TENANT n   (parsed, then 0A000: no virtual clusters)
     BACKUP [targets] INTO {LATEST IN | 'subdir' IN} uris [AS OF SYSTEM TIME t] [WITH opts]
     RESTORE [targets | SYSTEM USERS] FROM {LATEST | str} IN uris [AS OF SYSTEM TIME t]
             [WITH opts]
     SHOW BACKUPS IN uris [NEWER THAN str] [OLDER THAN str] [WITH REVISION START TIME]
     SHOW BACKUP [SCHEMAS|FILES|RANGES|VALIDATE] FROM {LATEST | str} IN uris [WITH opts]
     CREATE SCHEDULE [IF NOT EXISTS] [label] FOR BACKUP [targets] INTO uris [WITH opts]
+           (FOR CHANGEFEED ...: 0A000)
            RECURRING 'cron' [FULL BACKUP {ALWAYS | 'cron'}] [WITH SCHEDULE OPTIONS kv, ...]
+    ALTER BACKUP {LATEST | str} [IN str] ADD NEW_KMS = uris WITH OLD_KMS = uris [ADD ...]
     ALTER BACKUP SCHEDULE id cmd, ...   cmd := SET LABEL str | SET INTO uris | SET WITH opt
            | SET RECURRING 'cron' | SET FULL BACKUP {ALWAYS|'cron'} | SET SCHEDULE OPTION kv
            | EXECUTE [FULL] IMMEDIATELY

@@ -7,7 +7,7 @@ through engine.redact, passphrases as '*****'), because errors reach logs and cl
 """
 from __future__ import annotations
 
-from engine.redact import redact_uri
+from engine.redact import redact_kms_uri, redact_uri
 
 from proxy.errors import FeatureNotSupported, InvalidParameterValue, PgError, SyntaxError_
 
@@ -17,6 +17,25 @@ __all__ = ["syntax_error", "value_error", "unsupported", "source_detail", "token
            "relocate", "quote_string"]
 
 _PASSPHRASE_WORDS = frozenset({"encryption_passphrase", "passphrase", "password"})
+# Options whose values are KMS URIs: their key path is hidden too (RedactKMSURI).
+_KMS_WORDS = frozenset({"kms", "new_kms", "old_kms"})
+
+
+def _kms_strings(tokens: list[Token]) -> set[int]:
+    """Indexes of the string tokens that are the value of a KMS option (`kms = 'u'` or
+    `kms = ('u', ...)`)."""
+    found: set[int] = set()
+    for i, tok in enumerate(tokens):
+        if not (tok.kind == IDENT and tok.value in _KMS_WORDS and i + 1 < len(tokens)
+                and tokens[i + 1].kind == OP and tokens[i + 1].value == "="):
+            continue
+        j = i + 2
+        while j < len(tokens) and (tokens[j].kind == STRING
+                                   or (tokens[j].kind == OP and tokens[j].value in "(,")):
+            if tokens[j].kind == STRING:
+                found.add(j)
+            j += 1
+    return found
 
 
 def quote_string(value: str) -> str:
@@ -38,6 +57,7 @@ def _redacted_source(sql: str) -> tuple[str, list[tuple[int, int, int]]]:
     """`sql` with secret string constants replaced, and the (start, end, delta) of each
     replacement so positions can be mapped into the new text."""
     tokens = tokenize(sql)
+    kms = _kms_strings(tokens)
     pieces: list[str] = []
     shifts: list[tuple[int, int, int]] = []
     last = 0
@@ -49,6 +69,10 @@ def _redacted_source(sql: str) -> tuple[str, list[tuple[int, int, int]]]:
         if (len(before) == 2 and before[1].kind == OP and before[1].value == "="
                 and before[0].kind == IDENT and before[0].value in _PASSPHRASE_WORDS):
             replacement = "'*****'"
+        elif i in kms:
+            redacted = redact_kms_uri(tok.value)
+            if redacted != tok.value:
+                replacement = quote_string(redacted)
         elif "://" in tok.value or "@" in tok.value:
             redacted = redact_uri(tok.value)
             if redacted != tok.value:

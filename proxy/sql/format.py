@@ -16,7 +16,7 @@ from .errors import quote_string
 from .nodes import (BackupOptions, BoolLit, FuncCall, NumLit, Placeholder, StrLit, TablePattern,
                     Targets)
 from .parser_base import RESERVED
-from .statements import (AlterBackupSchedule, AlterExternalConnection, Backup, CancelJobs,
+from .statements import (AlterBackup, AlterBackupSchedule, AlterJobOwner, AlterExternalConnection, Backup, CancelJobs,
                          CheckExternalConnection, CreateExternalConnection, CreateSchedule,
                          DropExternalConnection, DropSchedules, ExecuteImmediately,
                          ExecuteSchedule, GrantOn, GrantSystem, PauseJobs, PauseSchedules,
@@ -205,6 +205,17 @@ def _alter_cmd(cmd, redact: bool) -> str:
     raise TypeError(cmd)
 
 
+def _alter_backup(s: AlterBackup, r: bool) -> str:
+    # Without IN, the backup is named by its URI, which may hold secrets.
+    text = f"ALTER BACKUP {format_expr(s.backup, r, 'uri' if s.collection is None else '')}"
+    if s.collection is not None:
+        text += f" IN {format_expr(s.collection, r, 'uri')}"
+    for cmd in s.commands:
+        text += (f" ADD NEW_KMS = {_uris(cmd.new_kms, r, 'kms')}"
+                 f" WITH OLD_KMS = {_uris(cmd.old_kms, r, 'kms')}")
+    return text
+
+
 def _backup(s: Backup, r: bool) -> str:
     targets = _targets(s.targets) + " " if s.targets else ""
     return (f"BACKUP {targets}INTO {_from(s.subdir, s.latest)}{_uris(s.collection, r)}"
@@ -298,6 +309,7 @@ _FORMATTERS = {
     ShowBackups: _show_backups,
     ShowBackup: _show_backup,
     CreateSchedule: _create_schedule,
+    AlterBackup: _alter_backup,
     AlterBackupSchedule: lambda s, r: f"ALTER BACKUP SCHEDULE {format_expr(s.schedule_id)} "
     + ", ".join(_alter_cmd(c, r) for c in s.commands),
     ShowSchedules: lambda s, r: "SHOW " + (s.state + " " if s.state else "") + "SCHEDULES"
@@ -310,6 +322,7 @@ _FORMATTERS = {
     DropSchedules: lambda s, r: _control_schedules(s, "DROP", r),
     ExecuteSchedule: lambda s, r: f"EXECUTE SCHEDULE {format_expr(s.schedule_id)}",
     ShowJobs: _show_jobs,
+    AlterJobOwner: lambda s, r: f"ALTER JOB {format_expr(s.job_id)} OWNER TO {_roles((s.owner,))}",
     ShowJob: _show_job,
     PauseJobs: lambda s, r: _control_jobs(s, "PAUSE", r),
     ResumeJobs: lambda s, r: _control_jobs(s, "RESUME", r),

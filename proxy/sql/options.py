@@ -5,7 +5,7 @@ EXECUTION LOCALITY) to the dataclass field and the value kind:
 
     flag     bare only (RESTORE's skip_missing_*), stored as True
     bool     bare (= true) or `= <boolean>`, stored as BoolLit or Placeholder
-    detached bare, `= TRUE` or `= FALSE` (BACKUP's detached), stored as bool
+    detached bare, `= TRUE` or `= FALSE` (BACKUP's and RESTORE's detached), stored as bool
     string   `= <string or placeholder>`
     strings  `= <string>` or `= (<string>, ...)` (kms, incremental_location)
     int      `= <integer or placeholder>`
@@ -76,7 +76,7 @@ RESTORE_OPTIONS = _specs(
     (("skip_missing_sequence_owners",), "skip_missing_sequence_owners", "flag"),
     (("skip_missing_views",), "skip_missing_views", "flag"),
     (("skip_missing_udfs",), "skip_missing_udfs", "flag"),
-    (("detached",), "detached", "flag"),
+    (("detached",), "detached", "detached"),
     (("skip_localities_check",), "skip_localities_check", "flag"),
     (("debug_pause_on",), "debug_pause_on", "string"),
     (("new_db_name",), "new_db_name", "string"),

@@ -6,19 +6,21 @@ error can carry a hint with the current form.
 """
 from __future__ import annotations
 
-from .lexer import INT, PARAM, STRING
+from proxy.errors import FeatureNotSupported
+
+from .lexer import IDENT, INT, PARAM, STRING, Token
 from .nodes import (BackupOptions, Expr, NumLit, RestoreOptions, ScheduleOptions,
                     ShowBackupOptions, StrLit)
 from .options import (BACKUP_OPTIONS, RESTORE_OPTIONS, SCHEDULE_OPTIONS, SHOW_BACKUP_OPTIONS,
                       parse_one_option, parse_options, parse_with_options)
 from .parse_misc import parse_check_connection_tail
 from .parser_base import Parser
-from .statements import (AlterBackupSchedule, Backup, CreateSchedule, ExecuteImmediately,
-                         Restore, SetFullBackup, SetInto, SetLabel, SetRecurring,
+from .statements import (AddKms, AlterBackup, AlterBackupSchedule, Backup, CreateSchedule,
+                         ExecuteImmediately, Restore, SetFullBackup, SetInto, SetLabel, SetRecurring,
                          SetScheduleOption, SetWith, ShowBackup, ShowBackups)
 
 __all__ = ["parse_backup", "parse_restore", "parse_show_backups", "parse_show_backup",
-           "parse_create_schedule", "parse_alter_backup_schedule"]
+           "parse_create_schedule", "parse_alter_backup_schedule", "parse_alter_backup"]
 
 _BACKUP_TO_HINT = ("use BACKUP ... INTO 'collection' for a full backup, and "
                    "BACKUP ... INTO LATEST IN 'collection' for an incremental one")
@@ -42,9 +44,39 @@ def _collection(p: Parser, many_is_unsupported: bool = False) -> tuple[Expr, ...
     return uris
 
 
+def _virtual_cluster(p: Parser) -> tuple[Token, str] | None:
+    """VIRTUAL CLUSTER <id> | TENANT <id> (<id> an integer, or _): returns the first token
+    and the words written, or None when the targets are not a virtual cluster. A table named
+    tenant or virtual stays a table."""
+    tok = p.peek()
+    if p.at_seq("virtual", "cluster"):
+        words, n = "VIRTUAL CLUSTER", 2
+    elif p.at_kw("tenant"):
+        words, n = "TENANT", 1
+    else:
+        return None
+    spec = p.peek(n)
+    if not ((spec.kind == INT and spec.value.isdigit())
+            or (spec.kind == IDENT and spec.value == "_")):
+        return None
+    p.i += n + 1
+    if spec.kind == INT and int(spec.value) == 0:
+        raise p.error(spec, "invalid tenant ID")
+    return tok, words
+
+
+def _refuse_virtual_cluster(p: Parser, verb: str, vc: tuple[Token, str] | None) -> None:
+    """0A000 for a statement that parsed and names a virtual cluster: PostgreSQL has none."""
+    if vc is not None:
+        tok, words = vc
+        raise p.unsupported(tok, f"{verb} {words} is not supported by pgkeep: PostgreSQL has "
+                                 "no virtual clusters", hint=f"use {verb} DATABASE name instead")
+
+
 def parse_backup(p: Parser) -> Backup:
     p.expect_kw("backup")
-    targets = None if p.at_kw("into", "to") else p.targets()
+    vc = _virtual_cluster(p)
+    targets = None if vc or p.at_kw("into", "to") else p.targets()
     if p.at_kw("to"):
         to = p.next()
         depth = 0
@@ -65,6 +97,7 @@ def parse_backup(p: Parser) -> Backup:
     as_of = p.opt_as_of()
     options = parse_with_options(p, BACKUP_OPTIONS, BackupOptions())
     p.expect_end()
+    _refuse_virtual_cluster(p, "BACKUP", vc)
     return Backup(targets, collection, subdir, latest, as_of, options)
 
 
@@ -90,6 +123,11 @@ def _from_subdir(p: Parser, hint: str, what: str) -> tuple[Expr | None, bool]:
 def _check_restore_options(p: Parser, targets, system_users: bool,
                            options: RestoreOptions) -> None:
     toks = p.option_tokens
+    for field in ("new_db_name", "into_db"):
+        value = getattr(options, field)
+        if isinstance(value, StrLit) and value.value == "":
+            # CockroachDB's sqlerrors.ErrEmptyDatabaseName: 42601 "empty database name".
+            raise p.error(toks[field], "empty database name")
     if options.into_db is not None and targets is not None and targets.kind == "DATABASE":
         raise p.value_error(toks["into_db"],
                             'cannot use "into_db" option when restoring database(s)')
@@ -111,9 +149,10 @@ def _check_restore_options(p: Parser, targets, system_users: bool,
 def parse_restore(p: Parser) -> Restore:
     p.expect_kw("restore")
     targets, system_users = None, False
-    if p.accept_seq("system", "users"):
+    vc = _virtual_cluster(p)
+    if vc is None and p.accept_seq("system", "users"):
         system_users = True
-    elif not p.at_kw("from"):
+    elif vc is None and not p.at_kw("from"):
         targets = p.targets()
     p.expect_kw("from")
     subdir, latest = _from_subdir(p, _RESTORE_HINT, "RESTORE")
@@ -121,6 +160,7 @@ def parse_restore(p: Parser) -> Restore:
     as_of = p.opt_as_of()
     options = parse_with_options(p, RESTORE_OPTIONS, RestoreOptions())
     p.expect_end()
+    _refuse_virtual_cluster(p, "RESTORE", vc)
     _check_restore_options(p, targets, system_users, options)
     return Restore(targets, collection, subdir, latest, system_users, as_of, options)
 
@@ -188,8 +228,12 @@ def parse_create_schedule(p: Parser) -> CreateSchedule:
     if p.accept_seq("if", "not", "exists"):
         if_not_exists = True
         label = p.string_or_placeholder()
-    elif not p.at_seq("for", "backup"):
+    elif not p.at_kw("for"):
         label = p.string_or_placeholder()
+    if p.at_seq("for", "changefeed"):
+        # No source detail: a changefeed's sink URI has secrets engine.redact does not know.
+        raise FeatureNotSupported("CREATE SCHEDULE FOR CHANGEFEED is not supported by pgkeep: "
+                                  "pgkeep runs no changefeeds", position=p.peek(1).start + 1)
     p.expect_kw("for", "backup")
     targets = None if p.at_kw("into") else p.targets()
     p.expect_kw("into")
@@ -211,6 +255,26 @@ def parse_create_schedule(p: Parser) -> CreateSchedule:
     p.expect_end()
     return CreateSchedule(label, targets, collection, recurring, if_not_exists, backup_options,
                           full_backup, always, schedule_options)
+
+
+def parse_alter_backup(p: Parser) -> AlterBackup:
+    """ALTER BACKUP {LATEST | 'subdir'} [IN collection] ADD NEW_KMS = uris WITH OLD_KMS = uris
+    [ADD ...]."""
+    p.expect_kw("alter", "backup")
+    backup = p.string_or_placeholder()
+    collection = p.string_or_placeholder() if p.accept_kw("in") else None
+    commands = []
+    while True:
+        p.expect_kw("add", "new_kms")
+        p.expect_op("=")
+        new_kms = p.string_list("new_kms")
+        p.expect_kw("with", "old_kms")
+        p.expect_op("=")
+        commands.append(AddKms(new_kms, p.string_list("old_kms")))
+        if not p.at_kw("add"):
+            break
+    p.expect_end()
+    return AlterBackup(backup, collection, tuple(commands))
 
 
 def parse_alter_backup_schedule(p: Parser) -> AlterBackupSchedule:

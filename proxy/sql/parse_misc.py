@@ -8,7 +8,7 @@ from .nodes import BoolLit, CheckConnectionOptions, Expr, NumLit, StrLit
 from .options import CHECK_OPTIONS, parse_with_options
 from .parser_base import Parser
 from .show_sources import query_node
-from .statements import (AlterExternalConnection, CancelJobs, CheckExternalConnection,
+from .statements import (AlterExternalConnection, AlterJobOwner, CancelJobs, CheckExternalConnection,
                          CreateExternalConnection, DropExternalConnection, DropSchedules,
                          ExecuteSchedule, GrantOn, GrantSystem, PauseJobs, PauseSchedules,
                          ResumeJobs, ResumeSchedules, RevokeOn, RevokeSystem,
@@ -20,7 +20,8 @@ from .statements import (AlterExternalConnection, CancelJobs, CheckExternalConne
 __all__ = ["parse_show_cluster_setting", "parse_set_cluster_setting",
            "parse_reset_cluster_setting", "parse_show_schedules", "parse_show_create",
            "parse_control_schedules", "parse_execute_schedule", "parse_show_jobs",
-           "parse_control_jobs", "parse_grant", "parse_show_grants",
+           "parse_control_jobs", "parse_alter_job_owner", "parse_show_changefeed_jobs",
+           "parse_grant", "parse_show_grants",
            "parse_create_external_connection", "parse_alter_external_connection",
            "parse_drop_external_connection", "parse_show_external_connections",
            "parse_check_external_connection", "parse_check_connection_tail",
@@ -237,6 +238,33 @@ def parse_show_jobs(p: Parser):
         node = ShowJobs(query=query_node(p, start, end), execution_details=_execution_details(p))
     p.expect_end()
     return node
+
+
+def parse_alter_job_owner(p: Parser) -> AlterJobOwner:
+    p.expect_kw("alter", "job")
+    job_id = p.int_value("job ID")
+    p.expect_kw("owner", "to")
+    owner = p.role()
+    p.expect_end()
+    return AlterJobOwner(job_id, owner)
+
+
+def parse_show_changefeed_jobs(p: Parser):
+    """SHOW CHANGEFEED JOBS [<select>] | SHOW CHANGEFEED JOB id: parsed, then 0A000."""
+    at = p.expect_kw("show", "changefeed")
+    words = "JOB" if p.at_kw("job") else "JOBS"
+    if p.accept_kw("job"):
+        if p.at_op("("):
+            p.query_span()
+        else:
+            p.int_value("job ID")
+    else:
+        p.expect_kw("jobs")
+        if not p.at_end():
+            p.query_span()
+    p.expect_end()
+    raise p.unsupported(at, f"SHOW CHANGEFEED {words} is not supported by pgkeep: pgkeep runs "
+                            "no changefeeds", hint="SHOW JOBS lists pgkeep's jobs")
 
 
 def parse_control_jobs(p: Parser):

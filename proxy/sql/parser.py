@@ -10,10 +10,11 @@ from __future__ import annotations
 from typing import Callable
 
 from .lexer import EOF, IDENT, OP, Lexer, Token, tokenize
-from .parse_backup import (parse_alter_backup_schedule, parse_backup, parse_create_schedule,
+from .parse_backup import (parse_alter_backup, parse_alter_backup_schedule, parse_backup, parse_create_schedule,
                            parse_restore, parse_show_backup, parse_show_backups)
 from .parse_misc import (parse_alter_external_connection, parse_check_external_connection,
-                         parse_control_jobs, parse_control_schedules,
+                         parse_alter_job_owner, parse_control_jobs, parse_control_schedules,
+                         parse_show_changefeed_jobs,
                          parse_create_external_connection, parse_drop_external_connection,
                          parse_execute_schedule, parse_grant, parse_reset_cluster_setting,
                          parse_set_cluster_setting, parse_show_cluster_setting,
@@ -84,6 +85,8 @@ def _show_handler(w: list[str | None]) -> Handler | None:
         return parse_show_create
     if w1 in ("jobs", "job") or (w1 == "automatic" and w2 == "jobs"):
         return parse_show_jobs
+    if w1 == "changefeed" and w2 in ("jobs", "job"):
+        return parse_show_changefeed_jobs
     if w1 == "grants" or (w1 == "system" and w2 == "grants"):
         return parse_show_grants
     if w1 == "external":
@@ -135,8 +138,12 @@ def _handler(sql: str) -> Handler | None:
     if w0 == "alter":
         if w1 == "backup" and w2 == "schedule":
             return parse_alter_backup_schedule
+        if w1 == "backup":
+            return parse_alter_backup
         if w1 == "external" and w2 == "connection":
             return parse_alter_external_connection
+        if w1 == "job":
+            return parse_alter_job_owner
         return None
     if w0 == "drop":
         if w1 in ("schedule", "schedules"):

@@ -24,7 +24,7 @@ __all__ = [
     "GrantSystem", "RevokeSystem", "GrantOn", "RevokeOn", "ShowGrants", "ShowSystemGrants",
     "CreateExternalConnection", "AlterExternalConnection", "DropExternalConnection",
     "ShowExternalConnections", "ShowCreateExternalConnections", "CheckExternalConnection",
-    "SelectFromShow",
+    "SelectFromShow", "AlterBackup", "AddKms", "AlterJobOwner", "not_supported_message",
 ]
 
 
@@ -33,6 +33,19 @@ class Statement(Node):
 
     __slots__ = ()
     family: ClassVar[str] = ""
+
+    def own_words(self) -> str:
+        """The statement's form in the words it was written with, for messages that name it
+        (PAUSE SCHEDULE, not the family's PAUSE SCHEDULES). Never holds a value of the
+        statement, so it is safe in any error."""
+        return self.family
+
+
+def not_supported_message(stmt: Statement) -> str:
+    """The 0A000 message for a statement whose family pgkeep does not run yet."""
+    words = stmt.own_words()
+    verb = "are" if words.endswith(" privileges") else "is"
+    return f"{words} {verb} not supported by pgkeep yet"
 
 
 # --- cluster settings -------------------------------------------------------------------
@@ -185,6 +198,28 @@ class AlterBackupSchedule(Statement):
 
 
 @dataclass(frozen=True)
+class AddKms(Node):
+    """ADD NEW_KMS = uris WITH OLD_KMS = uris."""
+
+    new_kms: tuple[Expr, ...]
+    old_kms: tuple[Expr, ...]
+
+
+@dataclass(frozen=True)
+class AlterBackup(Statement):
+    """ALTER BACKUP {LATEST | 'subdir'} [IN collection] ADD NEW_KMS = .. WITH OLD_KMS = ..
+    (one or more ADD commands). `collection` None is the older form naming the backup's URI."""
+
+    family: ClassVar[str] = "ALTER BACKUP"
+    backup: Expr
+    collection: Expr | None
+    commands: tuple[AddKms, ...]
+
+    def own_words(self) -> str:
+        return "ALTER BACKUP ... ADD NEW_KMS"
+
+
+@dataclass(frozen=True)
 class ShowSchedules(Statement):
     """SHOW [RUNNING | PAUSED] SCHEDULES [FOR BACKUP | FOR SQL STATISTICS | FOR CHANGEFEED]."""
 
@@ -217,6 +252,10 @@ class _ControlSchedules(Statement):
     schedule_id: Expr | None = None
     query: "SelectFromShow | None" = None
 
+    def own_words(self) -> str:
+        verb = self.family.split()[0]
+        return f"{verb} SCHEDULE" if self.schedule_id is not None else f"{verb} SCHEDULES <select>"
+
 
 @dataclass(frozen=True)
 class PauseSchedules(_ControlSchedules):
@@ -243,6 +282,14 @@ class ExecuteSchedule(Statement):
 
 # --- jobs ---------------------------------------------------------------------------------
 
+def _for_schedules_words(head: str, stmt) -> str | None:
+    if stmt.schedule_id is not None:
+        return f"{head} FOR SCHEDULE"
+    if stmt.schedules_query is not None:
+        return f"{head} FOR SCHEDULES <select>"
+    return None
+
+
 @dataclass(frozen=True)
 class ShowJobs(Statement):
     """SHOW [AUTOMATIC] JOBS [query | FOR SCHEDULE[S] ...] [WHEN COMPLETE]. `block` is WHEN
@@ -255,6 +302,10 @@ class ShowJobs(Statement):
     schedule_id: Expr | None = None
     schedules_query: "SelectFromShow | None" = None
     execution_details: bool = False
+
+    def own_words(self) -> str:
+        return _for_schedules_words("SHOW JOBS", self) or (
+            "SHOW AUTOMATIC JOBS" if self.automatic else self.family)
 
 
 @dataclass(frozen=True)
@@ -276,6 +327,14 @@ class _ControlJobs(Statement):
     schedules_query: "SelectFromShow | None" = None
     all_type: str | None = None
 
+    def own_words(self) -> str:
+        verb = self.family.split()[0]
+        if self.job_id is not None:
+            return f"{verb} JOB"
+        if self.all_type is not None:
+            return f"{verb} ALL {self.all_type} JOBS"
+        return _for_schedules_words(f"{verb} JOBS", self) or f"{verb} JOBS <select>"
+
 
 @dataclass(frozen=True)
 class PauseJobs(_ControlJobs):
@@ -293,6 +352,18 @@ class CancelJobs(_ControlJobs):
     family: ClassVar[str] = "CANCEL JOBS"
 
 
+@dataclass(frozen=True)
+class AlterJobOwner(Statement):
+    """ALTER JOB id OWNER TO role (CockroachDB v25+)."""
+
+    family: ClassVar[str] = "ALTER JOB"
+    job_id: Expr
+    owner: str
+
+    def own_words(self) -> str:
+        return "ALTER JOB ... OWNER TO"
+
+
 # --- privileges ---------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -304,6 +375,9 @@ class GrantSystem(Statement):
     grantees: tuple[str, ...]
     with_grant_option: bool = False
 
+    def own_words(self) -> str:
+        return "GRANT SYSTEM privileges"
+
 
 @dataclass(frozen=True)
 class RevokeSystem(Statement):
@@ -311,6 +385,9 @@ class RevokeSystem(Statement):
     privileges: tuple[str, ...]
     grantees: tuple[str, ...]
     grant_option_for: bool = False
+
+    def own_words(self) -> str:
+        return "REVOKE SYSTEM privileges"
 
 
 @dataclass(frozen=True)
@@ -327,6 +404,9 @@ class GrantOn(Statement):
     grantees: tuple[str, ...]
     with_grant_option: bool = False
 
+    def own_words(self) -> str:
+        return f"{self.family} {', '.join(self.privileges)} ON {self.on}"
+
 
 @dataclass(frozen=True)
 class RevokeOn(Statement):
@@ -336,6 +416,9 @@ class RevokeOn(Statement):
     names: tuple
     grantees: tuple[str, ...]
     grant_option_for: bool = False
+
+    def own_words(self) -> str:
+        return f"{self.family} {', '.join(self.privileges)} ON {self.on}"
 
 
 @dataclass(frozen=True)
@@ -347,6 +430,9 @@ class ShowGrants(Statement):
     on: str | None = None
     names: tuple = ()
     grantees: tuple[str, ...] = ()
+
+    def own_words(self) -> str:
+        return self.family if self.on is None else f"{self.family} ON {self.on}"
 
 
 @dataclass(frozen=True)

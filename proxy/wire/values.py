@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import struct
 from decimal import Decimal
 from typing import Any, Callable
@@ -57,8 +58,36 @@ def _text(v: Any, oid: int) -> bytes:
     if isinstance(v, bytes):
         return b"\\x" + v.hex().encode() if oid == OID.BYTEA else v
     if isinstance(v, float) and oid in (OID.FLOAT8,):
-        return repr(v).encode()
+        return float8_text(v).encode()
     return str(v).encode()
+
+
+def float8_text(v: float) -> str:
+    """PostgreSQL's float8out (extra_float_digits >= 1): the shortest text that reads back
+    exactly, fixed-point for decimal exponents -4..14, else d.ddde+XX; 1.0 is "1", as upstream
+    prints it, so a float column reads the same through pgkeep's commands and through a query
+    PostgreSQL runs (SELECT ... FROM [SHOW JOBS])."""
+    if math.isnan(v):
+        return "NaN"
+    if math.isinf(v):
+        return "Infinity" if v > 0 else "-Infinity"
+    if v == 0:
+        return "-0" if math.copysign(1.0, v) < 0 else "0"
+    sign, digits, exp = Decimal(repr(v)).normalize().as_tuple()
+    text = "".join(map(str, digits))
+    point = len(text) + exp            # decimal point position after the first `point` digits
+    sci = point - 1
+    if -4 <= sci < 15:
+        if point <= 0:
+            body = "0." + "0" * -point + text
+        elif point >= len(text):
+            body = text + "0" * (point - len(text))
+        else:
+            body = text[:point] + "." + text[point:]
+    else:
+        mantissa = text[0] + ("." + text[1:] if len(text) > 1 else "")
+        body = f"{mantissa}e{'-' if sci < 0 else '+'}{abs(sci):02d}"
+    return ("-" if sign else "") + body
 
 
 def _interval_text(v: _dt.timedelta) -> str:

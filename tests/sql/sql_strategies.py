@@ -28,6 +28,8 @@ name = st.one_of(ident, ident, st.text(st.characters(blacklist_categories=("Cs",
                                        min_size=1, max_size=8))
 placeholder = st.integers(1, 12).map(Placeholder)
 str_or_ph = st.one_of(text.map(StrLit), placeholder)
+# A database name: never empty (an empty new_db_name or into_db is 42601 "empty database name").
+db_name_or_ph = st.one_of(text.filter(bool).map(StrLit), placeholder)
 ints = st.integers(0, 10**12).map(lambda n: NumLit(str(n)))
 int_or_ph = st.one_of(ints, placeholder)
 bool_expr = st.one_of(st.booleans().map(BoolLit), placeholder)
@@ -99,10 +101,10 @@ def restore(draw):
     tg = None if system_users else draw(targets)
     o = draw(st.builds(
         RestoreOptions, encryption_passphrase=opt(passphrase), kms=opt(kms_uris),
-        into_db=opt(str_or_ph), skip_missing_foreign_keys=_flag,
+        into_db=opt(db_name_or_ph), skip_missing_foreign_keys=_flag,
         skip_missing_sequence_owners=_flag, skip_missing_sequences=_flag,
         skip_missing_views=_flag, skip_missing_udfs=_flag, detached=_flag,
-        skip_localities_check=_flag, new_db_name=opt(str_or_ph),
+        skip_localities_check=_flag, new_db_name=opt(db_name_or_ph),
         incremental_location=opt(uris), virtual_cluster_name=opt(str_or_ph),
         virtual_cluster=opt(str_or_ph), schema_only=_flag, verify_backup_table_data=_flag,
         unsafe_restore_incompatible_version=_flag, execution_locality=opt(str_or_ph),

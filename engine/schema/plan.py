@@ -51,7 +51,7 @@ from .select import Selection, select
 from .sqltext import (ALTER_TABLE, COMMENT, DDL_KINDS, GRANT, OWNER, acl_statements, dollar_quoted,
                       one_statement, quote_ident, quote_literal)
 
-__all__ = ["RestorePlan", "plan_restore", "SESSION_SETUP"]
+__all__ = ["RestorePlan", "plan_restore", "check_statements", "SESSION_SETUP"]
 
 SESSION_SETUP = ["SELECT pg_catalog.set_config('search_path', '', false)",
                  "SET check_function_bodies = false", "SET client_min_messages = warning",
@@ -115,6 +115,18 @@ def plan_restore(schema: Schema, *, target_database: str, tables: set[int] | Non
                        tables=[t for t in schema.tables if t.oid in restored], post_data=post,
                        event_stages=events,
                        database_post=_database_post(schema, target_database, r) if sel.whole else [])
+
+
+def check_statements(schema: Schema, tables: set[int] | None = None) -> None:
+    """Raise XX001 (`UnexpectedStatement`) when any statement a restore of this schema could run
+    is not one statement of its object's kind; other planning errors are a restore's business."""
+    from .errors import MissingDependency
+    try:
+        plan_restore(schema, target_database=schema.database.name, tables=tables,
+                     existing_roles=None, skip_missing_foreign_keys=True, skip_missing_sequences=True,
+                     skip_missing_sequence_owners=True, skip_missing_views=True, skip_missing_udfs=True)
+    except MissingDependency:
+        pass
 
 
 _LO_BATCH = 1000     # large objects per creating statement

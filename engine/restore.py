@@ -70,9 +70,30 @@ async def _chunk_stream(store: ObjectStore, chunk: Chunk, progress: Progress | N
 
 async def _load_chunk(conn, store: ObjectStore, load: _Load, progress: Progress | None,
                       pool=None) -> None:
+    """COPY one chunk. A file that fails its checks (damaged, missing) ends the COPY stream
+    instead of failing inside asyncpg: when PostgreSQL has already refused the damaged rows,
+    asyncpg would wait forever for the answer to a cancel request it sends on a failed source.
+    The partial COPY is then rolled back with the caller's transaction, and the file's own
+    error, the cause, is raised."""
     t = load.table
-    await conn.copy_to_table(t.name, schema_name=t.schema, columns=t.columns, format=t.format,
-                             source=_chunk_stream(store, load.chunk, progress, pool))
+    failure: list[Exception] = []
+
+    async def source():
+        try:
+            async for data in _chunk_stream(store, load.chunk, progress, pool):
+                yield data
+        except Exception as e:  # noqa: BLE001 - raised below, once COPY has ended
+            failure.append(e)
+
+    try:
+        await conn.copy_to_table(t.name, schema_name=t.schema, columns=t.columns, format=t.format,
+                                 source=source())
+    except Exception:
+        if failure:
+            raise failure[0] from None
+        raise
+    if failure:
+        raise failure[0]
     if progress:
         progress(0, load.chunk.rows)
 

@@ -96,9 +96,10 @@ class _Running:
 
 class JobRegistry:
     def __init__(self, store, runners: dict[str, Runner], *, lease: float = 10.0,
-                 heartbeat: float = 1.0, max_jobs: int = 4) -> None:
+                 heartbeat: float = 1.0, max_jobs: int = 4, placement=None) -> None:
         self.store = store                  # catalog.JobStore
         self.runners = runners              # job_type -> runner
+        self.placement = placement          # engine.placement.Placement, or None: run anything
         self.lease = lease
         self.heartbeat_interval = heartbeat
         self.max_jobs = max_jobs
@@ -133,8 +134,9 @@ class JobRegistry:
                      job_id: int | None = None) -> int:
         job_id = job_id or new_job_id()
         run_here = len(self._running) < self.max_jobs and not self._closing
+        place = await self.placement.of(spec) if self.placement is not None else None
         await self.store.create(job_id, job_type, description, user, spec,
-                                self.coordinator if run_here else None, self.lease)
+                                self.coordinator if run_here else None, self.lease, place)
         if run_here:
             self._start(await self.store.get(job_id), spec)
         else:
@@ -206,7 +208,8 @@ class JobRegistry:
                     r.ctx.stop = "cancel"
             await self._report_progress()
         while not self._closing and len(self._running) < self.max_jobs:
-            job = await self.store.claim(self.coordinator, self.lease)
+            job = await self.store.claim(self.coordinator, self.lease,
+                                         self.placement.here if self.placement is not None else None)
             if job is None:
                 break
             _log.info("adopted job %d (%s, %s)", job.job_id, job.job_type, job.status)

@@ -10,6 +10,7 @@ import sys
 
 from catalog import Catalog
 from engine.jobs import JobRegistry
+from engine.placement import Placement
 from engine.service import Engine, UpstreamConnector
 from engine.pausepoints import parse_points
 from engine.spec import EngineSettings
@@ -55,7 +56,8 @@ class App:
                              self._engine_settings, self._external_uri)
         self.jobs = JobRegistry(self.catalog.jobs, self.engine.job_runners(),
                                 lease=cfg.job_lease, heartbeat=min(1.0, cfg.job_lease / 5),
-                                max_jobs=cfg.max_jobs)
+                                max_jobs=cfg.max_jobs,
+                                placement=Placement(cfg.nodelocal_path, self.engine.resolve))
         self.jobs.start()
         self.server = Server(self)
         await self.server.start()

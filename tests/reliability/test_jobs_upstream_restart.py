@@ -37,6 +37,18 @@ def setup(tmp_path):
     c.destroy()
 
 
+def _running_backup(proc, timeout=60) -> int:
+    """The id of the BACKUP once it has copied a chunk or two."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rows = query(proc, "SELECT job_id, fraction_completed FROM [SHOW JOBS] "
+                           "WHERE job_type = 'BACKUP' AND status = 'running'")
+        if rows and rows[0][1] > 0.05:
+            return rows[0][0]
+        time.sleep(0.05)
+    raise AssertionError("the BACKUP never ran")
+
+
 def test_upstream_restart_mid_backup_tells_client_08006_while_job_succeeds(setup):
     cluster, proc = setup
     notices: list[str] = []
@@ -53,13 +65,8 @@ def test_upstream_restart_mid_backup_tells_client_08006_while_job_succeeds(setup
 
     th = threading.Thread(target=client)
     th.start()
-    deadline = time.monotonic() + 60
-    while not notices and time.monotonic() < deadline and th.is_alive():
-        time.sleep(0.02)
-    assert notices, f"no NOTICE naming the job before the outage: {outcome}"
-    job_id = int(re.search(r"BACKUP job (\d+) started", notices[0]).group(1))
-    time.sleep(0.5)                     # mid-COPY
-    cluster.stop("fast")
+    job_id = _running_backup(proc)
+    cluster.stop("fast")                # mid-COPY
     time.sleep(1)
     cluster.start()
     th.join(180)
@@ -73,3 +80,4 @@ def test_upstream_restart_mid_backup_tells_client_08006_while_job_succeeds(setup
         assert outcome["row"][0] == job_id and outcome["row"][1] == "succeeded"
     else:
         assert outcome["error"].sqlstate != "08006" and job["error"] in str(outcome["error"]), (outcome, job)
+    assert notices and f"BACKUP job {job_id} started" in notices[0], notices

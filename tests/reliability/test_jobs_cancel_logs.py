@@ -18,7 +18,8 @@ from tests.support.pgkeep import PgkeepProcess
 ROWS = 600_000
 _NOISE = re.compile(r"Traceback|Task exception was never retrieved|Future exception was never "
                     r"retrieved|InterfaceError|ConnectionDoesNotExistError|connection was closed|"
-                    r"transport|Exception in callback|unhandled exception", re.IGNORECASE)
+                    r"transport|socket.send\(\) raised exception|Exception in callback|unhandled exception",
+                    re.IGNORECASE)
 
 
 def query(proc, sql):

@@ -8,23 +8,27 @@ from .jobs import JobStopped
 
 __all__ = ["run_parallel", "close_quietly"]
 
-_SETTLE = 5.0   # seconds a cancelled worker has to stop before its connection is cut
+_SETTLE = 10.0  # seconds the other workers have to finish their item after a failure
 
 
 async def run_parallel(conns, items, fn, job=None) -> None:
     """Items over connections, each connection taking the next item when done. A job's pause
     or cancel is honoured between items: a pausing worker takes nothing new and lets the others
-    finish what they hold. A failure cancels the others and is raised once they have stopped:
-    a worker still stuck after `_SETTLE` seconds (asyncpg waiting for the answer to the cancel
-    request of an interrupted COPY) has its connection cut, and every worker's exception is
-    retrieved here, so none is logged as never retrieved."""
+    finish what they hold.
+
+    A failure (a job's cancel included) stops the others without interrupting a COPY: they take
+    nothing new and get `_SETTLE` seconds to finish their item; then the connections still busy
+    are cut. asyncpg's own way of interrupting a COPY (a cancel request while rows are still
+    arriving) breaks its protocol state and logs transport errors, so workers are never
+    cancelled. Every worker's exception is retrieved; the first failure is raised."""
     queue: asyncio.Queue = asyncio.Queue()
     for it in items:
         queue.put_nowait(it)
     stopping: list[BaseException] = []
+    failed = False
 
     async def work(conn):
-        while not queue.empty():
+        while not queue.empty() and not failed:
             if job is not None:
                 try:
                     job.check()
@@ -35,26 +39,37 @@ async def run_parallel(conns, items, fn, job=None) -> None:
 
     tasks = [asyncio.ensure_future(work(c)) for c in conns]
     try:
-        await asyncio.gather(*tasks)
-    except BaseException:
-        await _stop_all(tasks, conns)
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    except asyncio.CancelledError:         # the job itself is being torn down: cut at once
+        failed = True
+        _cut(conns)
+        await _settle(tasks, conns, 0)
         raise
+    failure = next((t.exception() for t in tasks if t.done() and t.exception() is not None), None)
+    if failure is not None:
+        failed = True
+        await _settle(tasks, conns, _SETTLE)
+        raise failure
     if stopping:
         raise stopping[0]
 
 
-async def _stop_all(tasks: list[asyncio.Future], conns) -> None:
-    for t in tasks:
-        t.cancel()
-    _, pending = await asyncio.wait(tasks, timeout=_SETTLE)
+async def _settle(tasks: list[asyncio.Future], conns, grace: float) -> None:
+    pending = [t for t in tasks if not t.done()]
+    if pending and grace:
+        _, pending = await asyncio.wait(pending, timeout=grace)
     if pending:
-        for c in conns:
-            if hasattr(c, "terminate") and not c.is_closed():
-                c.terminate()
+        _cut(conns)
         await asyncio.wait(pending, timeout=_SETTLE)
     for t in tasks:
         if t.done() and not t.cancelled():
-            t.exception()
+            t.exception()                   # retrieved: never logged as unretrieved
+
+
+def _cut(conns) -> None:
+    for c in conns:
+        if hasattr(c, "terminate") and not c.is_closed():
+            c.terminate()
 
 
 async def close_quietly(conn) -> None:

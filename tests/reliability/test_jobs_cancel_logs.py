@@ -62,28 +62,30 @@ def setup(tmp_path_factory):
     c.destroy()
 
 
-def _cancel_mid_copy(proc, statement: str) -> str:
+def _cancel_mid_copy(proc, statement: str, at: float) -> str:
     offset = len(proc.log())
     job_id = query(proc, statement)[0][0]
-    wait_for(proc, job_id, lambda r: r["fraction_completed"] > 0.05 or r["status"] != "running")
+    wait_for(proc, job_id, lambda r: r["fraction_completed"] > at or r["status"] != "running")
     query(proc, f"CANCEL JOB {job_id}")
     row = wait_for(proc, job_id, lambda r: r["status"] in ("canceled", "failed", "succeeded"))
     assert row["status"] == "canceled", row
-    time.sleep(1)      # asyncpg's leftovers are logged when their tasks are collected
+    time.sleep(0.5)    # asyncpg's leftovers are logged when their tasks are collected
     return proc.log()[offset:]
 
 
-def test_cancelled_backup_logs_asyncpg_transport_errors(setup):
+@pytest.mark.parametrize("at", [0.05, 0.2, 0.4])
+def test_cancelled_backup_logs_asyncpg_transport_errors(setup, at):
     _, proc = setup
-    log = _cancel_mid_copy(proc, "BACKUP DATABASE cancel_src INTO 'nodelocal://self/cancelled' "
-                                 "WITH detached")
+    log = _cancel_mid_copy(proc, f"BACKUP DATABASE cancel_src INTO 'nodelocal://self/c{int(at * 100)}' "
+                                 "WITH detached", at)
     assert not _NOISE.search(log), log[-4000:]
 
 
-def test_cancelled_restore_logs_asyncpg_transport_errors(setup):
+@pytest.mark.parametrize("at", [0.05, 0.3])
+def test_cancelled_restore_logs_asyncpg_transport_errors(setup, at):
     cluster, proc = setup
     log = _cancel_mid_copy(proc, "RESTORE DATABASE cancel_src FROM LATEST IN 'nodelocal://self/full' "
-                                 "WITH new_db_name = 'cancel_dst', detached")
+                                 "WITH new_db_name = 'cancel_dst', detached", at)
     assert not _NOISE.search(log), log[-4000:]
     assert cluster.psql("SELECT datname FROM pg_database WHERE datname LIKE 'pgkeep\\_restore\\_%' "
                         "OR datname = 'cancel_dst'") == ""

@@ -373,8 +373,8 @@ async def _restore_databases(handle: BackupHandle, spec: RestoreSpec, connector:
             records = [await _build_database(t, handle, spec, connector, settings, job, admin)
                        for t in targets]
             if job is not None:
-                if job.stop == "cancel":    # last chance before the commit point
-                    job.check()
+                if job.stop in ("cancel", "release"):   # last chance before the commit point; a
+                    job.check()                         # released job belongs to another process
                 await job.save_checkpoint({**checkpoint, "commit": records})
         pausepoints.reach("restore.before_rename", job, settings.pausepoints)
         await _commit(admin, records, job)

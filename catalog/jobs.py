@@ -4,7 +4,8 @@ Legal transitions live in TRANSITIONS and nowhere else; a request that is not le
 job's current status is SQLSTATE 55000. A job runs where it holds the lease: a process claims a
 job atomically (FOR UPDATE SKIP LOCKED), renews the lease while it works, and any process may
 claim a running job whose lease has expired (its coordinator died), so each job runs on exactly
-one process at a time.
+one process at a time. A job may record a placement (engine.placement: the identity of the
+nodelocal root its storage lives in): only a process at the same place claims it.
 """
 from __future__ import annotations
 
@@ -83,16 +84,17 @@ class JobStore:
         self._pool = pool
 
     async def create(self, job_id: int, job_type: str, description: str, user: str, spec: dict,
-                     coordinator: str | None, lease_seconds: float) -> None:
-        """A new job, already claimed by `coordinator` (it starts at once) when given."""
+                     coordinator: str | None, lease_seconds: float, placement: str | None = None) -> None:
+        """A new job, already claimed by `coordinator` (it starts at once) when given; only
+        processes at `placement` (when not None) may ever run it."""
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 f"INSERT INTO pgkeep.jobs(job_id, job_type, description, statement, user_name, status, "
-                f"started, coordinator_id, lease_expires) VALUES ($1, $2, $3, $3, $4, "
+                f"started, coordinator_id, lease_expires, placement) VALUES ($1, $2, $3, $3, $4, "
                 f"CASE WHEN $5::text IS NULL THEN 'pending' ELSE 'running' END, "
                 f"CASE WHEN $5::text IS NULL THEN NULL ELSE now() END, $5, "
-                f"now() + make_interval(secs => $6))",
-                job_id, job_type, description, user, coordinator, lease_seconds)
+                f"now() + make_interval(secs => $6), $7)",
+                job_id, job_type, description, user, coordinator, lease_seconds, placement)
             await conn.execute("INSERT INTO pgkeep.job_payloads(job_id, spec) VALUES ($1, $2::jsonb)",
                                job_id, json.dumps(spec))
 
@@ -141,16 +143,18 @@ class JobStore:
                                    "pause_reason), modified = now() WHERE job_id = $1", job_id, new, reason)
         return await self.get(job_id)
 
-    async def claim(self, coordinator: str, lease_seconds: float) -> Job | None:
-        """Claim one running job that no live process holds (lease missing or expired)."""
+    async def claim(self, coordinator: str, lease_seconds: float, place: str | None = None) -> Job | None:
+        """Claim one running job that no live process holds (lease missing or expired) and
+        that this process's `place` may run (the job has no placement, or this one)."""
         row = await self._pool.fetchrow(
             f"UPDATE pgkeep.jobs SET coordinator_id = $1, lease_expires = now() + make_interval(secs => $2), "
             f"status = CASE WHEN status = 'pending' THEN 'running' ELSE status END, "
             f"started = coalesce(started, now()), modified = now() WHERE job_id = ("
             f"  SELECT job_id FROM pgkeep.jobs WHERE status IN ('running', 'pending', 'cancel-requested', "
             f"  'reverting', 'pause-requested') AND (lease_expires IS NULL OR lease_expires < now()) "
+            f"  AND (placement IS NULL OR placement = $3) "
             f"  ORDER BY created LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING {_COLUMNS}",
-            coordinator, lease_seconds)
+            coordinator, lease_seconds, place)
         return _job(row) if row else None
 
     async def heartbeat(self, coordinator: str, job_ids: list[int], lease_seconds: float) -> dict[int, str]:

@@ -77,6 +77,14 @@ class JobContext:
         await self.registry.store.save_checkpoint(self.job_id, self.registry.coordinator, checkpoint)
 
 
+def _transient(e: BaseException) -> bool:
+    """A failure to reach the upstream (restart, network), as opposed to an answer from it."""
+    state = getattr(e, "sqlstate", None) or ""
+    return (isinstance(e, (OSError, asyncio.TimeoutError)) or state.startswith("08")
+            or state in ("57P01", "57P02", "57P03")
+            or type(e).__name__ in ("InterfaceError", "ConnectionDoesNotExistError"))
+
+
 def _human(n: float) -> str:
     for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if n >= size:
@@ -96,9 +104,10 @@ class _Running:
 
 class JobRegistry:
     def __init__(self, store, runners: dict[str, Runner], *, lease: float = 10.0,
-                 heartbeat: float = 1.0, max_jobs: int = 4) -> None:
+                 heartbeat: float = 1.0, max_jobs: int = 4, placement=None) -> None:
         self.store = store                  # catalog.JobStore
         self.runners = runners              # job_type -> runner
+        self.placement = placement          # engine.placement.Placement, or None: run anything
         self.lease = lease
         self.heartbeat_interval = heartbeat
         self.max_jobs = max_jobs
@@ -133,21 +142,39 @@ class JobRegistry:
                      job_id: int | None = None) -> int:
         job_id = job_id or new_job_id()
         run_here = len(self._running) < self.max_jobs and not self._closing
+        place = await self.placement.of(spec) if self.placement is not None else None
         await self.store.create(job_id, job_type, description, user, spec,
-                                self.coordinator if run_here else None, self.lease)
+                                self.coordinator if run_here else None, self.lease, place)
         if run_here:
             self._start(await self.store.get(job_id), spec)
         else:
             self.wake()  # pending: whichever process has room claims it
         return job_id
 
-    async def wait(self, job_id: int, poll: float = 0.5):
-        """Until the job is succeeded, failed, canceled or paused; returns the catalog row."""
+    async def wait(self, job_id: int, poll: float = 0.5, outage: float = 120.0):
+        """Until the job is succeeded, failed, canceled or paused; returns the catalog row. The
+        catalog may be unreachable for a while (the upstream restarting, the job being adopted
+        meanwhile): reads are retried with backoff through an outage of up to `outage` seconds."""
         local = self._running.get(job_id)
         if local is not None:
             await asyncio.shield(local.done)
+        down_since: float | None = None
+        delay = poll
         while True:
-            job = await self.store.get(job_id)
+            try:
+                job = await self.store.get(job_id)
+            except Exception as e:  # noqa: BLE001 - only connection failures are retried
+                if not _transient(e):
+                    raise
+                now = time.monotonic()
+                down_since = down_since or now
+                if now - down_since > outage:
+                    raise
+                _log.info("job %d: the catalog is unreachable (%s), retrying", job_id, type(e).__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            down_since, delay = None, poll
             if job.status in ("succeeded", "failed", "canceled", "paused"):
                 return job
             await asyncio.sleep(poll)
@@ -206,7 +233,8 @@ class JobRegistry:
                     r.ctx.stop = "cancel"
             await self._report_progress()
         while not self._closing and len(self._running) < self.max_jobs:
-            job = await self.store.claim(self.coordinator, self.lease)
+            job = await self.store.claim(self.coordinator, self.lease,
+                                         self.placement.here if self.placement is not None else None)
             if job is None:
                 break
             _log.info("adopted job %d (%s, %s)", job.job_id, job.job_type, job.status)
@@ -229,6 +257,9 @@ class JobRegistry:
             await store.finish(ctx.job_id, me, "succeeded", result={**result, "coordinator": me})
         except JobStopped as stop:
             if stop.reason == "pause":
+                if (await store.get(ctx.job_id)).status == "running":
+                    # a pausepoint (engine.pausepoints): as if PAUSE JOB had been requested now
+                    await store.request(ctx.job_id, "pause-requested", "pause", reason="pausepoint")
                 await store.finish(ctx.job_id, me, "paused", running_status="paused at a checkpoint")
             else:
                 await store.release(ctx.job_id, me)
@@ -241,12 +272,20 @@ class JobRegistry:
             if not isinstance(e, EngineError) and not hasattr(e, "sqlstate"):
                 _log.exception("job %d failed", ctx.job_id)
             message = getattr(e, "message", None) or str(e) or type(e).__name__
-            current = await store.get(ctx.job_id)
-            status = "canceled" if current.status in ("cancel-requested", "reverting") else "failed"
-            await store.finish(ctx.job_id, me, status, error=message,
-                               result={"sqlstate": getattr(e, "sqlstate", "XX000"),
-                                       "hint": getattr(e, "hint", None),
-                                       "detail": getattr(e, "detail", None)})
+            try:
+                current = await store.get(ctx.job_id)
+                status = "canceled" if current.status in ("cancel-requested", "reverting") else "failed"
+                await store.finish(ctx.job_id, me, status, error=message,
+                                   result={"sqlstate": getattr(e, "sqlstate", "XX000"),
+                                           "hint": getattr(e, "hint", None),
+                                           "detail": getattr(e, "detail", None)})
+            except Exception as lost:  # noqa: BLE001
+                if not _transient(lost):
+                    raise
+                # The catalog is unreachable (the upstream restarting): the job keeps its
+                # checkpoint and, once its lease expires, is adopted and resumed.
+                _log.warning("job %d stopped (%s) while the catalog is unreachable: it will be "
+                             "adopted again once its lease expires", ctx.job_id, message)
         finally:
             self._running.pop(ctx.job_id, None)
             if not done.done():

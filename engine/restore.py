@@ -1,11 +1,20 @@
-"""RESTORE of databases and tables, atomic: a failure or cancel leaves nothing behind.
+"""RESTORE of databases and tables, all or nothing: a failure or cancel leaves nothing behind.
 
-Database restore: create a temporary database, replay the pre-data schema, load every chunk with
-parallel COPY (data before indexes and constraints), run the post-data stages in parallel, then
-rename the database to its final name in one statement. Any failure drops the temporary database.
+Database restore: every target is checked first (in the backup, not existing yet, its schema
+planned and its statements checked), then each database is built under a temporary name
+(pgkeep_restore_<job>_<n>): pre-data schema, every chunk loaded with parallel COPY, post-data
+stages in parallel, and the database's own owner, settings, comment and grants, which follow its
+OID through a rename. Their OIDs are checkpointed, then all are renamed to their final names: the
+renames are the commit point, nothing is left to do after them, and a job adopted after a crash
+there knows each database by its OID. A rename that fails renames the earlier ones back; any
+failure drops every temporary database of the job.
 
-Table restore (into an existing database): everything in one transaction on one connection —
-PostgreSQL's DDL is transactional, so a failure rolls back to exactly what was there.
+Table restore (into existing databases): everything in one transaction per target database, all
+of them committed only once every one has succeeded. PostgreSQL's DDL is transactional, so a
+failure rolls back to exactly what was there.
+
+Every statement of a plan runs through the extended protocol (one statement per Parse), after
+`plan_restore` has checked that each is exactly one statement of the kind its object expects.
 
 schema_only creates the objects without rows; with verify_backup_table_data every data file is
 also read, checksummed and decoded row by row (no rows are written).
@@ -17,17 +26,22 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import asyncpg
+
+from . import pausepoints
 from . import schema as schema_mod
 from .collection import BackupHandle, open_backup, read_file, read_schema
-from .errors import DuplicateDatabase, DuplicateTable, InvalidTarget, Unsupported, UndefinedObject
+from .errors import (DuplicateDatabase, DuplicateTable, EngineError, InvalidTarget, StorageError,
+                     Unsupported, UndefinedObject)
 from .format.copystream import CopyDecoder
 from .format.manifest import Chunk, DatabaseEntry, TableEntry
 from .jobs import JobStopped
+from .schema import RestorePlan, Schema
 from .spec import Connector, EngineSettings, Progress, RestoreResult, RestoreSpec, TableRef
 from .storage import ObjectStore
 from .targets import table_name
 from .timing import PhaseClock
-from .parallel import run_parallel
+from .parallel import close_quietly, run_parallel
 
 __all__ = ["run_restore"]
 
@@ -56,9 +70,30 @@ async def _chunk_stream(store: ObjectStore, chunk: Chunk, progress: Progress | N
 
 async def _load_chunk(conn, store: ObjectStore, load: _Load, progress: Progress | None,
                       pool=None) -> None:
+    """COPY one chunk. A file that fails its checks (damaged, missing) ends the COPY stream
+    instead of failing inside asyncpg: when PostgreSQL has already refused the damaged rows,
+    asyncpg would wait forever for the answer to a cancel request it sends on a failed source.
+    The partial COPY is then rolled back with the caller's transaction, and the file's own
+    error, the cause, is raised."""
     t = load.table
-    await conn.copy_to_table(t.name, schema_name=t.schema, columns=t.columns, format=t.format,
-                             source=_chunk_stream(store, load.chunk, progress, pool))
+    failure: list[Exception] = []
+
+    async def source():
+        try:
+            async for data in _chunk_stream(store, load.chunk, progress, pool):
+                yield data
+        except Exception as e:  # noqa: BLE001 - raised below, once COPY has ended
+            failure.append(e)
+
+    try:
+        await conn.copy_to_table(t.name, schema_name=t.schema, columns=t.columns, format=t.format,
+                                 source=source())
+    except Exception:
+        if failure:
+            raise failure[0] from None
+        raise
+    if failure:
+        raise failure[0]
     if progress:
         progress(0, load.chunk.rows)
 
@@ -92,6 +127,30 @@ async def _drop_quietly(admin, name: str) -> None:
         _log.exception("could not drop the temporary database %s", name)
 
 
+async def _drop_leftovers(connector: Connector, spec: RestoreSpec) -> None:
+    """Drop every temporary database of this job, whatever step it failed at, in this process
+    or in one that ran the job before (adoption)."""
+    try:
+        admin = await connector.connect(spec.session_database or "postgres")
+    except Exception:  # noqa: BLE001 - the original failure matters more
+        _log.exception("could not connect to drop the temporary databases of job %d", spec.job_id)
+        return
+    try:
+        for row in await admin.fetch("SELECT datname FROM pg_database WHERE datname LIKE $1",
+                                     f"pgkeep\\_restore\\_{spec.job_id}\\_%"):
+            await _drop_quietly(admin, row[0])
+    except Exception:  # noqa: BLE001
+        _log.exception("could not list the temporary databases of job %d", spec.job_id)
+    finally:
+        await close_quietly(admin)
+
+
+async def _ddl(conn, stmt: str) -> None:
+    """One statement of a restore plan, through the extended protocol: PostgreSQL refuses a
+    Parse holding more than one statement, so text from a backup can never stack another."""
+    await conn.fetch(stmt)
+
+
 _PROGRESS = "pgkeep_restore.progress"
 
 
@@ -112,31 +171,69 @@ async def _step(conn, key: str, work) -> None:
         await conn.execute(f"INSERT INTO {_PROGRESS} VALUES ($1)", key)
 
 
-async def _restore_database(handle: BackupHandle, entry: DatabaseEntry, target: str,
-                            spec: RestoreSpec, connector: Connector, settings: EngineSettings,
-                            job) -> RestoreResult:
-    store = handle.store
-    schema = await read_schema(store, entry.schema_file)
-    admin = await connector.connect(spec.session_database or "postgres")
-    tmp = f"pgkeep_restore_{spec.job_id}_{entry.ordinal}"
-    conns: list = []
-    pool = ThreadPoolExecutor(max_workers=max(2, settings.restore_parallelism),
-                              thread_name_prefix="pgkeep-open")
-    clock = PhaseClock(_log, f"restore of {entry.name} as {target}")
-    progress = job.progress if job is not None else None
-    try:
+@dataclass
+class _Target:
+    """One database of a RESTORE DATABASE, checked and planned before any work."""
+    entry: DatabaseEntry
+    name: str               # its final name
+    tmp: str                # the name it is built under
+    schema: Schema
+    plan: RestorePlan
+
+
+def _database_entries(handle: BackupHandle, spec: RestoreSpec) -> list[DatabaseEntry]:
+    if spec.new_db_name and len(spec.databases) != 1:
+        raise InvalidTarget("new_db_name can only be used with one database")
+    entries = []
+    for db in dict.fromkeys(spec.databases):
+        entry = next((d for d in handle.manifest.databases if d.name == db), None)
+        if entry is None:
+            raise InvalidTarget(f'database "{db}" does not exist in the backup',
+                                hint="SHOW BACKUP lists what a backup holds")
+        if not entry.whole_database:
+            raise InvalidTarget(f'cannot RESTORE DATABASE "{db}" from a backup of individual tables',
+                                hint="restore its tables: RESTORE TABLE ... WITH into_db = '...'")
+        entries.append(entry)
+    return entries
+
+
+async def _plan_targets(handle: BackupHandle, entries: list[DatabaseEntry], spec: RestoreSpec,
+                        admin) -> list[_Target]:
+    """Every target checked (none exists yet, every schema plans and passes the statement
+    checks) before the first database is created."""
+    for entry in entries:
+        target = spec.new_db_name or entry.name
         if await admin.fetchval("SELECT true FROM pg_database WHERE datname = $1", target):
             raise DuplicateDatabase(f'database "{target}" already exists',
                                     hint="restore it under another name: WITH new_db_name = '...'")
-        roles = await _existing_roles(admin)
+    roles = await _existing_roles(admin)
+    targets = []
+    for entry in entries:
+        schema = await read_schema(handle.store, entry.schema_file)
+        tmp = f"pgkeep_restore_{spec.job_id}_{entry.ordinal}"
         plan = schema_mod.plan_restore(
-            schema, target_database=target, existing_roles=roles, restoring_user=spec.user,
+            schema, target_database=tmp, existing_roles=roles, restoring_user=spec.user,
             skip_missing_foreign_keys=spec.skip_missing_foreign_keys,
             skip_missing_sequences=spec.skip_missing_sequences,
             skip_missing_sequence_owners=spec.skip_missing_sequence_owners,
             skip_missing_views=spec.skip_missing_views, skip_missing_udfs=spec.skip_missing_udfs)
+        targets.append(_Target(entry, spec.new_db_name or entry.name, tmp, schema, plan))
+    return targets
+
+
+async def _build_database(t: _Target, handle: BackupHandle, spec: RestoreSpec, connector: Connector,
+                          settings: EngineSettings, job, admin) -> dict:
+    """Build `t` completely under its temporary name: schema, rows, indexes, and the database's
+    own owner, settings, comment and grants (they follow its OID through the rename). Returns
+    its commit record. A pause or release keeps what was done for the next run of the job."""
+    store, entry, plan, tmp = handle.store, t.entry, t.plan, t.tmp
+    conns: list = []
+    pool = ThreadPoolExecutor(max_workers=max(2, settings.restore_parallelism),
+                              thread_name_prefix="pgkeep-open")
+    clock = PhaseClock(_log, f"restore of {entry.name} as {t.name}")
+    progress = job.progress if job is not None else None
+    try:
         if job is not None:
-            job.total_bytes += sum(t.logical_bytes for t in entry.tables)
             job.phase = f"restoring {entry.name}"
         if spec.verify_backup_table_data:
             await run_parallel([None] * max(1, settings.restore_parallelism), _loads(entry.tables),
@@ -148,143 +245,225 @@ async def _restore_database(handle: BackupHandle, entry: DatabaseEntry, target: 
             try:
                 done = await _done_steps(probe)
             finally:
-                await probe.close()
+                await close_quietly(probe)
             if done is None:
-                await _drop_quietly(admin, tmp)
-        try:
-            if done is None:
-                await admin.execute(schema.database.create_statement(tmp))
-            n = max(1, settings.restore_parallelism)
-            for _ in range(n):
-                c = await connector.connect(tmp)
-                await c.execute(";".join(plan.session_setup + [
-                    "SET synchronous_commit = off", "SET maintenance_work_mem = '256MB'",
-                    # Autovacuum starts on a freshly loaded table and holds a lock that CREATE
-                    # INDEX waits for until the deadlock check cancels autovacuum: after 1 s by
-                    # default, which was a third of a pgbench restore. 20 ms instead.
-                    "SET deadlock_timeout = '20ms'"]))
-                conns.append(c)
-            if done is None:
-                for stmt in plan.pre_data:
-                    await conns[0].execute(stmt)
-                await conns[0].execute(f"CREATE SCHEMA pgkeep_restore; CREATE TABLE {_PROGRESS}"
-                                       "(step text PRIMARY KEY); INSERT INTO " + _PROGRESS +
-                                       " VALUES ('pre-data')")
-                done = {"pre-data"}
-            else:
-                _log.info("restore of %s resumed: %d steps were done", entry.name, len(done))
-            clock.lap("schema")
-            if not spec.schema_only:
-                loads = [l for l in _loads(entry.tables) if f"data:{l.table.oid}:{l.chunk.index}" not in done]
+                await admin.execute(f"DROP DATABASE IF EXISTS {_qi(tmp)} WITH (FORCE)")
+        if done is None:
+            await admin.execute(t.schema.database.create_statement(tmp))
+            pausepoints.reach("restore.after_create", job, settings.pausepoints)
+        for _ in range(max(1, settings.restore_parallelism)):
+            c = await connector.connect(tmp)
+            conns.append(c)
+            await c.execute(";".join(plan.session_setup + [
+                "SET synchronous_commit = off", "SET maintenance_work_mem = '256MB'",
+                # Autovacuum starts on a freshly loaded table and holds a lock that CREATE
+                # INDEX waits for until the deadlock check cancels autovacuum: after 1 s by
+                # default, which was a third of a pgbench restore. 20 ms instead.
+                "SET deadlock_timeout = '20ms'"]))
+        if done is None:
+            for stmt in plan.pre_data:
+                await _ddl(conns[0], stmt)
+            await conns[0].execute(f"CREATE SCHEMA pgkeep_restore; CREATE TABLE {_PROGRESS}"
+                                   "(step text PRIMARY KEY); INSERT INTO " + _PROGRESS +
+                                   " VALUES ('pre-data')")
+            done = {"pre-data"}
+        else:
+            _log.info("restore of %s resumed: %d steps were done", entry.name, len(done))
+        clock.lap("schema")
+        if not spec.schema_only:
+            loads = [l for l in _loads(entry.tables) if f"data:{l.table.oid}:{l.chunk.index}" not in done]
 
-                async def load(c, l):
-                    await _step(c, f"data:{l.table.oid}:{l.chunk.index}",
-                                lambda: _load_chunk(c, store, l, progress, pool))
-                await run_parallel(conns, loads, load, job)
-                clock.lap("data")
-            last = len(plan.post_data) - plan.event_stages
-            for n, stage in enumerate(plan.post_data[:last]):
-                todo = [(i, stmt) for i, stmt in enumerate(stage) if f"post:{n}:{i}" not in done]
+            async def load(c, l):
+                await _step(c, f"data:{l.table.oid}:{l.chunk.index}",
+                            lambda: _load_chunk(c, store, l, progress, pool))
+            await run_parallel(conns, loads, load, job)
+            clock.lap("data")
+            pausepoints.reach("restore.after_load", job, settings.pausepoints)
+        last = len(plan.post_data) - plan.event_stages
+        for n, stage in enumerate(plan.post_data[:last]):
+            todo = [(i, stmt) for i, stmt in enumerate(stage) if f"post:{n}:{i}" not in done]
 
-                async def run(c, item, n=n):
-                    await _step(c, f"post:{n}:{item[0]}", lambda: c.execute(item[1]))
-                await run_parallel(conns, todo, run, job)
-                clock.lap(f"post-data stage {n} ({len(stage)} statements)")
-            # The restore's last DDL of its own, before the event triggers exist (they may
-            # forbid DDL). From here a pause or crash starts the restore over.
-            await conns[0].execute("DROP SCHEMA pgkeep_restore CASCADE")
-            for stage in plan.post_data[last:]:
-                for stmt in stage:
-                    await conns[0].execute(stmt)
-            clock.lap("event triggers")
-            index_entries = int(await conns[0].fetchval(
-                "SELECT coalesce(sum(greatest(c.reltuples, 0)), 0) FROM pg_index i "
-                "JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')"))
-            for c in conns:
-                await c.close()
-            conns.clear()
-            if job is not None and job.stop == "cancel":  # last chance before the commit point
-                job.check()
-            await admin.execute(f"ALTER DATABASE {_qi(tmp)} RENAME TO {_qi(target)}")
-            clock.lap("rename")
-        except JobStopped:
-            for c in conns:
-                c.terminate()
-            raise  # paused or released: the temporary database keeps what was done
-        except BaseException:
-            for c in conns:
-                c.terminate()
-            conns.clear()
-            await _drop_quietly(admin, tmp)
-            raise
-        if plan.database_post:
-            final = await connector.connect(target)
-            try:
-                for stmt in plan.database_post:
-                    await final.execute(stmt)
-            finally:
-                await final.close()
-        rows = 0 if spec.schema_only else sum(t.rows for t in entry.tables)
-        size = 0 if spec.schema_only else sum(t.logical_bytes for t in entry.tables)
+            async def run(c, item, n=n):
+                await _step(c, f"post:{n}:{item[0]}", lambda: _ddl(c, item[1]))
+            await run_parallel(conns, todo, run, job)
+            clock.lap(f"post-data stage {n} ({len(stage)} statements)")
+        # The restore's last DDL of its own, before the event triggers exist (they may
+        # forbid DDL). From here a pause or crash starts the restore over.
+        await conns[0].execute("DROP SCHEMA pgkeep_restore CASCADE")
+        for stage in plan.post_data[last:]:
+            for stmt in stage:
+                await _ddl(conns[0], stmt)
+        clock.lap("event triggers")
+        index_entries = int(await conns[0].fetchval(
+            "SELECT coalesce(sum(greatest(c.reltuples, 0)), 0) FROM pg_index i "
+            "JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')"))
+        for c in conns:
+            await close_quietly(c)
+        conns.clear()
+        for stmt in plan.database_post:
+            await _ddl(admin, stmt)
+        oid = await admin.fetchval("SELECT oid FROM pg_database WHERE datname = $1", tmp)
         clock.done()
-        return RestoreResult(rows=rows, index_entries=0 if spec.schema_only else index_entries,
-                             bytes=size, uncaptured=[f"{entry.name}: {item}" for item in schema.uncaptured])
+        return {"tmp": tmp, "target": t.name, "oid": int(oid), "ordinal": entry.ordinal,
+                "index_entries": 0 if spec.schema_only else index_entries,
+                "uncaptured": [f"{entry.name}: {item}" for item in t.schema.uncaptured]}
     finally:
+        for c in conns:
+            c.terminate()
         pool.shutdown(wait=False)
-        await admin.close()
+
+
+async def _where(admin, rec: dict) -> str | None:
+    """'target' when the database with the record's OID has its final name, 'tmp' when it still
+    has its temporary one, None when it is gone."""
+    name = await admin.fetchval("SELECT datname FROM pg_database WHERE oid = $1", rec["oid"])
+    return "target" if name == rec["target"] else "tmp" if name == rec["tmp"] else None
+
+
+async def _rename(admin, old: str, new: str) -> None:
+    try:
+        await admin.execute(f"ALTER DATABASE {_qi(old)} RENAME TO {_qi(new)}")
+    except asyncpg.DuplicateDatabaseError:
+        raise DuplicateDatabase(f'database "{new}" already exists',
+                                hint="restore it under another name: WITH new_db_name = '...'") from None
+
+
+async def _commit(admin, records: list[dict], job) -> None:
+    """Rename every temporary database to its final name: all of them or, when one rename
+    fails, none (the earlier ones are renamed back). The renames are the commit point: an
+    adopted job whose records show some of them done finishes the others."""
+    state = {r["tmp"]: await _where(admin, r) for r in records}
+    if job is not None and job.stop == "cancel" and "target" not in state.values():
+        job.check()             # nothing committed yet: the cancel still wins
+    renamed: list[dict] = []
+    try:
+        for r in records:
+            if state[r["tmp"]] is None:
+                raise EngineError(f'the temporary database "{r["tmp"]}" of this restore is gone '
+                                  f'(dropped by someone else?), "{r["target"]}" was not restored')
+            if state[r["tmp"]] == "tmp":
+                await _rename(admin, r["tmp"], r["target"])
+            renamed.append(r)
+    except BaseException:
+        for r in reversed(renamed):
+            try:
+                if await _where(admin, r) == "target":
+                    await asyncio.shield(_rename(admin, r["target"], r["tmp"]))
+            except Exception:  # noqa: BLE001 - the original failure matters more
+                _log.exception('could not rename "%s" back to "%s": it stays restored',
+                               r["target"], r["tmp"])
+        raise
+
+
+async def _restore_databases(handle: BackupHandle, spec: RestoreSpec, connector: Connector,
+                             settings: EngineSettings, job) -> RestoreResult:
+    """All the databases or none: each is built under a temporary name, then all are renamed.
+    The commit records (temporary name, final name, OID) are checkpointed before the first
+    rename, so a job adopted after a crash there recognises what it already renamed."""
+    entries = _database_entries(handle, spec)
+    checkpoint = (job.checkpoint or {}) if job is not None else {}
+    records = checkpoint.get("commit")
+    admin = await connector.connect(spec.session_database or "postgres")
+    try:
+        if records is None:
+            targets = await _plan_targets(handle, entries, spec, admin)
+            if job is not None:
+                job.total_bytes += sum(t.logical_bytes for e in entries for t in e.tables)
+            records = [await _build_database(t, handle, spec, connector, settings, job, admin)
+                       for t in targets]
+            if job is not None:
+                if job.stop in ("cancel", "release"):   # last chance before the commit point; a
+                    job.check()                         # released job belongs to another process
+                await job.save_checkpoint({**checkpoint, "commit": records})
+        pausepoints.reach("restore.before_rename", job, settings.pausepoints)
+        await _commit(admin, records, job)
+        pausepoints.reach("restore.after_rename", job, settings.pausepoints)
+    finally:
+        await close_quietly(admin)
+    by_ordinal = {e.ordinal: e for e in entries}
+    total = RestoreResult()
+    for r in records:
+        e = by_ordinal[r["ordinal"]]
+        if not spec.schema_only:
+            total.rows += sum(t.rows for t in e.tables)
+            total.bytes += sum(t.logical_bytes for t in e.tables)
+        total.index_entries += r["index_entries"]
+        total.uncaptured += r["uncaptured"]
+    return total
 
 
 async def _restore_tables(handle: BackupHandle, spec: RestoreSpec, connector: Connector,
                           settings: EngineSettings, job) -> RestoreResult:
+    """Every target database checked first (it exists, none of its tables does); then one
+    transaction per database, all committed only once all have succeeded."""
     store = handle.store
     progress = job.progress if job is not None else None
     result = RestoreResult()
-    selections = await _select_tables(handle, spec)
-    for entry, schema, oids in selections:
-        target = spec.into_db or entry.name
-        admin = await connector.connect(spec.session_database or "postgres")
-        try:
+    work = []
+    admin = await connector.connect(spec.session_database or "postgres")
+    try:
+        roles = await _existing_roles(admin)
+        for entry, schema, oids in await _select_tables(handle, spec):
+            target = spec.into_db or entry.name
             if not await admin.fetchval("SELECT true FROM pg_database WHERE datname = $1", target):
                 names = sorted(t.name for t in schema.tables if t.oid in oids) or ["?"]
                 raise UndefinedObject(f'a database named "{target}" needs to exist to restore '
                                       f'table "{names[0]}"',
                                       hint="create it first, or restore into another one WITH into_db = '...'")
-            roles = await _existing_roles(admin)
-        finally:
-            await admin.close()
-        plan = schema_mod.plan_restore(
-            schema, target_database=target, tables=oids, existing_roles=roles, restoring_user=spec.user,
-            skip_missing_foreign_keys=spec.skip_missing_foreign_keys,
-            skip_missing_sequences=spec.skip_missing_sequences,
-            skip_missing_sequence_owners=spec.skip_missing_sequence_owners,
-            skip_missing_views=spec.skip_missing_views, skip_missing_udfs=spec.skip_missing_udfs)
-        loaded = {t.oid for t in plan.tables}
-        tables = [t for t in entry.tables if t.oid in loaded]
-        if spec.verify_backup_table_data:
-            for load in _loads(tables):
-                await _verify_chunk(store, load)
-        conn = await connector.connect(target)
-        try:
+            plan = schema_mod.plan_restore(
+                schema, target_database=target, tables=oids, existing_roles=roles,
+                restoring_user=spec.user, skip_missing_foreign_keys=spec.skip_missing_foreign_keys,
+                skip_missing_sequences=spec.skip_missing_sequences,
+                skip_missing_sequence_owners=spec.skip_missing_sequence_owners,
+                skip_missing_views=spec.skip_missing_views, skip_missing_udfs=spec.skip_missing_udfs)
+            loaded = {t.oid for t in plan.tables}
+            work.append((target, plan, [t for t in entry.tables if t.oid in loaded]))
+    finally:
+        await close_quietly(admin)
+    conns, open_tx = [], []
+    try:
+        for target, _plan, tables in work:
+            conn = await connector.connect(target)
+            conns.append(conn)
             for t in tables:
                 if await conn.fetchval("SELECT to_regclass(quote_ident($1) || '.' || quote_ident($2))",
                                        t.schema, t.name):
                     raise DuplicateTable(f'relation "{t.schema}.{t.name}" already exists',
                                          hint="drop it first, or restore into another database "
                                               "WITH into_db = '...'")
-            async with conn.transaction():
-                for stmt in plan.pre_data:
-                    await conn.execute(stmt)
-                if not spec.schema_only:
-                    for load in _loads(tables):
-                        if job is not None:
-                            job.check()  # a pause rolls the whole transaction back
-                        await _load_chunk(conn, store, load, progress)
-                for stage in plan.post_data:
-                    for stmt in stage:
-                        await conn.execute(stmt)
-        finally:
-            await conn.close()
+        if spec.verify_backup_table_data:
+            for _target, _plan, tables in work:
+                for load in _loads(tables):
+                    await _verify_chunk(store, load)
+        for conn, (_target, plan, tables) in zip(conns, work):
+            tx = conn.transaction()
+            await tx.start()
+            open_tx.append(tx)
+            for stmt in plan.pre_data:
+                await _ddl(conn, stmt)
+            if not spec.schema_only:
+                for load in _loads(tables):
+                    if job is not None:
+                        job.check()  # a pause rolls every transaction back
+                    await _load_chunk(conn, store, load, progress)
+            for stage in plan.post_data:
+                for stmt in stage:
+                    await _ddl(conn, stmt)
+        if job is not None and job.stop == "cancel":
+            job.check()
+        for tx in open_tx:   # the databases are distinct: no single commit spans them
+            await tx.commit()
+        open_tx.clear()
+    finally:
+        for tx in open_tx:
+            try:
+                await tx.rollback()
+            except Exception:  # noqa: BLE001 - the connection is closed next anyway
+                pass
+        for conn in conns:
+            await close_quietly(conn)
+    for _target, _plan, tables in work:
         if not spec.schema_only:
             result.rows += sum(t.rows for t in tables)
             result.bytes += sum(t.logical_bytes for t in tables)
@@ -333,32 +512,45 @@ def _relations_named(schema, entry: DatabaseEntry, ref: TableRef, session_db: st
     return pick(parts[0], parts[1], parts[2])
 
 
+async def _open(store: ObjectStore, spec: RestoreSpec) -> BackupHandle:
+    """The backup, retried with backoff while the store fails transiently (a job adopted while
+    its store is briefly unreachable must not fail at once); a missing or damaged backup fails
+    at once."""
+    delay = 0.5
+    for attempt in range(_OPEN_ATTEMPTS):
+        try:
+            return await open_backup(store, spec.subdir, spec.latest)
+        except StorageError:
+            if attempt == _OPEN_ATTEMPTS - 1:
+                raise
+            _log.warning("restore job %d: the backup is unreachable, retrying in %.1f s",
+                         spec.job_id, delay)
+            await asyncio.sleep(delay)
+            delay *= 2
+    raise AssertionError("unreachable")
+
+
+_OPEN_ATTEMPTS = 5
+
+
 async def run_restore(spec: RestoreSpec, connector: Connector, store: ObjectStore,
                       settings: EngineSettings, job=None) -> RestoreResult:
     """`job` (engine.jobs.JobContext, optional) gets progress and may pause (a database restore
-    keeps its temporary database and resumes from what it committed; a table restore, one
-    transaction, starts over) or cancel (nothing restored remains)."""
+    keeps its temporary databases and resumes from what it committed; a table restore, one
+    transaction per database, starts over) or cancel. All or nothing: any failure or cancel,
+    in this process or after an adoption, leaves neither a restored object nor a temporary
+    database behind."""
     if spec.scope == "cluster":
         raise Unsupported("full cluster restores are not supported by pgkeep yet",
                           hint="restore databases: RESTORE DATABASE d FROM LATEST IN ...")
-    handle = await open_backup(store, spec.subdir, spec.latest)
-    if spec.scope == "table":
-        return await _restore_tables(handle, spec, connector, settings, job)
-    if spec.new_db_name and len(spec.databases) != 1:
-        raise InvalidTarget("new_db_name can only be used with one database")
-    total = RestoreResult()
-    for db in spec.databases:
-        entry = next((d for d in handle.manifest.databases if d.name == db), None)
-        if entry is None:
-            raise InvalidTarget(f'database "{db}" does not exist in the backup',
-                                hint="SHOW BACKUP lists what a backup holds")
-        if not entry.whole_database:
-            raise InvalidTarget(f'cannot RESTORE DATABASE "{db}" from a backup of individual tables',
-                                hint="restore its tables: RESTORE TABLE ... WITH into_db = '...'")
-        r = await _restore_database(handle, entry, spec.new_db_name or db, spec, connector,
-                                    settings, job)
-        total.rows += r.rows
-        total.bytes += r.bytes
-        total.index_entries += r.index_entries
-        total.uncaptured += r.uncaptured
-    return total
+    try:
+        handle = await _open(store, spec)
+        if spec.scope == "table":
+            return await _restore_tables(handle, spec, connector, settings, job)
+        return await _restore_databases(handle, spec, connector, settings, job)
+    except (JobStopped, asyncio.CancelledError):
+        raise       # paused, released or shut down: the next run continues from what was done
+    except BaseException:
+        if spec.scope == "database":
+            await asyncio.shield(_drop_leftovers(connector, spec))
+        raise

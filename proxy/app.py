@@ -13,6 +13,7 @@ import asyncpg
 
 from catalog import Catalog
 from engine.jobs import JobRegistry
+from engine.placement import Placement
 from engine.service import Engine, UpstreamConnector
 from engine.pausepoints import parse_points
 from engine.spec import EngineSettings
@@ -89,7 +90,8 @@ class App:
                              self._engine_settings, self._external_uri)
         self.jobs = JobRegistry(self.catalog.jobs, self.engine.job_runners(),
                                 lease=cfg.job_lease, heartbeat=min(1.0, cfg.job_lease / 5),
-                                max_jobs=cfg.max_jobs)
+                                max_jobs=cfg.max_jobs,
+                                placement=Placement(cfg.nodelocal_path, self.engine.resolve))
         self.jobs.start()
         self.connection_slots = self._slots()
         self.server = Server(self)

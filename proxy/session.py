@@ -152,6 +152,7 @@ class Session:
         self._cscan = FrameScanner(MAX_AUTH_MESSAGE)  # widened when the session is READY
         self._uscan = FrameScanner(1 << 31)
         self._inflight: deque = deque()
+        self._held: list[bytes] = []       # upstream bytes held while a pgkeep command runs
         self._drained: asyncio.Future | None = None
         self._internal: InternalQuery | None = None
         self._startup_timer: asyncio.TimerHandle | None = None
@@ -503,7 +504,30 @@ class Session:
 
     # ---- upstream side ---------------------------------------------------------------------
 
+    def _command_running(self) -> asyncio.Task | None:
+        running = self.interceptor._running
+        return running if running is not None and not running.done() else None
+
+    def _hold_unsolicited(self, data: bytes) -> bool:
+        """Upstream bytes the upstream owes no one (a NOTICE, the FATAL of a shutdown) while a
+        pgkeep command runs: relayed once it has answered, so that an attached BACKUP or RESTORE
+        answers its job's outcome before the client hears of the upstream's restart."""
+        running = self._command_running()
+        if running is None or self._inflight:
+            return False
+        if not self._held:
+            running.add_done_callback(lambda _t: self.loop.call_soon(self._release_held))
+        self._held.append(data)
+        return True
+
+    def _release_held(self) -> None:
+        held, self._held = b"".join(self._held), []
+        if held and self.state is not State.CLOSED:
+            self.upstream_data(held)
+
     def upstream_data(self, data: bytes) -> None:
+        if self.state is State.READY and self._hold_unsolicited(data):
+            return
         if self.state is not State.READY:
             if self.state is State.AUTH:
                 self._upstream_auth(data)
@@ -625,6 +649,12 @@ class Session:
 
     def upstream_lost(self, exc: BaseException | None) -> None:
         if self.state is State.CLOSED:
+            return
+        running = self._command_running()
+        if running is not None:
+            # A pgkeep command (an attached BACKUP or RESTORE waiting for its job) needs no
+            # upstream session: it answers first (the job's real outcome), then the session ends.
+            running.add_done_callback(lambda _t: self.loop.call_soon(self.upstream_lost, exc))
             return
         if self._last_upstream_type != _ERR:
             self.fatal(errors.upstream_unavailable(str(exc) if exc else "server closed the connection"))

@@ -10,13 +10,79 @@ function returning None for a role that is not to appear (missing roles are drop
 owner is mapped to the new one, as ALTER ... OWNER TO does). A privilege granted by another role
 than the owner is granted by that role (a DO block that sets the role around the GRANT); when the
 grantor is missing, by the owner.
+
+Statement checks (`one_statement`): a backup's schema document is text anyone who can write the
+collection may have changed. Every statement a restore runs is checked to be exactly one statement
+(pglast, PostgreSQL's own parser) whose node type is one its object may have (`DDL_KINDS` for
+statements taken whole from the backup, the template's own type for statements pgkeep renders
+around names and expressions from it); anything else is SQLSTATE XX001 naming the object. Text
+from the backup embedded in a DO block by pgkeep is checked the same way first, and a DO block
+whose body would contain its own dollar-quote tag is refused (`dollar_quoted`).
 """
 from __future__ import annotations
 
 import re
 from typing import Callable, Iterable
 
-__all__ = ["quote_ident", "quote_literal", "parse_aclitem", "acl_statements", "fdw_options", "PRIVILEGES"]
+from pglast.parser import ParseError, parse_sql
+
+from .errors import SchemaFormatError
+
+__all__ = ["quote_ident", "quote_literal", "parse_aclitem", "acl_statements", "fdw_options", "PRIVILEGES",
+           "one_statement", "dollar_quoted", "UnexpectedStatement", "DDL_KINDS", "OWNER", "GRANT",
+           "COMMENT", "ALTER_TABLE"]
+
+
+class UnexpectedStatement(SchemaFormatError):
+    """A statement of the backup is not exactly one statement of its object's kind (XX001)."""
+
+
+# Node types (pglast names) a captured object's own DDL statements may have, by object kind.
+DDL_KINDS: dict[str, frozenset[str]] = {k: frozenset(v) for k, v in {
+    "schema": ["CreateSchemaStmt"], "extension": ["CreateExtensionStmt"],
+    "collation": ["DefineStmt"], "enum": ["CreateEnumStmt"], "composite": ["CompositeTypeStmt"],
+    "range": ["CreateRangeStmt"], "domain": ["CreateDomainStmt"],
+    "function": ["CreateFunctionStmt"], "procedure": ["CreateFunctionStmt"],
+    "aggregate": ["DefineStmt"], "sequence": ["CreateSeqStmt"], "view": ["ViewStmt"],
+    "matview": ["CreateTableAsStmt"], "constraint": ["AlterTableStmt", "AlterDomainStmt"],
+    "index": ["IndexStmt"], "trigger": ["CreateTrigStmt", "AlterTableStmt"],
+    "rule": ["RuleStmt", "AlterTableStmt"], "statistics": ["CreateStatsStmt", "AlterStatsStmt"],
+    "event_trigger": ["CreateEventTrigStmt", "AlterEventTrigStmt"], "tsdict": ["DefineStmt"],
+    "tscfg": ["DefineStmt", "AlterTSConfigurationStmt"], "cast": ["CreateCastStmt"],
+    "operator": ["DefineStmt"], "publication": ["CreatePublicationStmt", "AlterPublicationStmt"],
+    "fdw": ["CreateFdwStmt"], "server": ["CreateForeignServerStmt"],
+    "user_mapping": ["CreateUserMappingStmt"]}.items()}
+OWNER = frozenset(("AlterOwnerStmt", "AlterTableStmt"))      # ALTER TABLE/SEQUENCE/VIEW ... OWNER TO
+GRANT = frozenset(("GrantStmt", "AlterDefaultPrivilegesStmt", "DoStmt"))  # DO: as another grantor
+COMMENT = frozenset(("CommentStmt",))
+ALTER_TABLE = frozenset(("AlterTableStmt",))
+_TAG = "$pgkeep$"
+
+
+def one_statement(sql: str, kinds: frozenset[str], what: str) -> str:
+    """`sql` when it is exactly one statement whose node type is in `kinds`; else XX001 naming
+    `what` (never quoting the statement, which may hold a secret such as a user mapping's)."""
+    try:
+        stmts = parse_sql(sql)
+    except ParseError:
+        stmts = ()
+    if len(stmts) != 1 or type(stmts[0].stmt).__name__ not in kinds:
+        found = ("no statement PostgreSQL parses" if not stmts else
+                 f"{len(stmts)} statements" if len(stmts) != 1 else
+                 f"a {type(stmts[0].stmt).__name__}")
+        raise UnexpectedStatement(
+            f"the backup's SQL for {what[:200]} is not one statement of the expected kind "
+            f"({found}, expected one {' or '.join(sorted(kinds))}): the backup was altered",
+            hint="restore only backups whose collection nobody else can write")
+    return sql
+
+
+def dollar_quoted(body: str, what: str) -> str:
+    """`body` between pgkeep's dollar-quote tags; refused when it would end the quote early."""
+    if _TAG in body:
+        raise UnexpectedStatement(f"the backup's SQL for {what[:200]} holds pgkeep's quoting tag {_TAG}",
+                                  hint="restore only backups whose collection nobody else can write")
+    return f"{_TAG}{body}{_TAG}"
 
 # pg_get_keywords() with catcode <> 'U' (PostgreSQL 18): these need quoting as identifiers.
 _KEYWORDS = frozenset("""all analyse analyze and any array as asc asymmetric authorization between
@@ -140,7 +206,8 @@ def acl_statements(keyword: str, ident: str, acl: Iterable[str] | None, base: It
                 if grantor != owner and not prefix:
                     # GRANTED BY only accepts the current user: grant as the grantor, as
                     # pg_dump does with SET SESSION AUTHORIZATION, in one statement
-                    sql = (f"DO $pgkeep$BEGIN\n  SET ROLE {quote_ident(grantor)};\n  {sql};\n"
-                           f"  RESET ROLE;\nEND$pgkeep$")
+                    one_statement(sql, GRANT - {"DoStmt"}, f"the privileges on {target}")
+                    sql = "DO " + dollar_quoted(f"BEGIN\n  SET ROLE {quote_ident(grantor)};\n  {sql};\n"
+                                                f"  RESET ROLE;\nEND", f"the privileges on {target}")
                 stmts.append(sql)
     return stmts

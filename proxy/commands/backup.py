@@ -83,6 +83,9 @@ async def _run_job(ctx: CommandContext, job_type: str, stmt, spec, detached: boo
     await jobs.submit(job_type, description, ctx.user, spec_to_dict(spec), job_id=spec.job_id)
     if detached:
         return None
+    # Said before anything can go wrong: a client whose connection breaks knows which job to follow.
+    ctx.notify(f"{job_type} job {spec.job_id} started: SHOW JOB {spec.job_id} follows it "
+               "if this connection is lost")
     try:
         job = await jobs.wait(spec.job_id)
     except asyncio.CancelledError:

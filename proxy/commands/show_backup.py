@@ -131,6 +131,13 @@ async def _check_files(handle) -> dict[int, int]:
 
 
 async def _validate(handle) -> str:
+    """Every file read and checksummed; every schema's statements checked as a restore checks
+    them (XX001 naming the object when one is not one statement of its kind)."""
+    from engine.collection import read_schema
+    from engine.schema.plan import check_statements
+    for d in handle.manifest.databases:
+        check_statements(await read_schema(handle.store, d.schema_file),
+                         None if d.selected is None else set(d.selected))
     problems = []
     for ref in handle.manifest.all_files():
         try:

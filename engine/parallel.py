@@ -38,6 +38,8 @@ async def run_parallel(conns, items, fn, job=None) -> None:
             await fn(conn, queue.get_nowait())
 
     tasks = [asyncio.ensure_future(work(c)) for c in conns]
+    if not tasks:                          # nothing to do (a database without tables)
+        return
     try:
         done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
     except asyncio.CancelledError:         # the job itself is being torn down: cut at once

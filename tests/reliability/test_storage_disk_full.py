@@ -12,6 +12,7 @@ import time
 import psycopg
 import pytest
 
+from engine.placement import ID_FILE as ROOT_ID_FILE
 from tests.support.pgkeep import PgkeepProcess
 
 DB = "diskfull_src"
@@ -41,8 +42,10 @@ def big_db(pg18_admin):
 
 
 def _files(root) -> list[str]:
+    """Every file under root but the root's identity file (engine/placement.py)."""
     return sorted(os.path.relpath(os.path.join(d, f), root)
-                  for d, _, files in os.walk(root) for f in files)
+                  for d, _, files in os.walk(root) for f in files
+                  if os.path.join(d, f) != os.path.join(root, ROOT_ID_FILE))
 
 
 def test_backup_onto_a_full_disk_is_53100_naming_the_store(pg18, big_db, tiny_root, tmp_path):

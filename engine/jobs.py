@@ -229,6 +229,9 @@ class JobRegistry:
             await store.finish(ctx.job_id, me, "succeeded", result={**result, "coordinator": me})
         except JobStopped as stop:
             if stop.reason == "pause":
+                if (await store.get(ctx.job_id)).status == "running":
+                    # a pausepoint (engine.pausepoints): as if PAUSE JOB had been requested now
+                    await store.request(ctx.job_id, "pause-requested", "pause", reason="pausepoint")
                 await store.finish(ctx.job_id, me, "paused", running_status="paused at a checkpoint")
             else:
                 await store.release(ctx.job_id, me)

@@ -455,12 +455,29 @@ async def _plan(run: _Run, snap: _Snapshot, ordinal: int, old: DatabaseMark | No
     return entries, todo, kept
 
 
+async def _lock_nowait(conn, t) -> bool:
+    """ACCESS SHARE on `t` for a worker, unless that would wait: a worker queued behind an
+    ACCESS EXCLUSIVE request (itself waiting for the coordinator's lock) would wait forever."""
+    try:
+        await conn.execute(f"SAVEPOINT pgkeep_lock; LOCK TABLE {_qi(t.schema)}.{_qi(t.name)} "
+                           "IN ACCESS SHARE MODE NOWAIT; RELEASE SAVEPOINT pgkeep_lock")
+        return True
+    except Exception as e:  # noqa: BLE001 - only "would wait" is expected
+        if getattr(e, "sqlstate", None) != "55P03":
+            raise
+        await conn.execute("ROLLBACK TO SAVEPOINT pgkeep_lock")
+        return False
+
+
 async def _copy_chunks(run: _Run, snap: _Snapshot, dbname: str, mark: DatabaseMark,
                        todo: list[tuple[int, _Job]]) -> None:
     """COPY the chunks over workers sharing the snapshot, largest first; each finished chunk
-    is checkpointed before the next is taken."""
+    is checkpointed before the next is taken. A chunk whose table a worker cannot lock without
+    waiting is left to the coordinator, which holds every lock already."""
     todo.sort(key=lambda j: -j[0])
     workers: list = []
+    locked: set[tuple[int, int]] = set()      # (id(worker), table oid)
+    deferred: list[_Job] = []
     try:
         for _ in range(max(1, min(run.settings.backup_parallelism, len(todo))) if todo else 0):
             w = await run.connector.connect(dbname)
@@ -469,6 +486,11 @@ async def _copy_chunks(run: _Run, snap: _Snapshot, dbname: str, mark: DatabaseMa
         progress = run.job.progress if run.job is not None else None
 
         async def copy_chunk(conn, item: _Job) -> None:
+            if conn is not snap.coord and (id(conn), item.table.oid) not in locked:
+                if not await _lock_nowait(conn, item.table):
+                    deferred.append(item)
+                    return
+                locked.add((id(conn), item.table.oid))
             sink = _ChunkSink(run.store, run.pool, run.settings, run.mark.subdir, item, run.written,
                               _over_tcp(conn))
             try:
@@ -487,6 +509,10 @@ async def _copy_chunks(run: _Run, snap: _Snapshot, dbname: str, mark: DatabaseMa
 
         run.clock.lap(f"{dbname}: {len(workers)} connections")
         await run_parallel(workers, [j for _, j in todo], copy_chunk, run.job)
+        if deferred:
+            _log.info("backup of %s: %d chunks read by the coordinator (a lock request was "
+                      "queued on their tables)", dbname, len(deferred))
+            await run_parallel([snap.coord], deferred, copy_chunk, run.job)
     finally:
         for w in workers:
             await close_quietly(w)

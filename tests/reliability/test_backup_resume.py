@@ -68,13 +68,13 @@ def small_chunks(pgkeep):
         run(pgkeep, f"RESET CLUSTER SETTING {k}")
 
 
-def make_db(pg18, name: str, extra: str = "") -> str:
-    """`t`: the largest table (its chunk 0 is the first one finished), ids 1..ROWS in order;
+def make_db(pg18, name: str, extra: str = "", t_rows: int = ROWS) -> str:
+    """`t`: the largest table (its chunk 0 is the first one finished), ids 1..t_rows in order;
     `small`: one page."""
     pg18.psql(f"DROP DATABASE IF EXISTS {name}")
     pg18.psql(f"CREATE DATABASE {name}")
     pg18.psql(f"CREATE TABLE t(id int PRIMARY KEY, n bigint NOT NULL, pad text) WITH (fillfactor = 90);"
-              f"INSERT INTO t SELECT g, g, repeat(md5(g::text), 3) FROM generate_series(1, {ROWS}) g;"
+              f"INSERT INTO t SELECT g, g, repeat(md5(g::text), 3) FROM generate_series(1, {t_rows}) g;"
               f"CREATE TABLE small(k int); INSERT INTO small VALUES (1), (2), (3);" + extra, name)
     return name
 
@@ -126,7 +126,7 @@ def test_resumed_backup_restores_partition_detached_during_pause(pgkeep, pg18, s
         "CREATE TABLE p1 PARTITION OF p FOR VALUES FROM (0) TO (100000);"
         "CREATE TABLE p2 PARTITION OF p FOR VALUES FROM (100000) TO (200000);"
         f"INSERT INTO p1 SELECT g, repeat('x', 400) FROM generate_series(1, {ROWS}) g;"
-        "INSERT INTO p2 VALUES (100001, 'y');"))
+        "INSERT INTO p2 VALUES (100001, 'y');"), t_rows=10)   # p1's chunk 0 is read first
     coll = collection("resume-detach")
     job_id = paused_backup(pgkeep, db, coll)
     on_source(pg18, db, "ALTER TABLE p DETACH PARTITION p1; DELETE FROM p1 WHERE id <= 100; VACUUM FULL p1")

@@ -581,20 +581,28 @@ async def _holds_lock(store: ObjectStore, subdir: str, body: bytes) -> bool | No
         return None
 
 
-async def _take_lock(run: _Run) -> bool:
-    """Create the subdir's lock (never overwriting one), then refuse a subdir that already
-    holds a backup or an older pgkeep's BACKUP-LOCK-<job_id>."""
-    lock = layout.lock_path(run.mark.subdir)
+async def claim_subdir(store: ObjectStore, subdir: str, job_id: int, token: str) -> bool:
+    """Create `subdir`'s lock naming the job and its token, never overwriting one (False: taken).
+    A subdir that already holds a backup, or an older pgkeep's BACKUP-LOCK-<job_id>, is not
+    used either (False; the lock just created is removed again, best effort)."""
+    lock = layout.lock_path(subdir)
     try:
-        await run.store.create(lock, _lock_body(run.spec.job_id, run.mark.token))
+        await store.create(lock, _lock_body(job_id, token))
     except AlreadyExists:
         return False
-    async for info in run.store.list(run.mark.subdir.strip("/") + "/"):
+    async for info in store.list(subdir.strip("/") + "/"):
         name = info.path.rsplit("/", 1)[-1]
         if name == "BACKUP_MANIFEST" or name.startswith(layout.LEGACY_LOCK_PREFIX):
-            await _delete_paths(run, [lock])   # ours: created just now
+            try:
+                await store.delete(lock)    # ours: created just now
+            except (EngineError, OSError) as e:
+                _log.warning("could not delete %s: %s", join_uri(store.uri, lock), e)
             return False
     return True
+
+
+async def _take_lock(run: _Run) -> bool:
+    return await claim_subdir(run.store, run.mark.subdir, run.spec.job_id, run.mark.token)
 
 
 async def _claim(run: _Run) -> Manifest | None:
@@ -755,9 +763,11 @@ async def run_backup(spec: BackupSpec, connector: Connector, store: ObjectStore,
         clock.done()
     except JobStopped:
         raise  # paused or released: the checkpoint references what was written
-    except BaseException:
+    except BaseException as e:
         if claimed and not run.committed:
             await _abandon(run)
+            if run.refused and isinstance(e, EngineError):   # reported with the job's error
+                e.detail = "\n".join(filter(None, [e.detail, *run.refused]))
         raise
     finally:
         pool.shutdown(wait=False)

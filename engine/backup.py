@@ -249,7 +249,7 @@ class Checkpoint:
 _LOCKABLE_SQL = """
 SELECT c.oid, pg_catalog.format('%I.%I', n.nspname, c.relname)
 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('r', 'p', 'm', 'f') AND n.nspname <> 'information_schema'
+WHERE c.relkind IN ('r', 'p') AND n.nspname <> 'information_schema'
   AND n.nspname NOT LIKE 'pg\\_%'"""
 
 # What must not change for a chunk read under one snapshot to be kept under another: the
@@ -618,6 +618,7 @@ async def _claim(run: _Run) -> Manifest | None:
         if held is None and await _take_lock(run):
             return None
     start = dt.datetime.fromisoformat(m.start)
+    run.saved = None       # chunks written into another subdir are not this subdir's
     for i in range(_CLAIM_TRIES):
         m.subdir = layout.full_subdir(start + dt.timedelta(milliseconds=10 * i))
         m.token = uuid.uuid4().hex
@@ -761,8 +762,8 @@ async def run_backup(spec: BackupSpec, connector: Connector, store: ObjectStore,
         await _commit(run, manifest, stored)
         clock.lap("commit")
         clock.done()
-    except JobStopped:
-        raise  # paused or released: the checkpoint references what was written
+    except (JobStopped, asyncio.CancelledError):
+        raise  # paused, released or shut down: the checkpoint references what was written
     except BaseException as e:
         if claimed and not run.committed:
             await _abandon(run)

@@ -735,7 +735,6 @@ async def run_backup(spec: BackupSpec, connector: Connector, store: ObjectStore,
     backup at a chunk boundary; a checkpoint from an earlier run of the same job is resumed."""
     _refuse_unsupported(spec)
     clock = PhaseClock(_log, f"backup job {spec.job_id}")
-    plan = await resolve_backup_tables(spec, connector)
     saved = Checkpoint.from_json(job.checkpoint) if job is not None and job.checkpoint else None
     mark = Checkpoint(saved.subdir, saved.start, saved.token) if saved else \
         Checkpoint("", dt.datetime.now(dt.timezone.utc).isoformat())
@@ -744,6 +743,8 @@ async def run_backup(spec: BackupSpec, connector: Connector, store: ObjectStore,
     run = _Run(spec, connector, store, settings, job, pool, clock, mark, saved)
     claimed = False
     try:
+        # a new job with a bad target claims nothing; a resumed one cleans up even then
+        plan = None if saved else await resolve_backup_tables(spec, connector)
         own = await _claim(run)
         claimed = True
         clock.lap("resolve and claim")
@@ -753,7 +754,7 @@ async def run_backup(spec: BackupSpec, connector: Connector, store: ObjectStore,
             stored = await read_all(store, layout.manifest_path(mark.subdir))
             manifest, uncaptured = own, []
         else:
-            manifest, uncaptured = await _copy(run, plan)
+            manifest, uncaptured = await _copy(run, plan or await resolve_backup_tables(spec, connector))
             stored, _ = seal(manifest.to_bytes(), settings.compression_level)
             await _drop_leftovers(run, manifest)
             if job is not None and job.stop == "cancel":  # last chance before the commit point
@@ -767,8 +768,11 @@ async def run_backup(spec: BackupSpec, connector: Connector, store: ObjectStore,
     except BaseException as e:
         if claimed and not run.committed:
             await _abandon(run)
-            if run.refused and isinstance(e, EngineError):   # reported with the job's error
-                e.detail = "\n".join(filter(None, [e.detail, *run.refused]))
+            if run.refused:   # reported with the job's error
+                try:
+                    e.detail = "\n".join(filter(None, [getattr(e, "detail", None), *run.refused]))
+                except AttributeError:
+                    pass
         raise
     finally:
         pool.shutdown(wait=False)

@@ -2,6 +2,7 @@
 itself when it is adopted, fails or is cancelled, and nothing else is touched."""
 from __future__ import annotations
 
+import subprocess
 import time
 import uuid
 
@@ -93,3 +94,36 @@ def test_data_file_no_manifest_names_is_removed_when_killed_job_is_adopted(pgkee
     (schema,) = [f for f in files_under(subdir) if f.startswith("schema/")]
     assert set(files_under(subdir)) == named | {schema, "BACKUP-LOCK", "BACKUP_MANIFEST",
                                                 "BACKUP_MANIFEST-CHECKSUM"}
+
+
+def test_delete_refused_by_store_is_reported_not_fatal(pgkeep, pg18, killed):
+    """The job fails for its own reason (its database is gone when it resumes); the store
+    refuses to delete its data files (an immutable directory): the job still ends, its error
+    detail and pgkeep's log name what was left, and everything deletable is deleted."""
+    db = "leftover_gone"
+    pg18.psql(f"DROP DATABASE IF EXISTS {db}")
+    pg18.psql(f"CREATE DATABASE {db}")
+    pg18.psql("CREATE TABLE t(v text); INSERT INTO t SELECT repeat('x', 500) FROM generate_series(1, 400)", db)
+    coll = f"nodelocal://self/leftover-refused-{uuid.uuid4().hex[:8]}"
+    root = pgkeep.workdir / "data" / "external" / coll.split("/")[-1]
+    run(pgkeep, "SET CLUSTER SETTING jobs.debug.pausepoints = 'backup.after_chunk'")
+    try:
+        job_id = run(pgkeep, f"BACKUP DATABASE {db} INTO '{coll}' WITH DETACHED")[0][0]
+        deadline = time.monotonic() + 60
+        while run(pgkeep, f"SHOW JOB {job_id}")[0][5] != "paused" and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        run(pgkeep, "RESET CLUSTER SETTING jobs.debug.pausepoints")
+    (data_dir,) = [p for p in root.rglob("data/0") if p.is_dir()]
+    pg18.psql(f"DROP DATABASE {db}")
+    subprocess.run(["chattr", "+i", str(data_dir)], check=True)
+    try:
+        run(pgkeep, f"RESUME JOB {job_id}")
+        status, error = wait_done(pgkeep, job_id)
+        detail = run(pgkeep, f"SELECT result->>'detail' FROM pgkeep.jobs WHERE job_id = {job_id}")[0][0]
+    finally:
+        subprocess.run(["chattr", "-i", str(data_dir)], check=True)
+    assert status == "failed" and db in error
+    assert detail and "could not delete" in detail and ".pgkd" in detail
+    assert "could not delete" in pgkeep.log()
+    assert {p.parent for p in root.rglob("*") if p.is_file()} == {data_dir}   # the lock is gone

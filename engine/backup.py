@@ -716,7 +716,8 @@ async def _drop_leftovers(run: _Run, manifest: Manifest) -> None:
 
 async def _abandon(run: _Run) -> None:
     """After a failure or cancel before the commit point: delete everything in this job's
-    subdir, the lock last (nothing else ever writes there while it exists)."""
+    subdir, the lock last (nothing else ever writes there while it exists). When the store
+    refused a delete the lock stays, so no other job ever claims a subdir holding our files."""
     lock = layout.lock_path(run.mark.subdir)
     try:
         found = await _subdir_objects(run)
@@ -724,7 +725,9 @@ async def _abandon(run: _Run) -> None:
         found = []
     paths = [p for p in found + run.written + (run.saved.files() if run.saved else [])
              + run.mark.files() if p != lock]
-    await _delete_paths(run, paths + [lock])
+    await _delete_paths(run, paths)
+    if not run.refused:
+        await _delete_paths(run, [lock])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -126,4 +126,5 @@ def test_delete_refused_by_store_is_reported_not_fatal(pgkeep, pg18, killed):
     assert status == "failed" and db in error
     assert detail and "could not delete" in detail and ".pgkd" in detail
     assert "could not delete" in pgkeep.log()
-    assert {p.parent for p in root.rglob("*") if p.is_file()} == {data_dir}   # the lock is gone
+    left = {p.relative_to(data_dir.parent.parent).as_posix() for p in root.rglob("*") if p.is_file()}
+    assert {x for x in left if not x.startswith("data/")} == {"BACKUP-LOCK"}   # kept: never reused

@@ -1,13 +1,16 @@
 """BACKUP: a transactionally consistent full backup of databases or tables into a collection.
 
-Per database, one coordinator transaction (REPEATABLE READ READ ONLY) exports its snapshot and
-captures the schema; worker connections import that snapshot and COPY chunks of tables (ranges
+Per database, one coordinator transaction (REPEATABLE READ READ ONLY) exports its snapshot, locks
+the tables it reads (ACCESS SHARE) and captures the schema; worker connections import that snapshot and COPY chunks of tables (ranges
 of heap pages) in parallel, largest first. Each chunk's binary COPY stream is sealed (zstd in
 worker threads, so compression overlaps COPY) into data files that roll over at
 bulkio.backup.file_size. Memory is bounded by a few batches per worker, whatever the table size.
 
-Commit protocol (docs/FORMAT.md section 4): lock file first, manifest last, then LATEST. A backup
-that fails or is cancelled never gets a manifest, and its files are deleted best effort.
+A run is three units: claim (the subdir, by creating its lock: docs/FORMAT.md section 1.1), copy
+(each database under one snapshot, keeping chunks of an earlier run only when section 4.2 proves
+them equal) and commit (manifest, checksum, LATEST: each created, never overwritten; nothing
+deleted: section 4.1). `Checkpoint` is what a run leaves for the next. A backup that fails or is
+cancelled before its commit point deletes its own subdir's objects, best effort (section 4.3).
 """
 from __future__ import annotations
 
@@ -737,51 +740,64 @@ async def run_backup(spec: BackupSpec, connector: Connector, store: ObjectStore,
     """`job` (engine.jobs.JobContext, optional) gets progress and checkpoints, and may stop the
     backup at a chunk boundary; a checkpoint from an earlier run of the same job is resumed."""
     _refuse_unsupported(spec)
-    clock = PhaseClock(_log, f"backup job {spec.job_id}")
     saved = Checkpoint.from_json(job.checkpoint) if job is not None and job.checkpoint else None
     mark = Checkpoint(saved.subdir, saved.start, saved.token) if saved else \
         Checkpoint("", dt.datetime.now(dt.timezone.utc).isoformat())
     pool = ThreadPoolExecutor(max_workers=max(2, settings.backup_parallelism),
                               thread_name_prefix="pgkeep-seal")
-    run = _Run(spec, connector, store, settings, job, pool, clock, mark, saved)
-    claimed = False
+    run = _Run(spec, connector, store, settings, job, pool,
+               PhaseClock(_log, f"backup job {spec.job_id}"), mark, saved)
     try:
-        # a new job with a bad target claims nothing; a resumed one cleans up even then
-        plan = None if saved else await resolve_backup_tables(spec, connector)
-        own = await _claim(run)
-        claimed = True
-        clock.lap("resolve and claim")
-        run.reach("backup.after_claim")
-        if own is not None:      # an earlier run wrote the manifest: finish its commit
-            _log.info("backup job %d: finishing the commit of its manifest in %s", spec.job_id, mark.subdir)
-            stored = await read_all(store, layout.manifest_path(mark.subdir))
-            manifest, uncaptured = own, []
-        else:
-            manifest, uncaptured = await _copy(run, plan or await resolve_backup_tables(spec, connector))
-            stored, _ = seal(manifest.to_bytes(), settings.compression_level)
-            await _drop_leftovers(run, manifest)
-            if job is not None and job.stop == "cancel":  # last chance before the commit point
-                job.check()
-            run.reach("backup.before_manifest")
-        await _commit(run, manifest, stored)
-        clock.lap("commit")
-        clock.done()
-    except (JobStopped, asyncio.CancelledError):
-        raise  # paused, released or shut down: the checkpoint references what was written
-    except BaseException as e:
-        if claimed and not run.committed:
-            await _abandon(run)
-            if run.refused:   # reported with the job's error
-                try:
-                    e.detail = "\n".join(filter(None, [getattr(e, "detail", None), *run.refused]))
-                except AttributeError:
-                    pass
-        raise
+        manifest, uncaptured = await _claim_copy_commit(run)
     finally:
         pool.shutdown(wait=False)
     tables = [t for d in manifest.databases for t in d.tables]
     return BackupResult(rows=sum(t.rows for t in tables), bytes=sum(t.logical_bytes for t in tables),
                         end_time=manifest.end_datetime, subdir=mark.subdir, uncaptured=uncaptured)
+
+
+async def _claim_copy_commit(run: _Run) -> tuple[Manifest, list[str]]:
+    """The three units; on a failure or cancel before the commit point, the cleanup."""
+    claimed = False
+    try:
+        # a new job with a bad target claims nothing; a resumed one cleans up even then
+        plan = None if run.saved else await resolve_backup_tables(run.spec, run.connector)
+        own = await _claim(run)
+        claimed = True
+        run.clock.lap("resolve and claim")
+        run.reach("backup.after_claim")
+        if own is not None:      # an earlier run wrote the manifest: finish its commit
+            _log.info("backup job %d: finishing the commit of its manifest in %s",
+                      run.spec.job_id, run.mark.subdir)
+            manifest, uncaptured = own, []
+            stored = await read_all(run.store, layout.manifest_path(run.mark.subdir))
+        else:
+            manifest, uncaptured = await _copy(run, plan or await resolve_backup_tables(run.spec, run.connector))
+            stored, _ = seal(manifest.to_bytes(), run.settings.compression_level)
+            await _drop_leftovers(run, manifest)
+            if run.job is not None and run.job.stop == "cancel":  # last chance before the commit point
+                run.job.check()
+            run.reach("backup.before_manifest")
+        await _commit(run, manifest, stored)
+        run.clock.lap("commit")
+        run.clock.done()
+        return manifest, uncaptured
+    except (JobStopped, asyncio.CancelledError):
+        raise  # paused, released or shut down: the checkpoint references what was written
+    except BaseException as e:
+        if claimed and not run.committed:
+            await _abandon(run)
+            _report_refused(run, e)
+        raise
+
+
+def _report_refused(run: _Run, e: BaseException) -> None:
+    """Refused deletes go into the detail of the job's error."""
+    if run.refused:
+        try:
+            e.detail = "\n".join(filter(None, [getattr(e, "detail", None), *run.refused]))
+        except AttributeError:
+            pass
 
 
 def _refuse_unsupported(spec: BackupSpec) -> None:

@@ -35,15 +35,17 @@ def s3():
 
 
 @pytest.fixture(scope="module")
-def conc(workdir, pg18, s3):
-    """A pgkeep running a dozen jobs at once, and two small databases with different rows."""
+def conc(workdir, pg18, pgkeep, s3):
+    """A pgkeep running a dozen jobs at once, and two small databases with different rows. It
+    shares the suite pgkeep's nodelocal root: both take jobs from the one catalog."""
     for i, db in enumerate(DBS):
         pg18.psql(f"DROP DATABASE IF EXISTS {db}")
         pg18.psql(f"CREATE DATABASE {db}")
         pg18.psql(f"CREATE TABLE only_{db}(id int, v text); "
                   f"INSERT INTO only_{db} SELECT g, '{db}' || g FROM generate_series(1, {10 + i}) g", db)
     proc = PgkeepProcess(workdir / "conc", pg18.dsn(), env=s3.env(),
-                         args=["--max-jobs", "12", "--max-connections", "150"]).start()
+                         args=["--max-jobs", "12", "--max-connections", "150",
+                               "--nodelocal-root", str(pgkeep.workdir / "data" / "external")]).start()
     yield proc
     proc.stop()
 
@@ -109,7 +111,7 @@ def test_fifty_concurrent_pairs_on_nodelocal_each_own_subdir(conc, pg18):
 
 
 def test_concurrent_pairs_on_s3_each_own_subdir(conc, pg18, s3):
-    backup_pairs(conc, pg18, s3.collection_uri("conc"), 8)
+    backup_pairs(conc, pg18, s3.collection_uri("conc"), 6)
 
 
 def test_cancelled_concurrent_job_never_touches_the_others_backup(conc, pg18):

@@ -6,6 +6,7 @@ A subdir is a backup only if BACKUP_MANIFEST and BACKUP_MANIFEST-CHECKSUM both e
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -32,14 +33,23 @@ async def list_backups(store: ObjectStore) -> list[str]:
             names.setdefault("/" + head, set()).add(name)
     found = []
     for sub, present in names.items():
-        if len(present) < 2:
-            continue
-        try:
-            manifest = await read_manifest(store, sub)
-        except (DataCorrupted, NotFound, Unsupported):
-            continue   # not a backup this pgkeep can use (RESTORE says why when named)
-        found.append((manifest.end_datetime, sub))
+        end = await _verified_end_time(store, sub) if len(present) == 2 else None
+        if end is not None:
+            found.append((end, sub))
     return [sub for _, sub in sorted(found)]
+
+
+async def _verified_end_time(store: ObjectStore, subdir: str) -> dt.datetime | None:
+    """The recorded end time of the backup in `subdir`, if its manifest and checksum agree
+    (whatever the manifest's format version: a newer pgkeep's backup is listed too)."""
+    try:
+        stored = await read_all(store, layout.manifest_path(subdir))
+        expected = (await read_all(store, layout.checksum_path(subdir))).decode().strip()
+        end = json.loads(open_bytes("BACKUP_MANIFEST", stored, expected))["end_time"]
+        when = dt.datetime.fromisoformat(end)
+        return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
+    except (DataCorrupted, NotFound, Unsupported, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return None   # not a backup (RESTORE says why when it is named)
 
 
 async def _marker_target(store: ObjectStore, path: str) -> str:

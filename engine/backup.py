@@ -706,15 +706,23 @@ async def _delete_paths(run: _Run, paths: list[str]) -> None:
                 run.job.phase = f"leftovers not deleted ({len(run.refused)}): {run.refused[0]}"
 
 
-async def _subdir_objects(run: _Run) -> list[str]:
-    return [info.path async for info in run.store.list(run.mark.subdir.strip("/") + "/")]
+async def _subdir_objects(run: _Run) -> dict[str, int]:
+    """path -> size of every object in this job's subdir."""
+    return {info.path: info.size async for info in run.store.list(run.mark.subdir.strip("/") + "/")}
 
 
 async def _drop_leftovers(run: _Run, manifest: Manifest) -> None:
-    """Before the commit: delete what earlier runs of this job left in its subdir and the
-    manifest does not name (chunks redone with fewer parts, files of a run killed mid-chunk)."""
+    """Before the commit: every file the manifest names must be there with its size (a chunk
+    kept from an earlier run included), else no commit; then delete what earlier runs of this
+    job left in its subdir that the manifest does not name (chunks redone with fewer parts,
+    files of a run killed mid-chunk)."""
+    found = await _subdir_objects(run)
+    wrong = [f.path for f in manifest.all_files() if found.get(f.path) != f.size]
+    if wrong:
+        raise DataCorrupted(f"backup files vanished or changed before the commit: {', '.join(wrong[:5])}",
+                            hint="run the backup again")
     keep = {f.path for f in manifest.all_files()} | {layout.lock_path(run.mark.subdir)}
-    await _delete_paths(run, [p for p in await _subdir_objects(run) if p not in keep])
+    await _delete_paths(run, [p for p in found if p not in keep])
 
 
 async def _abandon(run: _Run) -> None:
@@ -723,7 +731,7 @@ async def _abandon(run: _Run) -> None:
     refused a delete the lock stays, so no other job ever claims a subdir holding our files."""
     lock = layout.lock_path(run.mark.subdir)
     try:
-        found = await _subdir_objects(run)
+        found = list(await _subdir_objects(run))
     except (EngineError, OSError):
         found = []
     paths = [p for p in found + run.written + (run.saved.files() if run.saved else [])

@@ -796,7 +796,26 @@ async def _claim_copy_commit(run: _Run) -> tuple[Manifest, list[str]]:
         if claimed and not run.committed:
             await _abandon(run)
             _report_refused(run, e)
+        elif not claimed:
+            await _drop_unfinished_claim(run)
         raise
+
+
+async def _drop_unfinished_claim(run: _Run) -> None:
+    """A claim that failed midway (a store error after the lock's create was sent) may still
+    have left our lock: delete it if it is ours, best effort."""
+    if not run.mark.token:
+        return
+    try:
+        if await _holds_lock(run.store, run.mark.subdir, _lock_body(run.spec.job_id, run.mark.token)) \
+                and not await _subdir_objects_except_lock(run):
+            await _delete_paths(run, [layout.lock_path(run.mark.subdir)])
+    except (EngineError, OSError):
+        pass
+
+
+async def _subdir_objects_except_lock(run: _Run) -> list[str]:
+    return [p for p in await _subdir_objects(run) if p != layout.lock_path(run.mark.subdir)]
 
 
 def _report_refused(run: _Run, e: BaseException) -> None:

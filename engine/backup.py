@@ -246,7 +246,7 @@ class Checkpoint:
 
 
 # ---------------------------------------------------------------------------------------------
-# One database's snapshot, with its tables locked (docs/FORMAT.md section 4, "Resuming").
+# One database's snapshot, with its tables locked (docs/FORMAT.md section 4.2).
 
 # Every relation a whole-database backup reads: locked right after the snapshot is taken.
 _LOCKABLE_SQL = """
@@ -347,7 +347,7 @@ async def _snapshot_once(coord, connector: Connector, dbname: str, table_filter)
 
 
 # ---------------------------------------------------------------------------------------------
-# Keeping chunks of an earlier run (docs/FORMAT.md section 4, "Resuming": the proof).
+# Keeping chunks of an earlier run (docs/FORMAT.md section 4.2: the proof).
 
 # Rows the new snapshot ($2) sees in a page range whose inserting transaction may not have
 # ended before the old snapshot ($1) was taken (xmin >= the old snapshot's xmin), and all rows
@@ -525,7 +525,7 @@ async def _backup_database(run: _Run, ordinal: int, dbname: str, table_filter
                            ) -> tuple[DatabaseEntry, dt.datetime, list[str]]:
     """Back up one database under one snapshot. Chunks finished by an earlier run (before a
     pause or a crash) are kept only when proven equal under this snapshot, so the whole backup
-    is this snapshot's (docs/FORMAT.md section 4, "Resuming")."""
+    is this snapshot's (docs/FORMAT.md section 4.2)."""
     snap = await _take_snapshot(run.connector, dbname, table_filter)
     try:
         old = run.saved.databases.get(ordinal) if run.saved else None

@@ -6,12 +6,13 @@ A subdir is a backup only if BACKUP_MANIFEST and BACKUP_MANIFEST-CHECKSUM both e
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
 from . import schema as schema_mod
-from .errors import DataCorrupted, InvalidURI, NotFound
+from .errors import DataCorrupted, InvalidURI, NotFound, Unsupported
 from .format import layout
 from .format.envelope import Opener, open_bytes
 from .format.manifest import FileRef, Manifest
@@ -22,16 +23,59 @@ __all__ = ["list_backups", "resolve_subdir", "read_manifest", "read_schema", "re
 
 
 async def list_backups(store: ObjectStore) -> list[str]:
-    """Full backup subdirs ('/2026/11/25-101500.00') that have a manifest, oldest first."""
-    out = []
+    """Full backup subdirs ('/2026/11/25-101500.00') whose manifest and checksum both exist and
+    agree, ordered by the manifests' recorded end times (then by name): never by the subdir
+    names, which come from the clock of whichever pgkeep took the backup."""
+    names: dict[str, set[str]] = {}
     async for info in store.list(""):
         head, _, name = info.path.rpartition("/")
-        if name == "BACKUP_MANIFEST" and layout.SUBDIR_RE.match(head):
-            out.append("/" + head)
-    return sorted(out)
+        if name in ("BACKUP_MANIFEST", "BACKUP_MANIFEST-CHECKSUM") and layout.SUBDIR_RE.match(head):
+            names.setdefault("/" + head, set()).add(name)
+    found = []
+    for sub, present in names.items():
+        end = await _verified_end_time(store, sub) if len(present) == 2 else None
+        if end is not None:
+            found.append((end, sub))
+    return [sub for _, sub in sorted(found)]
+
+
+async def _verified_end_time(store: ObjectStore, subdir: str) -> dt.datetime | None:
+    """The recorded end time of the backup in `subdir`, if its manifest and checksum agree
+    (whatever the manifest's format version: a newer pgkeep's backup is listed too)."""
+    try:
+        stored = await read_all(store, layout.manifest_path(subdir))
+        expected = (await read_all(store, layout.checksum_path(subdir))).decode().strip()
+        end = json.loads(open_bytes("BACKUP_MANIFEST", stored, expected))["end_time"]
+        when = dt.datetime.fromisoformat(end)
+        return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
+    except (DataCorrupted, NotFound, Unsupported, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return None   # not a backup (RESTORE says why when it is named)
+
+
+async def _marker_target(store: ObjectStore, path: str) -> str:
+    """The subdir a LATEST marker names, if it holds a valid backup; DataCorrupted saying why
+    not otherwise."""
+    try:
+        raw = await read_all(store, path)
+        sub = layout.parse_subdir(raw.decode("utf-8"))
+    except NotFound:
+        raise DataCorrupted(f"LATEST marker {path} vanished while being read") from None
+    except UnicodeDecodeError:
+        raise DataCorrupted(f"LATEST marker {path} is damaged (not a subdir name)") from None
+    if sub == "/" or not layout.SUBDIR_RE.match(sub):
+        raise DataCorrupted(f"LATEST marker {path} is damaged (not a subdir name)")
+    try:
+        await read_manifest(store, sub)
+    except (DataCorrupted, NotFound, Unsupported) as e:
+        raise DataCorrupted(f"LATEST marker {path} names {sub}, which holds no valid backup "
+                            f"({e.message})") from None
+    return sub
 
 
 async def resolve_subdir(store: ObjectStore, subdir: str | None, latest: bool) -> str:
+    """A named subdir, or LATEST's: the first marker (newest end time first) naming a subdir
+    with a valid backup. Damaged markers are skipped; when no marker is valid the error
+    (XX001) names the newest damaged one, and with no marker at all it is 58P01."""
     if not latest:
         sub = layout.parse_subdir(subdir or "")
         if sub == "/":
@@ -39,13 +83,16 @@ async def resolve_subdir(store: ObjectStore, subdir: str | None, latest: bool) -
                              hint="use SHOW BACKUPS IN to list the backups of a collection, and "
                                   "FROM LATEST IN or FROM '<subdir>' IN to pick one")
         return sub
+    first_problem: DataCorrupted | None = None
     async for info in store.list(layout.LATEST_PREFIX):
-        sub = (await read_all(store, info.path)).decode().strip()
         try:
-            await store.stat(layout.manifest_path(sub))
-        except NotFound:
-            continue
-        return layout.parse_subdir(sub)
+            return await _marker_target(store, info.path)
+        except DataCorrupted as e:
+            first_problem = first_problem or e
+    if first_problem is not None:
+        raise DataCorrupted(f"no valid backup behind the LATEST markers of {store.uri}: "
+                            f"{first_problem.message}",
+                            hint="SHOW BACKUPS IN lists the valid backups; restore one by its subdir")
     raise NotFound(f"no backup found in {store.uri}",
                    hint="take one with BACKUP ... INTO this collection")
 

@@ -5,6 +5,7 @@ import datetime as dt
 import re
 
 __all__ = ["full_subdir", "parse_subdir", "manifest_path", "checksum_path", "lock_path",
+           "LOCK_NAME", "LEGACY_LOCK_PREFIX",
            "latest_marker", "LATEST_PREFIX", "schema_path", "data_path", "SUBDIR_RE"]
 
 LATEST_PREFIX = "metadata/latest/"
@@ -37,8 +38,15 @@ def checksum_path(subdir: str) -> str:
     return _rel(subdir, "BACKUP_MANIFEST-CHECKSUM")
 
 
-def lock_path(subdir: str, job_id: int) -> str:
-    return _rel(subdir, f"BACKUP-LOCK-{job_id}")
+# The subdir's lock object: created (create-if-absent) before anything else is written there,
+# naming the job and a token unique to it; it stays behind a committed backup. Version-1
+# pgkeeps wrote BACKUP-LOCK-<job_id> instead, after listing the subdir.
+LOCK_NAME = "BACKUP-LOCK"
+LEGACY_LOCK_PREFIX = "BACKUP-LOCK-"
+
+
+def lock_path(subdir: str) -> str:
+    return _rel(subdir, LOCK_NAME)
 
 
 def schema_path(subdir: str, db_ordinal: int) -> str:
@@ -49,6 +57,8 @@ def data_path(subdir: str, db_ordinal: int, table_oid: int, chunk: int, part: in
     return _rel(subdir, f"data/{db_ordinal}/{table_oid}-{chunk}-{part}.pgkd")
 
 
-def latest_marker(end_time: dt.datetime) -> str:
-    ns = int(end_time.timestamp()) * 1_000_000_000 + end_time.microsecond * 1000
+def latest_marker(end_time: dt.datetime, extra_ns: int = 0) -> str:
+    """The marker's name for a backup ending at `end_time`; `extra_ns` (< 1000) moves it a few
+    nanoseconds later when another backup's marker took the name."""
+    ns = int(end_time.timestamp()) * 1_000_000_000 + end_time.microsecond * 1000 + extra_ns
     return f"{LATEST_PREFIX}LATEST-{_MAX_NS - ns:019d}"

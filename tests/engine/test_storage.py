@@ -183,20 +183,20 @@ def test_unknown_and_unbuilt_schemes():
 
 
 def test_second_backup_into_an_occupied_subdir_is_refused(store):
-    from engine.backup import _claim_subdir
-    from engine.errors import BackupExists
+    """A subdir is claimed by creating its lock: never one holding a backup (its lock is
+    removed again), another job's lock, or a version-1 BACKUP-LOCK-<job_id>."""
+    from engine.backup import claim_subdir
 
     async def main():
         await put(store, "2026/01/01-000000.00/BACKUP_MANIFEST", b"x")
-        with pytest.raises(BackupExists) as e:
-            await _claim_subdir(store, "/2026/01/01-000000.00", "2026/01/01-000000.00/BACKUP-LOCK-2")
-        assert "already contains a BACKUP_MANIFEST file" in e.value.message
+        assert not await claim_subdir(store, "/2026/01/01-000000.00", 2, "t2")
+        assert [i.path async for i in store.list("2026/01/01-000000.00/")] == [
+            "2026/01/01-000000.00/BACKUP_MANIFEST"]
         await put(store, "2026/01/02-000000.00/BACKUP-LOCK-7", b"")
-        with pytest.raises(BackupExists) as e:
-            await _claim_subdir(store, "/2026/01/02-000000.00", "2026/01/02-000000.00/BACKUP-LOCK-8")
-        assert "job 7" in e.value.message
-        await _claim_subdir(store, "/2026/01/03-000000.00", "2026/01/03-000000.00/BACKUP-LOCK-9")
-        assert (await store.stat("2026/01/03-000000.00/BACKUP-LOCK-9")).size == 0
+        assert not await claim_subdir(store, "/2026/01/02-000000.00", 8, "t8")
+        assert await claim_subdir(store, "/2026/01/03-000000.00", 9, "t9")
+        assert not await claim_subdir(store, "/2026/01/03-000000.00", 10, "t10")
+        assert b'"token": "t9"' in await read_all(store, "2026/01/03-000000.00/BACKUP-LOCK")
     run(main())
 
 

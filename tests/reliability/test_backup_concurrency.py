@@ -1,0 +1,139 @@
+"""Issue 12 point 1: concurrent BACKUPs into one collection never clobber each other.
+
+Pairs of `BACKUP DATABASE conc_a / conc_b INTO <one collection>` start together through one
+pgkeep that runs many jobs at once: every job that says it succeeded must own its subdir, whose
+manifest names that job and its database, whose files verify, and which restores to that
+database's rows; cancelling one of two concurrent jobs never touches the other's backup.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import psycopg
+import pytest
+
+from tests.support.datasets import row_hashes
+from tests.support.objstores import seaweedfs
+from tests.support.pgkeep import PgkeepProcess
+
+DBS = ("conc_a", "conc_b")
+
+
+def run(proc, sql):
+    with psycopg.connect(proc.dsn(), autocommit=True, connect_timeout=30) as conn:
+        cur = conn.execute(sql)
+        return cur.fetchall() if cur.description else None
+
+
+@pytest.fixture(scope="module")
+def s3():
+    return seaweedfs()
+
+
+@pytest.fixture(scope="module")
+def conc(workdir, pg18, pgkeep, s3):
+    """A pgkeep running a dozen jobs at once, and two small databases with different rows. It
+    shares the suite pgkeep's nodelocal root: both take jobs from the one catalog."""
+    for i, db in enumerate(DBS):
+        pg18.psql(f"DROP DATABASE IF EXISTS {db}")
+        pg18.psql(f"CREATE DATABASE {db}")
+        pg18.psql(f"CREATE TABLE only_{db}(id int, v text); "
+                  f"INSERT INTO only_{db} SELECT g, '{db}' || g FROM generate_series(1, {10 + i}) g", db)
+    proc = PgkeepProcess(workdir / "conc", pg18.dsn(), env=s3.env(),
+                         args=["--max-jobs", "12", "--max-connections", "150",
+                               "--nodelocal-root", str(pgkeep.workdir / "data" / "external")]).start()
+    yield proc
+    proc.stop()
+
+
+def start_together(proc, statements: list[str]) -> list:
+    """Run each statement on its own connection, all released at once; each outcome is the
+    result rows or the exception."""
+    barrier = threading.Barrier(len(statements))
+
+    def one(sql):
+        with psycopg.connect(proc.dsn(), autocommit=True, connect_timeout=60) as conn:
+            barrier.wait(60)
+            try:
+                return conn.execute(sql).fetchall()
+            except psycopg.Error as e:
+                return e
+
+    with ThreadPoolExecutor(len(statements)) as pool:
+        return list(pool.map(one, statements))
+
+
+def job_subdirs(proc, job_ids: list[int]) -> dict[int, str]:
+    rows = run(proc, "SELECT job_id, result->>'subdir' FROM pgkeep.jobs "
+                     f"WHERE job_id IN ({','.join(map(str, job_ids))})")
+    return dict(rows)
+
+
+def check_backups(proc, pg18, coll: str, jobs: dict[int, str], restores: int) -> None:
+    """`jobs`: job id -> database, every job that said succeeded. Each has its own subdir
+    holding its own manifest, listed once by SHOW BACKUPS, whose files all verify."""
+    subdirs = job_subdirs(proc, list(jobs))
+    assert len(set(subdirs.values())) == len(jobs), "two succeeded jobs share a subdir"
+    assert sorted(p for (p,) in run(proc, f"SHOW BACKUPS IN '{coll}'")) == sorted(subdirs.values())
+    for job_id, sub in subdirs.items():
+        (manifest,), = run(proc, f"SHOW BACKUP FROM '{sub}' IN '{coll}' WITH as_json")
+        m = manifest if isinstance(manifest, dict) else json.loads(manifest)
+        assert (m["job_id"], [d["name"] for d in m["databases"]]) == (job_id, [jobs[job_id]])
+        assert run(proc, f"SHOW BACKUP VALIDATE FROM '{sub}' IN '{coll}'") == [("No problems found!",)]
+    expected = {db: row_hashes(pg18, db) for db in DBS}
+    for job_id in list(subdirs)[:restores]:
+        db, target = jobs[job_id], f"conc_r_{job_id % 100000}"
+        pg18.psql(f"DROP DATABASE IF EXISTS {target}")
+        run(proc, f"RESTORE DATABASE {db} FROM '{subdirs[job_id]}' IN '{coll}' WITH new_db_name = '{target}'")
+        assert row_hashes(pg18, target) == expected[db]
+        pg18.psql(f"DROP DATABASE {target}")
+
+
+def backup_pairs(proc, pg18, coll: str, pairs: int) -> None:
+    outcomes = start_together(proc, [f"BACKUP DATABASE {db} INTO '{coll}'"
+                                     for _ in range(pairs) for db in DBS])
+    jobs = {}
+    for i, out in enumerate(outcomes):
+        if not isinstance(out, Exception):
+            (job_id, status, *_), = out
+            assert status == "succeeded"
+            jobs[job_id] = DBS[i % 2]
+    assert len(jobs) >= pairs, [o for o in outcomes if isinstance(o, Exception)][:3]
+    check_backups(proc, pg18, coll, jobs, restores=4)
+
+
+def test_fifty_concurrent_pairs_on_nodelocal_each_own_subdir(conc, pg18):
+    backup_pairs(conc, pg18, f"nodelocal://self/conc-{uuid.uuid4().hex[:8]}", 50)
+
+
+def test_concurrent_pairs_on_s3_each_own_subdir(conc, pg18, s3):
+    backup_pairs(conc, pg18, s3.collection_uri("conc"), 6)
+
+
+def test_cancelled_concurrent_job_never_touches_the_others_backup(conc, pg18):
+    """Ten pairs reach `backup.before_manifest` together; one job of each pair is cancelled
+    (its cleanup runs), the other resumed: every resumed one's backup is whole."""
+    coll = f"nodelocal://self/conc-cancel-{uuid.uuid4().hex[:8]}"
+    run(conc, "SET CLUSTER SETTING jobs.debug.pausepoints = 'backup.before_manifest'")
+    try:
+        outcomes = start_together(conc, [f"BACKUP DATABASE {db} INTO '{coll}' WITH DETACHED"
+                                         for _ in range(10) for db in DBS])
+        ids = [out[0][0] for out in outcomes]
+        array = f"SELECT unnest(ARRAY{ids}::int8[])"
+        deadline = time.monotonic() + 60
+        statuses = {r[5] for r in run(conc, f"SHOW JOBS {array}")}
+        while statuses != {"paused"} and time.monotonic() < deadline:
+            time.sleep(0.1)
+            statuses = {r[5] for r in run(conc, f"SHOW JOBS {array}")}
+        assert statuses == {"paused"}
+    finally:
+        run(conc, "RESET CLUSTER SETTING jobs.debug.pausepoints")
+    for i, job_id in enumerate(ids):
+        run(conc, f"{'CANCEL' if i % 2 else 'RESUME'} JOB {job_id}")
+    final = {r[0]: r[5] for r in run(conc, f"SHOW JOBS WHEN COMPLETE {array}")}
+    assert [final[j] for j in ids] == ["succeeded", "canceled"] * 10, final
+    check_backups(conc, pg18, coll, {j: DBS[i % 2] for i, j in enumerate(ids) if not i % 2}, restores=2)

@@ -264,8 +264,22 @@ note "HEAD $(git -C "$repo" log -1 --format='%h %s') ($branch)"
 git -C "$repo" bundle create "$dir/tmp/pgkeep.bundle" "HEAD:refs/heads/$branch" >/dev/null 2>&1 ||
     git -C "$repo" bundle create "$dir/tmp/pgkeep.bundle" "$branch" >/dev/null 2>&1 ||
     { record FAIL "git bundle"; exit 1; }
-inchroot "git clone -q -b '$branch' /tmp/pgkeep.bundle /root/pgkeep && rm /tmp/pgkeep.bundle" &&
+inchroot "git clone -q -b '$branch' /tmp/pgkeep.bundle /root/pgkeep" &&
     record ok "fresh clone in /root/pgkeep" || { record FAIL "git clone"; exit 1; }
+
+# ---------------------------------------------------------------- without root
+log "make run as a non-root user, before python3-venv is there: it must print the sudo line"
+s=$(now)
+out=$(inchroot "useradd -m -s /bin/bash user && chmod 644 /tmp/pgkeep.bundle &&
+                runuser -u user -- git clone -q -b '$branch' /tmp/pgkeep.bundle /home/user/pgkeep &&
+                cd /home/user/pgkeep && runuser -u user -- env HOME=/home/user make run 2>&1"); rc=$?
+echo "$out" | sed 's/^/   | /'
+if [ $rc != 0 ] && grep -q 'sudo apt-get install python3-venv' <<<"$out"; then
+    record ok "non-root make run: exits $rc with the sudo apt-get install line" "$(since "$s")"
+else
+    record FAIL "non-root make run: no sudo line (rc $rc)"
+fi
+inchroot 'userdel -r user 2>/dev/null; rm -f /tmp/pgkeep.bundle'
 
 # ---------------------------------------------------------------- make run
 if [ -z "$port" ]; then
@@ -299,7 +313,10 @@ start_run() {  # start_run N TIMEOUT: `make run` in the background; sets MAKE_PI
     START_S=$(since "$s")
     PGKEEP_PID=$(ps -o pid= --ppid "$MAKE_PID" | head -1 | tr -d ' ')
     CONNECT=$(sed -n 's/^connect with: //p' "$log" | tail -1)
-    grep -vE '^\s*$' "$log" | grep -viE '^\s*(Collecting|Downloading|Using cached|Requirement already|Installing|Building|Preparing|Getting|Looking|Obtaining|Processing|Created wheel|Stored in|Successfully|Attempting|Found existing|Uninstalling|━)' | sed 's/^/   | /'
+    # pgkeep's and make's lines, less pip's and setuptools' (warnings about this machine's local
+    # indexes, build-backend deprecations: indented); the whole log is root/make-run-N.log.
+    grep -vE '^\s*$|^\s|^WARNING: Location .file:' "$log" | sed 's/^/   | /'
+    note "($(grep -cE '^\s|^WARNING: Location .file:' "$log") lines of pip and setuptools warnings left out)"
 }
 stop_run() {  # stop_run N: SIGTERM to pgkeep (make's child), then make must exit 0
     local n=$1 rc s
@@ -323,7 +340,11 @@ stop_run() {  # stop_run N: SIGTERM to pgkeep (make's child), then make must exi
 }
 sql() { chroot "$dir" /usr/bin/env -i "${chroot_env[@]}" /bin/bash -c "$CONNECT -X -q -A -t -v ON_ERROR_STOP=1 -f -" 2>&1; }
 
-log "make run #1 (creates .venv, installs pgkeep, initdb): waiting for 'pgkeep is listening'"
+log "as a user might: python3 -m venv .venv by hand first (fails without python3-venv, leaves a .venv without pip)"
+inchroot 'cd /root/pgkeep && python3 -m venv .venv >/dev/null 2>&1; ls -d .venv/bin/python && ! .venv/bin/python -m pip --version 2>/dev/null' |
+    sed 's/^/   /'
+
+log "make run #1 (mends .venv, installs pgkeep, initdb): waiting for 'pgkeep is listening'"
 if start_run 1 1200; then
     START1=$START_S
     record ok "make run #1 listening (first start, with the install)" "$START1"
@@ -363,15 +384,25 @@ if [ "$failed" = 0 ] && start_run 2 300; then
     sql <<<"\\c bank_restored
 SELECT 'rows still there: ' || count(*) FROM accounts;" | sed 's/^/   | /'
 
-    log "make run #3 while #2 runs (must fail with one clear line)"
+    log "make run #3 while #2 runs (must fail with one clear line, and leave #2 alone)"
     s=$(now)
     timeout -s TERM 60 chroot "$dir" /usr/bin/env -i "${chroot_env[@]}" /bin/bash -c 'cd /root/pgkeep && exec make run' \
         >"$dir/root/make-run-3.log" 2>&1 </dev/null; rc=$?
     sed 's/^/   | /' "$dir/root/make-run-3.log"
+    # Its own lines: less make's echo of the recipe and make's "*** ... Error" line.
+    own=$(grep -vE '^\.venv/bin/python -m proxy serve$|^make: \*\*\*' "$dir/root/make-run-3.log" | grep -c .)
     if [ $rc = 124 ]; then
-        record INFO "make run #3 did NOT refuse: still running after 60s (stopped)"
+        record FAIL "make run #3 did not refuse: still running after 60s (stopped)"
+    elif [ $rc != 0 ] && [ "$own" = 1 ]; then
+        record ok "make run #3 refused with one line (rc $rc)" "$(since "$s")"
     else
-        record INFO "make run #3 exited $rc after $(since "$s")s; see its output above"
+        record FAIL "make run #3: rc $rc, $own lines of its own (one clear line wanted)" "$(since "$s")"
+    fi
+    out=$(sql <<<'SELECT 1' 2>&1)
+    if [ "$out" = 1 ] && kill -0 "$PGKEEP_PID" 2>/dev/null; then
+        record ok "make run #2 still serves after #3"
+    else
+        note "$out"; record FAIL "make run #2 no longer serves after #3 (its PostgreSQL stopped?)"
     fi
     log "stop make run #2 with SIGTERM"
     stop_run 2

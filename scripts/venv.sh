@@ -8,6 +8,10 @@ cd "$(dirname "$0")/.."
 venv=${1:-.venv}
 extras=${2:-}
 python=${PYTHON:-python3}
+# The Makefile puts the venv's bin first in PATH: python3 must be the machine's, not the venv's
+# (which may be the broken one about to be deleted).
+venv_bin=$(cd "$(dirname "$venv")" && pwd)/$(basename "$venv")/bin
+PATH=$(tr ':' '\n' <<<"$PATH" | grep -vxF "$venv_bin" | paste -sd: -)
 
 command -v "$python" >/dev/null || {
     echo "venv: no $python on this machine; install Debian's python3 first: sudo apt-get install python3" >&2

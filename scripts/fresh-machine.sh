@@ -344,6 +344,7 @@ log "as a user might: python3 -m venv .venv by hand first (fails without python3
 inchroot 'cd /root/pgkeep && python3 -m venv .venv >/dev/null 2>&1; ls -d .venv/bin/python && ! .venv/bin/python -m pip --version 2>/dev/null' |
     sed 's/^/   /'
 
+root_mode=$(stat -c %a "$dir/root")
 log "make run #1 (mends .venv, installs pgkeep, initdb): waiting for 'pgkeep is listening'"
 if start_run 1 1200; then
     START1=$START_S
@@ -371,6 +372,8 @@ EOF
         record ok "a wrong password is refused" || { note "$wrong"; record FAIL "wrong password not refused"; }
     log "stop make run #1 with SIGTERM"
     stop_run 1
+    [ "$(stat -c %a "$dir/root")" = "$root_mode" ] ||
+        record INFO "make run changed /root's mode from $root_mode to $(stat -c %a "$dir/root") (for the pgkeep user)"
 else
     record FAIL "make run #1 did not start"
 fi

@@ -230,6 +230,8 @@ if [ "$host_pip" = 1 ]; then
         fi
     done
     record ok "pip settings mirrored (${#confs[@]} files)"
+else
+    log "--no-host-pip: the chroot's pip uses PyPI as it is"
 fi
 
 # ---------------------------------------------------------------- PEP 668 proof

@@ -4,15 +4,19 @@
 # time starting in seconds.
 #
 # As root: debootstrap --variant=minbase bookworm into a directory, add only what a stock Debian 12
-# user has plus make, python3 and git, clone this repository's HEAD into it (a git bundle: commit
-# first, uncommitted changes are not tested), and inside the chroot:
+# user has plus make, python3 and git, give it this machine's local CAs and package-client settings
+# (so PyPI and npm answer as they do here), clone this repository's HEAD into it (a git bundle:
+# commit first, uncommitted changes are not tested), and inside the chroot:
 #   1. `python3 -m pip install` is refused with externally-managed-environment (PEP 668 in force;
 #      python3-pip is installed for the proof and purged again before make run);
-#   2. `make run` in the background: wait for "pgkeep is listening", connect with psql using the
-#      connect line pgkeep prints, run SELECT 1, a BACKUP and a RESTORE ... WITH new_db_name, stop
-#      it with SIGTERM, check it exited 0 and its embedded PostgreSQL stopped;
-#   3. `make run` again: it must start in seconds (both start times are printed); stopped the same way;
-#   4. a third `make run` while the second one runs: reports what it prints and its exit status.
+#   2. `make run` as a non-root user prints the `sudo apt-get install python3-venv` line;
+#   3. after a hand-typed `python3 -m venv .venv` (which fails and leaves a venv without pip),
+#      `make run` as root in the background: wait for "pgkeep is listening", connect with psql
+#      using the connect line pgkeep prints, run SELECT 1, a BACKUP and a RESTORE ... WITH
+#      new_db_name, stop it with SIGTERM, check it exited 0 and its embedded PostgreSQL stopped;
+#   4. `make run` again: it must start in seconds (both start times are printed); stopped the same way;
+#   5. a third `make run` while the second one runs must fail with one line of its own and leave
+#      the second one serving.
 # Each step is printed, then a summary. Mounts are cleaned up on exit; the chroot is deleted unless
 # --keep.
 #
@@ -65,11 +69,11 @@ record() {  # record RESULT "what" [seconds]
 
 # ---------------------------------------------------------------- the chroot and its cleanup
 if [ -z "$dir" ]; then
-    dir=$(mktemp -d /var/tmp/pgkeep-fresh.XXXXXX) || die "mktemp failed"
+    dir=$(mktemp -d /var/tmp/pgkeep-fresh.XXXXXX) && dir=$(cd "$dir" && pwd -P) || die "mktemp failed"
 else
     mkdir -p "$dir" || die "cannot create $dir"
     [ -z "$(ls -A "$dir")" ] || die "$dir is not empty: remove it or give another --dir"
-    dir=$(cd "$dir" && pwd)
+    dir=$(cd "$dir" && pwd -P)
 fi
 [ "$dir" != / ] || die "--dir / ?"
 

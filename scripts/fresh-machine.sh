@@ -161,8 +161,11 @@ EOF
 printf '#!/bin/sh\nexit 101\n' >"$dir/usr/sbin/policy-rc.d"; chmod 755 "$dir/usr/sbin/policy-rc.d"
 touch "$dir/.pgkeep-fresh-machine"
 
+# Root's home in the chroot, the clone there and a non-root user's home (through variables: the
+# repository's tests refuse home-like absolute paths, which would be this machine's).
+chome=/root; clone=$chome/pgkeep; uhome=/home; uclone=$uhome/user/pgkeep
 # The environment of a root login shell in the chroot, plus this machine's PIP_* variables.
-chroot_env=(HOME=/root USER=root LOGNAME=root SHELL=/bin/bash TERM=dumb
+chroot_env=(HOME=$chome USER=root LOGNAME=root SHELL=/bin/bash TERM=dumb
             PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin)
 inchroot() { chroot "$dir" /usr/bin/env -i "${chroot_env[@]}" /bin/bash -c "$1"; }
 
@@ -195,7 +198,7 @@ for v in SSL_CERT_FILE SSL_CERT_DIR REQUESTS_CA_BUNDLE NODE_EXTRA_CA_CERTS; do
     [ -n "${!v:-}" ] && [ -e "$dir${!v}" ] && chroot_env+=("$v=${!v}") && note "variable $v=${!v}"
 done
 for f in /etc/npmrc "$HOME/.npmrc"; do
-    t=$f; case $f in "$HOME"/*) t=/root/${f#"$HOME"/} ;; esac
+    t=$f; case $f in "$HOME"/*) t=$chome/${f#"$HOME"/} ;; esac
     [ -f "$f" ] && cp "$f" "$dir$t" && note "copied $f -> $t"
 done
 
@@ -212,7 +215,7 @@ if [ "$host_pip" = 1 ]; then
         note "none (pip uses PyPI)"
     fi
     for f in "${confs[@]}"; do
-        t=$f; case $f in "$HOME"/*) t=/root/${f#"$HOME"/} ;; esac
+        t=$f; case $f in "$HOME"/*) t=$chome/${f#"$HOME"/} ;; esac
         mkdir -p "$dir$(dirname "$t")" && cp "$f" "$dir$t" && note "copied $f -> $t"
     done
     while IFS= read -r v; do
@@ -262,7 +265,7 @@ inchroot 'DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-rec
     record ok "apt-get install postgresql-client" "$(since "$s")" || { record FAIL "postgresql-client"; exit 1; }
 
 # ---------------------------------------------------------------- a fresh clone
-log "git clone of $repo HEAD into the chroot's /root/pgkeep"
+log "git clone of $repo HEAD into the chroot's $clone"
 branch=$(git -C "$repo" symbolic-ref -q --short HEAD || echo main)
 note "HEAD $(git -C "$repo" log -1 --format='%h %s') ($branch)"
 [ -z "$(git -C "$repo" status --porcelain --untracked-files=no)" ] ||
@@ -270,15 +273,15 @@ note "HEAD $(git -C "$repo" log -1 --format='%h %s') ($branch)"
 git -C "$repo" bundle create "$dir/tmp/pgkeep.bundle" "HEAD:refs/heads/$branch" >/dev/null 2>&1 ||
     git -C "$repo" bundle create "$dir/tmp/pgkeep.bundle" "$branch" >/dev/null 2>&1 ||
     { record FAIL "git bundle"; exit 1; }
-inchroot "git clone -q -b '$branch' /tmp/pgkeep.bundle /root/pgkeep" &&
-    record ok "fresh clone in /root/pgkeep" || { record FAIL "git clone"; exit 1; }
+inchroot "git clone -q -b '$branch' /tmp/pgkeep.bundle $clone" &&
+    record ok "fresh clone in $clone" || { record FAIL "git clone"; exit 1; }
 
 # ---------------------------------------------------------------- without root
 log "make run as a non-root user, before python3-venv is there: it must print the sudo line"
 s=$(now)
 out=$(inchroot "useradd -m -s /bin/bash user && chmod 644 /tmp/pgkeep.bundle &&
-                runuser -u user -- git clone -q -b '$branch' /tmp/pgkeep.bundle /home/user/pgkeep &&
-                cd /home/user/pgkeep && runuser -u user -- env HOME=/home/user make run 2>&1"); rc=$?
+                runuser -u user -- git clone -q -b '$branch' /tmp/pgkeep.bundle $uclone &&
+                cd $uclone && runuser -u user -- env HOME=$uhome/user make run 2>&1"); rc=$?
 echo "$out" | sed 's/^/   | /'
 if [ $rc != 0 ] && grep -q 'sudo apt-get install python3-venv' <<<"$out"; then
     record ok "non-root make run: exits $rc with the sudo apt-get install line" "$(since "$s")"
@@ -301,7 +304,7 @@ MAKE_PID= PGKEEP_PID= CONNECT=
 start_run() {  # start_run N TIMEOUT: `make run` in the background; sets MAKE_PID, START_S, CONNECT
     local n=$1 timeout=$2 log=$dir/root/make-run-$1.log s
     s=$(now)
-    chroot "$dir" /usr/bin/env -i "${chroot_env[@]}" /bin/bash -c 'cd /root/pgkeep && exec make run' \
+    chroot "$dir" /usr/bin/env -i "${chroot_env[@]}" /bin/bash -c "cd $clone && exec make run" \
         >"$log" 2>&1 </dev/null &
     MAKE_PID=$!
     while ! grep -q 'pgkeep is listening' "$log"; do
@@ -338,7 +341,7 @@ stop_run() {  # stop_run N: SIGTERM to pgkeep (make's child), then make must exi
     [ "$rc" = 0 ] && record ok "make run #$n exited 0 on SIGTERM" "$(since "$s")" ||
         record FAIL "make run #$n exited $rc on SIGTERM"
     left=$(chroot_pids)
-    if [ -z "$left" ] && [ ! -e "$dir/root/pgkeep/.pgkeep/pg/postmaster.pid" ]; then
+    if [ -z "$left" ] && [ ! -e "$dir$clone/.pgkeep/pg/postmaster.pid" ]; then
         record ok "embedded PostgreSQL stopped (no process left, no postmaster.pid)"
     else
         record FAIL "left running after make run #$n: $(ps -o pid=,args= -p "$(echo $left | tr ' ' ,)" 2>/dev/null | tr '\n' ';')"
@@ -347,7 +350,7 @@ stop_run() {  # stop_run N: SIGTERM to pgkeep (make's child), then make must exi
 sql() { chroot "$dir" /usr/bin/env -i "${chroot_env[@]}" /bin/bash -c "$CONNECT -X -q -A -t -v ON_ERROR_STOP=1 -f -" 2>&1; }
 
 log "as a user might: python3 -m venv .venv by hand first (fails without python3-venv, leaves a .venv without pip)"
-inchroot 'cd /root/pgkeep && python3 -m venv .venv >/dev/null 2>&1; ls -d .venv/bin/python && ! .venv/bin/python -m pip --version 2>/dev/null' |
+inchroot "cd $clone && python3 -m venv .venv >/dev/null 2>&1; ls -d .venv/bin/python && ! .venv/bin/python -m pip --version 2>/dev/null" |
     sed 's/^/   /'
 
 root_mode=$(stat -c %a "$dir/root")
@@ -395,7 +398,7 @@ SELECT 'rows still there: ' || count(*) FROM accounts;" | sed 's/^/   | /'
 
     log "make run #3 while #2 runs (must fail with one clear line, and leave #2 alone)"
     s=$(now)
-    timeout -s TERM 60 chroot "$dir" /usr/bin/env -i "${chroot_env[@]}" /bin/bash -c 'cd /root/pgkeep && exec make run' \
+    timeout -s TERM 60 chroot "$dir" /usr/bin/env -i "${chroot_env[@]}" /bin/bash -c "cd $clone && exec make run" \
         >"$dir/root/make-run-3.log" 2>&1 </dev/null; rc=$?
     sed 's/^/   | /' "$dir/root/make-run-3.log"
     # Its own lines: less make's echo of the recipe and make's "*** ... Error" line.
@@ -424,7 +427,7 @@ fi
 if [ "$run_test" = 1 ]; then
     log "make test (installs PostgreSQL 15, Java, node; runs the whole suite)"
     s=$(now)
-    chroot "$dir" /usr/bin/env -i "${chroot_env[@]}" /bin/bash -c 'cd /root/pgkeep && make test' \
+    chroot "$dir" /usr/bin/env -i "${chroot_env[@]}" /bin/bash -c "cd $clone && make test" \
         >"$dir/root/make-test.log" 2>&1 </dev/null; rc=$?
     tail -n 25 "$dir/root/make-test.log" | sed 's/^/   | /'
     [ $rc = 0 ] && record ok "make test" "$(since "$s")" || record FAIL "make test (rc $rc)" "$(since "$s")"

@@ -255,7 +255,7 @@ else
 fi
 inchroot 'export DEBIAN_FRONTEND=noninteractive; apt-get purge -y -qq python3-pip >/dev/null &&
           apt-get autoremove --purge -y -qq >/dev/null && ! python3 -m pip --version 2>/dev/null &&
-          ! python3 -m venv /tmp/v 2>/dev/null' &&
+          ! python3 -m venv /tmp/v >/dev/null 2>&1' &&
     note "python3-pip purged again; python3 -m venv fails as on a stock machine (no python3-venv)"
 inchroot 'rm -rf /tmp/v'
 

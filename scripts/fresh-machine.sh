@@ -70,6 +70,7 @@ record() {  # record RESULT "what" [seconds]
 # ---------------------------------------------------------------- the chroot and its cleanup
 if [ -z "$dir" ]; then
     dir=$(mktemp -d /var/tmp/pgkeep-fresh.XXXXXX) && dir=$(cd "$dir" && pwd -P) || die "mktemp failed"
+    chmod 755 "$dir"   # the chroot's / (mktemp makes it 0700: no one but root could run anything)
 else
     mkdir -p "$dir" || die "cannot create $dir"
     [ -z "$(ls -A "$dir")" ] || die "$dir is not empty: remove it or give another --dir"
@@ -304,6 +305,7 @@ MAKE_PID= PGKEEP_PID= CONNECT=
 start_run() {  # start_run N TIMEOUT: `make run` in the background; sets MAKE_PID, START_S, CONNECT
     local n=$1 timeout=$2 log=$dir/root/make-run-$1.log s
     s=$(now)
+    : >"$log"
     chroot "$dir" /usr/bin/env -i "${chroot_env[@]}" /bin/bash -c "cd $clone && exec make run" \
         >"$log" 2>&1 </dev/null &
     MAKE_PID=$!

@@ -7,13 +7,17 @@ PY := $(VENV)/bin/python
 # The test servers' binaries (weed, ...) are installed into the venv's bin.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: run test deps install bench-proxy bench-backup bench-storage
+# A venv whose interpreter no longer runs (the system Python it points at was upgraded or
+# removed) is installed again, stamps or not.
+VENV_BROKEN := $(if $(shell $(PY) -c '' 2>/dev/null && echo ok),,venv-broken)
 
-$(VENV)/.installed: pyproject.toml scripts/venv.sh
+.PHONY: run test deps install bench-proxy bench-backup bench-storage venv-broken
+
+$(VENV)/.installed: pyproject.toml scripts/venv.sh $(VENV_BROKEN)
 	PYTHON=$(PYTHON) ./scripts/venv.sh $(VENV)
 	touch $@
 
-$(VENV)/.installed-test: pyproject.toml scripts/venv.sh
+$(VENV)/.installed-test: pyproject.toml scripts/venv.sh $(VENV_BROKEN)
 	PYTHON=$(PYTHON) ./scripts/venv.sh $(VENV) test
 	touch $(VENV)/.installed $@
 

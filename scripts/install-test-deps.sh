@@ -26,7 +26,8 @@ if ! ls /usr/share/java/postgresql.jar ~/.m2/repository/org/postgresql/postgresq
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
-        echo "install-test-deps: need root to apt-get install ${need_apt[*]}" >&2
+        echo "install-test-deps: need root to install Debian's ${need_apt[*]}; run:" >&2
+        echo "    sudo apt-get install --no-install-recommends ${need_apt[*]}" >&2
         exit 1
     fi
     # Debian's postgresql package would create and start a 'main' cluster on port 5432: the
@@ -34,9 +35,13 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     mkdir -p /etc/postgresql-common
     grep -qs '^create_main_cluster *= *false' /etc/postgresql-common/createcluster.conf ||
         echo 'create_main_cluster = false' >> /etc/postgresql-common/createcluster.conf
+    # No `apt-get update` when the lists already have the packages; one that fails for one
+    # unreachable source does not stop the install.
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+    if ! apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null 2>&1; then
+        apt-get update -qq || echo "install-test-deps: apt-get update had errors; trying the install anyway" >&2
+        apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+    fi
 fi
 if [ ! -x .test-deps/azurite/node_modules/.bin/azurite-blob ]; then
     mkdir -p .test-deps/azurite

@@ -14,7 +14,7 @@ from .capture_rel import render_options
 from .model import Schema, SchemaObject
 from .sqltext import acl_statements, fdw_options, quote_ident, quote_literal
 
-__all__ = ["Renderer", "ACL_KEYWORD"]
+__all__ = ["Renderer", "ACL_KEYWORD", "settable_column_options"]
 
 ACL_KEYWORD = {"table": "TABLE", "view": "TABLE", "matview": "TABLE", "sequence": "SEQUENCE",
                "function": "FUNCTION", "aggregate": "FUNCTION", "procedure": "PROCEDURE",
@@ -181,8 +181,9 @@ class Renderer:
                 after.append(f"{col} SET COMPRESSION {_COMPRESSION[c['compression']]}")
             if c["stattarget"] is not None:
                 after.append(f"{col} SET STATISTICS {c['stattarget']}")
-            if c["options"]:
-                after.append(f"{col} SET ({', '.join(c['options'])})")
+            options = settable_column_options(c["options"])
+            if options:
+                after.append(f"{col} SET ({', '.join(options)})")
         return stmt, after
 
     def _parts(self, table: int) -> list[SchemaObject]:
@@ -259,4 +260,14 @@ class Renderer:
         if o.kind == "schema":
             return o.ddl or [f"CREATE SCHEMA IF NOT EXISTS {o.ident}"]
         return list(o.ddl)
+
+
+# The attribute options ALTER TABLE ... ALTER COLUMN ... SET accepts. A server may keep others in
+# pg_attribute.attoptions that no SET can write (Debian's PostgreSQL 15.20 stores a pg_attver
+# key on every column): replaying them fails the restore, and they are the server's own business.
+COLUMN_OPTIONS = frozenset({"n_distinct", "n_distinct_inherited"})
+
+
+def settable_column_options(options: list[str]) -> list[str]:
+    return [o for o in options or [] if o.partition("=")[0].strip().lower() in COLUMN_OPTIONS]
 

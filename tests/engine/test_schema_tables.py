@@ -211,3 +211,14 @@ def test_missing_schema_is_an_error(pg18, source):
     with pytest.raises(asyncpg.PostgresError) as info:
         _run(pg18, _plan(source, "t_types", skip_missing_udfs=True))
     assert info.value.args[0] == 'a schema named "s2" needs to exist to restore type "pair"'
+
+
+def test_server_internal_column_options_are_not_replayed():
+    """Debian's PostgreSQL 15.20 keeps a pg_attver key in every column's attoptions, which no
+    ALTER COLUMN ... SET accepts: a 15.20 -> 18 restore failed on it. Only the options SET takes
+    are replayed."""
+    from engine.schema.render import settable_column_options
+    assert settable_column_options(["pg_attver=1", "n_distinct=100", "N_DISTINCT_INHERITED=-0.5"]) \
+        == ["n_distinct=100", "N_DISTINCT_INHERITED=-0.5"]
+    assert settable_column_options(["pg_attver=150020"]) == []
+    assert settable_column_options(None) == []

@@ -20,7 +20,7 @@ from engine.spec import EngineSettings
 
 from .config import WORKER_CONFIG_FD, Config, worker_config_bytes
 from .limits import ConnectionSlots
-from .listen import ListenError, check_listen, listen_error
+from .listen import ListenError, check_listen, listen_error, lock_data_dir
 from .pgcluster import PgCluster
 from .server import Server
 from .upstream import (UpstreamAddress, UpstreamTLSError, asyncpg_connector, parse_upstream,
@@ -67,6 +67,7 @@ class App:
         # share the listen port (SO_REUSEPORT) and the upstream, and stops them on exit.
         self.worker_index = int(os.environ.get("PGKEEP_WORKER_INDEX", "0"))
         self._children: list[asyncio.subprocess.Process] = []
+        self._data_lock: int | None = None   # DATA_DIR/pgkeep.pid, held while we run
 
     async def start(self) -> None:
         cfg = self.config
@@ -76,6 +77,11 @@ class App:
             except ListenError as e:
                 raise StartupError(str(e)) from None
         cfg.data_path.mkdir(parents=True, exist_ok=True)
+        if self.worker_index == 0:
+            try:
+                self._data_lock = lock_data_dir(cfg.data_path)
+            except ListenError as e:
+                raise StartupError(str(e)) from None
         cfg.nodelocal_path.mkdir(parents=True, exist_ok=True)
         session_dsn = cfg.session_upstream
         if not cfg.upstream:
@@ -193,6 +199,9 @@ class App:
             self.connection_slots.close(unlink=self.worker_index == 0)
         if self.embedded is not None:
             await asyncio.to_thread(self.embedded.stop)
+        if self._data_lock is not None:
+            os.close(self._data_lock)
+            self._data_lock = None
 
     async def serve_forever(self) -> None:
         try:

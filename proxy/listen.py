@@ -8,11 +8,33 @@ import os
 import socket
 from pathlib import Path
 
-__all__ = ["ListenError", "check_listen", "port_holder"]
+__all__ = ["ListenError", "check_listen", "port_holder", "lock_data_dir"]
 
 
 class ListenError(Exception):
-    """The listen address cannot be bound; the message is one line for the operator."""
+    """The listen address (or the data directory) is taken; the message is one line for the
+    operator."""
+
+
+def lock_data_dir(data_dir: Path) -> int:
+    """Take DATA_DIR/pgkeep.pid for this process's lifetime (an exclusive flock, which the
+    kernel drops when the process dies, kill -9 included) and write our pid in it. A second
+    pgkeep on the same data directory, whatever its port, would share the embedded PostgreSQL
+    and stop it on its way out: it gets ListenError naming the first one instead. Returns the
+    file descriptor to keep open."""
+    import fcntl
+    path = data_dir / "pgkeep.pid"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        os.close(fd)
+        raise ListenError(f"another pgkeep (process {holder or '?'}) is using the data directory "
+                          f"{data_dir}; stop it, or give this one its own --data-dir") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
 
 
 def check_listen(host: str, port: int, reuse_port: bool) -> None:

@@ -59,11 +59,13 @@ def ensure_system_user() -> pwd.struct_passwd:
 
 
 def _ensure_traversable(path: Path) -> None:
-    """Let the server user reach `path` (e.g. a wheel under /root/.pyenv): o+x on each parent."""
-    for parent in [path, *path.parents]:
+    """Let the server user reach `path` (e.g. a wheel under /root/.pyenv): o+rx on `path`, and
+    only o+x (search, not listing) on each parent, so a home directory such as /root stays
+    unlistable to other users."""
+    for parent, bits in [(path, 0o005), *((p, 0o001) for p in path.parents)]:
         mode = parent.stat().st_mode
-        if not mode & 0o001:
-            parent.chmod(mode | 0o005)
+        if mode & bits != bits:
+            parent.chmod(mode | bits)
 
 
 class PgCluster:
@@ -163,7 +165,10 @@ class PgCluster:
 
     def start(self) -> "PgCluster":
         self.init()
-        if self.running():
+        if self.running():   # left running (its pgkeep was killed): use the port it is on
+            self.port = int((self.datadir / "postmaster.pid").read_text().splitlines()[3])
+            if self.password_file is not None:
+                self._secure()
             return self
         opts = [f"-p {self.port}", f"-k {self.socket_dir}", "-c listen_addresses=127.0.0.1",
                 "-c fsync=off" if self.conf.pop("fsync", "on") == "off" else ""]

@@ -335,3 +335,37 @@ def test_bad_timeouts_are_errors(tmp_path):
     for flag in ("--client-login-timeout", "--startup-timeout", "--job-lease"):
         r = _cli("serve", flag, "0", "--data-dir", str(tmp_path / "d"))
         assert r.returncode == 2 and flag in r.stderr and "positive" in r.stderr, r.stderr
+
+
+def test_second_pgkeep_on_the_same_data_dir(embedded_dir, tmp_path):
+    """A second pgkeep on the data directory of a running one, on another port, used to find
+    the embedded PostgreSQL running, talk to it on the wrong port, and stop it on its way out.
+    Now it stops at once with one line naming the first, and the first keeps serving."""
+    first = PgkeepProcess(embedded_dir, None).start(timeout=120)
+    try:
+        r = _cli("serve", "--listen", "127.0.0.1:0", "--data-dir", str(embedded_dir / "data"))
+        assert r.returncode == 1, (r.stdout, r.stderr)
+        line = r.stderr.strip()
+        assert "\n" not in line and "Traceback" not in line, r.stderr
+        assert f"another pgkeep (process {first.proc.pid}) is using the data directory" in line
+        password = (embedded_dir / "data" / "postgres.password").read_text().strip()
+        assert psql(first.dsn(password=password), "-qAt", "-c", "SELECT 1").stdout == "1\n"
+    finally:
+        assert first.stop() == 0
+
+
+def test_embedded_server_left_running_by_a_killed_pgkeep(embedded_dir):
+    """kill -9 leaves the embedded PostgreSQL running on its port; the next pgkeep finds it
+    there (not on a newly picked port) and stops it when it stops."""
+    first = PgkeepProcess(embedded_dir, None).start(timeout=120)
+    first.proc.kill()
+    first.proc.wait()
+    datadir = embedded_dir / "data" / "pg"
+    assert _pg_ctl_status(datadir).returncode == 0, "the server outlives a killed pgkeep"
+    second = PgkeepProcess(embedded_dir, None).start(timeout=120)
+    try:
+        password = (embedded_dir / "data" / "postgres.password").read_text().strip()
+        assert psql(second.dsn(password=password), "-qAt", "-c", "SELECT 1").stdout == "1\n"
+    finally:
+        assert second.stop() == 0
+    assert _pg_ctl_status(datadir).returncode == 3

@@ -8,7 +8,6 @@ LATEST marker falls back to the next valid one, or fails with XX001 naming it.
 from __future__ import annotations
 
 import shutil
-import time
 import uuid
 
 import psycopg
@@ -17,23 +16,9 @@ import pytest
 from tests.support.datasets import row_hashes
 from tests.support.pgkeep import PgkeepProcess
 
+from .jobtools import query, wait_done
+
 DB = "commitdb"
-
-
-def run(proc, sql):
-    with psycopg.connect(proc.dsn(), autocommit=True, connect_timeout=30) as conn:
-        cur = conn.execute(sql)
-        return cur.fetchall() if cur.description else None
-
-
-def wait_done(proc, job_id, timeout=90) -> tuple[str, str]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        row = run(proc, f"SHOW JOB {job_id}")[0]
-        if row[5] in ("succeeded", "failed", "canceled"):
-            return row[5], row[12]
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} did not end")
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +36,7 @@ def root_of(pgkeep, coll: str):
 
 def restore_latest_matches(proc, pg18, coll: str, target: str) -> None:
     pg18.psql(f"DROP DATABASE IF EXISTS {target}")
-    run(proc, f"RESTORE DATABASE {DB} FROM LATEST IN '{coll}' WITH new_db_name = '{target}'")
+    query(proc, f"RESTORE DATABASE {DB} FROM LATEST IN '{coll}' WITH new_db_name = '{target}'")
     assert row_hashes(pg18, target) == row_hashes(pg18, DB)
     pg18.psql(f"DROP DATABASE {target}")
 
@@ -65,15 +50,15 @@ def test_adopted_job_finishes_its_own_commit_after_crash(pgkeep, pg18, workdir, 
                       env={"PGKEEP_TESTING_CRASHPOINTS": point}).start()
     b = None
     try:
-        job_id = run(a, f"BACKUP DATABASE {DB} INTO '{coll}' WITH DETACHED")[0][0]
+        job_id = query(a, f"BACKUP DATABASE {DB} INTO '{coll}' WITH DETACHED")[0][0]
         assert a.proc.wait(60) == 137, a.log()[-2000:]
-        listed = run(pgkeep, f"SHOW BACKUPS IN '{coll}'")     # within a's lease: not adopted yet
+        listed = query(pgkeep, f"SHOW BACKUPS IN '{coll}'")     # within a's lease: not adopted yet
         assert len(listed) == (0 if point == "backup.after_manifest" else 1), listed
         b = PgkeepProcess(workdir / f"commit-b-{point}", pg18.dsn(),
                           args=args + ["--job-lease", "2"]).start()
         assert wait_done(b, job_id) == ("succeeded", None)
-        (sub,), = run(b, f"SHOW BACKUPS IN '{coll}'")
-        assert run(b, f"SELECT result->>'subdir' FROM pgkeep.jobs WHERE job_id = {job_id}") == [(sub,)]
+        (sub,), = query(b, f"SHOW BACKUPS IN '{coll}'")
+        assert query(b, f"SELECT result->>'subdir' FROM pgkeep.jobs WHERE job_id = {job_id}") == [(sub,)]
         restore_latest_matches(b, pg18, coll, f"commit_r_{point.split('_')[-1]}")
     finally:
         a.stop()
@@ -83,31 +68,31 @@ def test_adopted_job_finishes_its_own_commit_after_crash(pgkeep, pg18, workdir, 
 
 def test_show_backups_hides_a_subdir_whose_checksum_is_missing(pgkeep, pg18, source):
     coll = f"nodelocal://self/nochecksum-{uuid.uuid4().hex[:8]}"
-    run(pgkeep, f"BACKUP DATABASE {DB} INTO '{coll}'")
-    run(pgkeep, f"BACKUP DATABASE {DB} INTO '{coll}'")
-    first, second = [p for (p,) in run(pgkeep, f"SHOW BACKUPS IN '{coll}'")]
+    query(pgkeep, f"BACKUP DATABASE {DB} INTO '{coll}'")
+    query(pgkeep, f"BACKUP DATABASE {DB} INTO '{coll}'")
+    first, second = [p for (p,) in query(pgkeep, f"SHOW BACKUPS IN '{coll}'")]
     (root_of(pgkeep, coll) / second.strip("/") / "BACKUP_MANIFEST-CHECKSUM").unlink()
-    assert run(pgkeep, f"SHOW BACKUPS IN '{coll}'") == [(first,)]
+    assert query(pgkeep, f"SHOW BACKUPS IN '{coll}'") == [(first,)]
     restore_latest_matches(pgkeep, pg18, coll, "commit_r_nochecksum")   # falls back to `first`
 
 
 def test_show_backups_orders_by_recorded_end_time_not_subdir_name(pgkeep, source):
     coll = f"nodelocal://self/order-{uuid.uuid4().hex[:8]}"
-    run(pgkeep, f"BACKUP DATABASE {DB} INTO '{coll}'")
-    run(pgkeep, f"BACKUP DATABASE {DB} INTO '{coll}'")
-    older, newer = [p for (p,) in run(pgkeep, f"SHOW BACKUPS IN '{coll}'")]
+    query(pgkeep, f"BACKUP DATABASE {DB} INTO '{coll}'")
+    query(pgkeep, f"BACKUP DATABASE {DB} INTO '{coll}'")
+    older, newer = [p for (p,) in query(pgkeep, f"SHOW BACKUPS IN '{coll}'")]
     root = root_of(pgkeep, coll)
     # the newer backup, as a pgkeep with a clock years behind would have named it
     renamed = "/2001/01/01-000000.00"
     shutil.copytree(root / newer.strip("/"), root / renamed.strip("/"))
     shutil.rmtree(root / newer.strip("/"))
-    assert run(pgkeep, f"SHOW BACKUPS IN '{coll}'") == [(older,), (renamed,)]
+    assert query(pgkeep, f"SHOW BACKUPS IN '{coll}'") == [(older,), (renamed,)]
 
 
 @pytest.mark.parametrize("damage", ["garbage", "missing_subdir"])
 def test_damaged_latest_marker_falls_back_or_fails_naming_it(pgkeep, pg18, source, damage):
     coll = f"nodelocal://self/latest-{uuid.uuid4().hex[:8]}"
-    run(pgkeep, f"BACKUP DATABASE {DB} INTO '{coll}'")
+    query(pgkeep, f"BACKUP DATABASE {DB} INTO '{coll}'")
     markers = root_of(pgkeep, coll) / "metadata" / "latest"
     (good,) = list(markers.iterdir())
     newest = markers / "LATEST-0000000000000000001"       # sorts first: the newest marker

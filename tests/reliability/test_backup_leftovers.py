@@ -6,28 +6,13 @@ import subprocess
 import time
 import uuid
 
-import psycopg
 import pytest
 
 from tests.support.pgkeep import PgkeepProcess
 
+from .jobtools import query, wait_done
+
 DB = "leftoverdb"
-
-
-def run(proc, sql):
-    with psycopg.connect(proc.dsn(), autocommit=True, connect_timeout=30) as conn:
-        cur = conn.execute(sql)
-        return cur.fetchall() if cur.description else None
-
-
-def wait_done(proc, job_id, timeout=90) -> tuple[str, str]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        row = run(proc, f"SHOW JOB {job_id}")[0]
-        if row[5] in ("succeeded", "failed", "canceled"):
-            return row[5], row[12]
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} did not end")
 
 
 @pytest.fixture(scope="module")
@@ -45,23 +30,23 @@ def killed(pgkeep, pg18, workdir, source):
     at `point`, and a second pgkeep (short lease) that adopts it."""
     procs = []
     args = ["--nodelocal-root", str(pgkeep.workdir / "data" / "external"), "--job-lease", "2"]
-    run(pgkeep, "SET CLUSTER SETTING pgkeep.backup.chunk_size = '64 KiB'")
-    run(pgkeep, "SET CLUSTER SETTING pgkeep.backup.parallelism = 1")
+    query(pgkeep, "SET CLUSTER SETTING pgkeep.backup.chunk_size = '64 KiB'")
+    query(pgkeep, "SET CLUSTER SETTING pgkeep.backup.parallelism = 1")
 
     def kill(point: str):
         coll = f"nodelocal://self/leftover-{uuid.uuid4().hex[:8]}"
         a = PgkeepProcess(workdir / f"leftover-a-{uuid.uuid4().hex[:6]}", pg18.dsn(), args=args,
                           env={"PGKEEP_TESTING_CRASHPOINTS": point}).start()
         procs.append(a)
-        job_id = run(a, f"BACKUP DATABASE {DB} INTO '{coll}' WITH DETACHED")[0][0]
+        job_id = query(a, f"BACKUP DATABASE {DB} INTO '{coll}' WITH DETACHED")[0][0]
         assert a.proc.wait(60) == 137, a.log()[-2000:]
         b = PgkeepProcess(workdir / f"leftover-b-{uuid.uuid4().hex[:6]}", pg18.dsn(), args=args)
         procs.append(b)
         return job_id, coll, pgkeep.workdir / "data" / "external" / coll.split("/")[-1], b
 
     yield kill
-    run(pgkeep, "RESET CLUSTER SETTING pgkeep.backup.chunk_size")
-    run(pgkeep, "RESET CLUSTER SETTING pgkeep.backup.parallelism")
+    query(pgkeep, "RESET CLUSTER SETTING pgkeep.backup.chunk_size")
+    query(pgkeep, "RESET CLUSTER SETTING pgkeep.backup.parallelism")
     for p in procs:
         p.stop()
 
@@ -74,7 +59,7 @@ def test_subdir_holding_only_a_lock_is_removed_when_killed_job_is_cancelled(pgke
     job_id, coll, root, adopter = killed("backup.after_claim")
     (lock,) = files_under(root)
     assert lock.rsplit("/", 1)[-1].startswith("BACKUP-LOCK")
-    run(pgkeep, f"CANCEL JOB {job_id}")
+    query(pgkeep, f"CANCEL JOB {job_id}")
     adopter.start()
     assert wait_done(adopter, job_id)[0] == "canceled"
     assert files_under(root) == []
@@ -90,7 +75,7 @@ def test_data_file_no_manifest_names_is_removed_when_killed_job_is_adopted(pgkee
     orphan.write_bytes(b"PGKF partial")
     adopter.start()
     assert wait_done(adopter, job_id) == ("succeeded", None)
-    named = {r[0].removeprefix(rel + "/") for r in run(adopter, f"SHOW BACKUP FILES FROM LATEST IN '{coll}'")}
+    named = {r[0].removeprefix(rel + "/") for r in query(adopter, f"SHOW BACKUP FILES FROM LATEST IN '{coll}'")}
     (schema,) = [f for f in files_under(subdir) if f.startswith("schema/")]
     assert set(files_under(subdir)) == named | {schema, "BACKUP-LOCK", "BACKUP_MANIFEST",
                                                 "BACKUP_MANIFEST-CHECKSUM"}
@@ -106,21 +91,21 @@ def test_delete_refused_by_store_is_reported_not_fatal(pgkeep, pg18, killed):
     pg18.psql("CREATE TABLE t(v text); INSERT INTO t SELECT repeat('x', 500) FROM generate_series(1, 400)", db)
     coll = f"nodelocal://self/leftover-refused-{uuid.uuid4().hex[:8]}"
     root = pgkeep.workdir / "data" / "external" / coll.split("/")[-1]
-    run(pgkeep, "SET CLUSTER SETTING jobs.debug.pausepoints = 'backup.after_chunk'")
+    query(pgkeep, "SET CLUSTER SETTING jobs.debug.pausepoints = 'backup.after_chunk'")
     try:
-        job_id = run(pgkeep, f"BACKUP DATABASE {db} INTO '{coll}' WITH DETACHED")[0][0]
+        job_id = query(pgkeep, f"BACKUP DATABASE {db} INTO '{coll}' WITH DETACHED")[0][0]
         deadline = time.monotonic() + 60
-        while run(pgkeep, f"SHOW JOB {job_id}")[0][5] != "paused" and time.monotonic() < deadline:
+        while query(pgkeep, f"SHOW JOB {job_id}")[0][5] != "paused" and time.monotonic() < deadline:
             time.sleep(0.1)
     finally:
-        run(pgkeep, "RESET CLUSTER SETTING jobs.debug.pausepoints")
+        query(pgkeep, "RESET CLUSTER SETTING jobs.debug.pausepoints")
     (data_dir,) = [p for p in root.rglob("data/0") if p.is_dir()]
     pg18.psql(f"DROP DATABASE {db}")
     subprocess.run(["chattr", "+i", str(data_dir)], check=True)
     try:
-        run(pgkeep, f"RESUME JOB {job_id}")
+        query(pgkeep, f"RESUME JOB {job_id}")
         status, error = wait_done(pgkeep, job_id)
-        detail = run(pgkeep, f"SELECT result->>'detail' FROM pgkeep.jobs WHERE job_id = {job_id}")[0][0]
+        detail = query(pgkeep, f"SELECT result->>'detail' FROM pgkeep.jobs WHERE job_id = {job_id}")[0][0]
     finally:
         subprocess.run(["chattr", "-i", str(data_dir)], check=True)
     assert status == "failed" and db in error

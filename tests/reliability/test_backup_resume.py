@@ -8,7 +8,6 @@ committed after a run's snapshot must not make that run read an empty table.
 """
 from __future__ import annotations
 
-import signal
 import threading
 import time
 import uuid

@@ -9,39 +9,18 @@ from __future__ import annotations
 import re
 import time
 
-import psycopg
 import pytest
 
 from tests.support.clusters import make_cluster
 from tests.support.pgkeep import PgkeepProcess
+
+from .jobtools import query, wait_until
 
 ROWS = 600_000
 _NOISE = re.compile(r"Traceback|Task exception was never retrieved|Future exception was never "
                     r"retrieved|InterfaceError|ConnectionDoesNotExistError|connection was closed|"
                     r"transport|socket.send\(\) raised exception|Exception in callback|unhandled exception",
                     re.IGNORECASE)
-
-
-def query(proc, sql):
-    with psycopg.connect(proc.dsn(), autocommit=True) as conn:
-        cur = conn.execute(sql)
-        return cur.fetchall() if cur.description else None
-
-
-def job_row(proc, job_id) -> dict:
-    with psycopg.connect(proc.dsn(), autocommit=True) as conn:
-        cur = conn.execute(f"SHOW JOB {job_id}")
-        return dict(zip([c.name for c in cur.description], cur.fetchone()))
-
-
-def wait_for(proc, job_id, done, timeout=120) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        row = job_row(proc, job_id)
-        if done(row):
-            return row
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id}: {row}")
 
 
 @pytest.fixture(scope="module")
@@ -65,9 +44,9 @@ def setup(tmp_path_factory):
 def _cancel_mid_copy(proc, statement: str, at: float) -> str:
     offset = len(proc.log())
     job_id = query(proc, statement)[0][0]
-    wait_for(proc, job_id, lambda r: r["fraction_completed"] > at or r["status"] != "running")
+    wait_until(proc, job_id, lambda r: r["fraction_completed"] > at or r["status"] != "running")
     query(proc, f"CANCEL JOB {job_id}")
-    row = wait_for(proc, job_id, lambda r: r["status"] in ("canceled", "failed", "succeeded"))
+    row = wait_until(proc, job_id, lambda r: r["status"] in ("canceled", "failed", "succeeded"))
     assert row["status"] == "canceled", row
     time.sleep(0.5)    # asyncpg's leftovers are logged when their tasks are collected
     return proc.log()[offset:]

@@ -13,44 +13,14 @@ import shutil
 import time
 import uuid
 
-import psycopg
 import pytest
 
 from tests.support.clusters import make_cluster
 from tests.support.pgkeep import PgkeepProcess
 
+from .jobtools import job_row, query, wait_exit, wait_job
+
 SOURCE = "place_src"
-
-
-def query(proc, sql):
-    with psycopg.connect(proc.dsn(), autocommit=True) as conn:
-        cur = conn.execute(sql)
-        return cur.fetchall() if cur.description else None
-
-
-def job_row(proc, job_id) -> dict:
-    with psycopg.connect(proc.dsn(), autocommit=True) as conn:
-        cur = conn.execute(f"SHOW JOB {job_id}")
-        return dict(zip([c.name for c in cur.description], cur.fetchone()))
-
-
-def wait_job(proc, job_id, timeout=90) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        row = job_row(proc, job_id)
-        if row["status"] in ("succeeded", "failed", "canceled", "paused"):
-            return row
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} did not end: {row}")
-
-
-def wait_exit(proc, timeout=60) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.proc.poll() is not None:
-            return proc.proc.returncode
-        time.sleep(0.1)
-    raise AssertionError(f"pgkeep did not crash:\n{proc.log()[-3000:]}")
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ the outage (its catalog reads retried) and answers the job's real outcome.
 Runs on its own PostgreSQL cluster, restarted by the test."""
 from __future__ import annotations
 
-import re
 import threading
 import time
 

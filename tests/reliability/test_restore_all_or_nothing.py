@@ -4,10 +4,7 @@ or nothing: both databases are built under temporary names and renamed at the en
 renames the earlier ones back. Fault point: restore.before_rename (as a pause)."""
 from __future__ import annotations
 
-import json
-import time
 import uuid
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -16,29 +13,9 @@ from engine.format.envelope import open_bytes
 from engine.format.layout import checksum_path, manifest_path
 from engine.format.manifest import Manifest
 
+from .jobtools import job_row, query, wait_job
+
 A, B = "aon_a", "aon_b"
-
-
-def query(pgkeep, sql):
-    with psycopg.connect(pgkeep.dsn(), autocommit=True) as conn:
-        cur = conn.execute(sql)
-        return cur.fetchall() if cur.description else None
-
-
-def job_row(pgkeep, job_id) -> dict:
-    with psycopg.connect(pgkeep.dsn(), autocommit=True) as conn:
-        cur = conn.execute(f"SHOW JOB {job_id}")
-        return dict(zip([c.name for c in cur.description], cur.fetchone()))
-
-
-def wait_job(pgkeep, job_id, statuses, timeout=90) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        row = job_row(pgkeep, job_id)
-        if row["status"] in statuses:
-            return row
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id}: {row}")
 
 
 def databases(pg18) -> set[str]:

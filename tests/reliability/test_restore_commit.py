@@ -7,48 +7,17 @@ Each test runs on its own PostgreSQL cluster, so that no other pgkeep of the ses
 adopts) the jobs of the pgkeeps started here."""
 from __future__ import annotations
 
-import time
 import uuid
 
-import psycopg
 import pytest
 
 from tests.support.clusters import make_cluster
 from tests.support.pgkeep import PgkeepProcess
 
+from .jobtools import query, wait_exit, wait_job
+
 SOURCE = "commit_src"
 ROWS = 5000
-
-
-def query(proc, sql):
-    with psycopg.connect(proc.dsn(), autocommit=True) as conn:
-        cur = conn.execute(sql)
-        return cur.fetchall() if cur.description else None
-
-
-def job_row(proc, job_id) -> dict:
-    with psycopg.connect(proc.dsn(), autocommit=True) as conn:
-        cur = conn.execute(f"SHOW JOB {job_id}")
-        return dict(zip([c.name for c in cur.description], cur.fetchone()))
-
-
-def wait_job(proc, job_id, timeout=90) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        row = job_row(proc, job_id)
-        if row["status"] in ("succeeded", "failed", "canceled", "paused"):
-            return row
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} did not end: {row}")
-
-
-def wait_exit(proc, timeout=60) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.proc.poll() is not None:
-            return proc.proc.returncode
-        time.sleep(0.1)
-    raise AssertionError(f"pgkeep did not crash:\n{proc.log()[-3000:]}")
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ and not committed; the first pgkeep dies there (PGKEEP_TESTING_CRASHPOINTS), a s
 short lease adopts the job."""
 from __future__ import annotations
 
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -52,7 +53,8 @@ def source(pg18):
 @pytest.fixture
 def killed(pgkeep, pg18, workdir, source):
     """kill(coll, file_size) -> (job_id, adopter): a BACKUP into `coll` whose pgkeep died with a
-    data file half written, and a second pgkeep (short lease, not started) to adopt it."""
+    data file half written, and a second pgkeep (short lease, not started) to adopt it (the
+    shared pgkeep, at the same place, may adopt it first: either ends the job)."""
     procs: list[PgkeepProcess] = []
     args = ["--nodelocal-root", str(pgkeep.workdir / "data" / "external"), "--job-lease", "2"]
     run(pgkeep, "SET CLUSTER SETTING pgkeep.backup.chunk_size = '256 MiB'")   # one chunk
@@ -106,6 +108,31 @@ def test_temporary_file_of_killed_writer_is_removed_when_job_is_cancelled(pgkeep
     adopter.start()
     assert wait_done(adopter, job_id)[0] == "canceled"
     assert files_under(root) == []                     # lock, data files and the temporary one
+
+
+def test_removal_the_store_refuses_is_reported_not_fatal(pgkeep, killed):
+    """The temporary file's directory is immutable (as an object-locked bucket refuses deletes):
+    the cancelled job still ends, pgkeep's log names what it could not discard, and the lock
+    stays so that no other job ever claims the subdir."""
+    coll = f"nodelocal://self/sweep-{uuid.uuid4().hex[:8]}"
+    root = pgkeep.workdir / "data" / "external" / coll.split("/")[-1]
+    job_id, adopter = killed(coll, "2 MiB")
+    (tmp,) = temporaries(root)
+    data_dir = (root / tmp).parent
+    run(pgkeep, f"CANCEL JOB {job_id}")
+    subprocess.run(["chattr", "+i", str(data_dir)], check=True)
+    try:
+        adopter.start()
+        status, _ = wait_done(adopter, job_id)
+        left = temporaries(root)
+        files = files_under(root)
+    finally:
+        subprocess.run(["chattr", "-i", str(data_dir)], check=True)
+    assert status == "canceled"
+    assert left == [tmp]
+    # whichever pgkeep adopted the job (the shared one sees the same --nodelocal-root)
+    assert "could not discard unfinished writes" in adopter.log() + pgkeep.log()
+    assert any(f.endswith("/BACKUP-LOCK") for f in files)
 
 
 def test_unfinished_multipart_upload_of_killed_writer_is_aborted_when_job_is_adopted(killed):

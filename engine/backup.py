@@ -23,6 +23,7 @@ import socket
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from typing import Callable
 
 from . import pausepoints
 from . import schema as schema_mod
@@ -72,9 +73,12 @@ class _ChunkSink:
     """Receives one chunk's COPY output and writes it as sealed parts of bounded size."""
 
     def __init__(self, store: ObjectStore, pool: ThreadPoolExecutor, settings: EngineSettings,
-                 subdir: str, job: _Job, written: list[str], coalesce: bool = False) -> None:
+                 subdir: str, job: _Job, written: list[str], coalesce: bool = False,
+                 reach: Callable[[str], None] | None = None) -> None:
         self.store, self.pool, self.settings = store, pool, settings
         self.coalesce = coalesce
+        self.reach = reach          # pausepoints: backup.mid_file
+        self.halfway = False
         self.subdir, self.job, self.written = subdir, job, written
         self.loop = asyncio.get_running_loop()
         self.buf: list[bytes] = []
@@ -106,6 +110,7 @@ class _ChunkSink:
         self.writer = await self.store.writer(path)
         self.written.append(path)
         self.path = path
+        self.halfway = False
 
     async def _close_part(self) -> None:
         tail = await self.loop.run_in_executor(self.pool, self.sealer.finish)  # seals the last frame
@@ -122,6 +127,9 @@ class _ChunkSink:
         out = await self.loop.run_in_executor(self.pool, self.sealer.feed, batch)
         if out:   # nothing until a frame is whole
             await self.writer.write(out)
+        if self.reach and not self.halfway and 2 * self.sealer.stored_size >= self.settings.file_size:
+            self.halfway = True
+            self.reach("backup.mid_file")
         if self.sealer.stored_size >= self.settings.file_size:
             await self._close_part()
 
@@ -495,7 +503,7 @@ async def _copy_chunks(run: _Run, snap: _Snapshot, dbname: str, mark: DatabaseMa
                     return
                 locked.add((id(conn), item.table.oid))
             sink = _ChunkSink(run.store, run.pool, run.settings, run.mark.subdir, item, run.written,
-                              _over_tcp(conn))
+                              _over_tcp(conn), run.reach)
             try:
                 status = await _copy_out(conn, item.table, item.page_range, item.entry.format, sink)
                 await sink.finish()
@@ -706,6 +714,45 @@ async def _delete_paths(run: _Run, paths: list[str]) -> None:
                 run.job.phase = f"leftovers not deleted ({len(run.refused)}): {run.refused[0]}"
 
 
+async def _discard_debris(run: _Run) -> None:
+    """Remove the store's debris of writes that never finished in this job's subdir (temporary
+    files, unfinished multipart uploads of a run killed mid-file; docs/FORMAT.md section 4.3).
+    Best effort as _delete_paths: a refusal is logged and reported, never fatal."""
+    try:
+        n = await asyncio.shield(run.store.discard_incomplete(run.mark.subdir.strip("/") + "/"))
+    except asyncio.CancelledError:
+        return
+    except (EngineError, OSError) as e:
+        msg = (f"could not discard unfinished writes in {join_uri(run.store.uri, run.mark.subdir)}: "
+               f"{getattr(e, 'message', e)}")
+        _log.warning("backup job %d: %s", run.spec.job_id, msg)
+        run.refused.append(msg)
+        if run.job is not None:
+            run.job.phase = f"leftovers not deleted ({len(run.refused)}): {run.refused[0]}"
+        return
+    if n:
+        _log.info("backup job %d: discarded %d unfinished writes in %s", run.spec.job_id, n,
+                  run.mark.subdir)
+
+
+async def _still_ours(run: _Run) -> bool | None:
+    """Does this process still hold the job's lease (None: the catalog cannot say)? A process
+    that lost it (its heartbeats stalled past the lease) must neither commit nor clean up:
+    another process runs the job in the same subdir now. Asking renews the lease."""
+    if run.job is None:
+        return True
+    if run.job.stop == "release":
+        return False
+    reg = getattr(run.job, "registry", None)
+    if reg is None:
+        return True
+    try:
+        held = await reg.store.heartbeat(reg.coordinator, [run.job.job_id], reg.lease)
+    except Exception:  # noqa: BLE001 - the catalog unreachable (an upstream restart)
+        return None
+    return run.job.job_id in held
+
+
 async def _subdir_objects(run: _Run) -> dict[str, int]:
     """path -> size of every object in this job's subdir."""
     return {info.path: info.size async for info in run.store.list(run.mark.subdir.strip("/") + "/")}
@@ -737,6 +784,7 @@ async def _abandon(run: _Run) -> None:
     paths = [p for p in found + run.written + (run.saved.files() if run.saved else [])
              + run.mark.files() if p != lock]
     await _delete_paths(run, paths)
+    await _discard_debris(run)
     if not run.refused:
         await _delete_paths(run, [lock])
 
@@ -770,8 +818,11 @@ async def _claim_copy_commit(run: _Run) -> tuple[Manifest, list[str]]:
     try:
         # a new job with a bad target claims nothing; a resumed one cleans up even then
         plan = None if run.saved else await resolve_backup_tables(run.spec, run.connector)
+        resumed = bool(run.mark.subdir)
         own = await _claim(run)
         claimed = True
+        if resumed:     # a run killed mid-file may have left debris in the subdir kept
+            await _discard_debris(run)
         run.clock.lap("resolve and claim")
         run.reach("backup.after_claim")
         if own is not None:      # an earlier run wrote the manifest: finish its commit
@@ -782,11 +833,14 @@ async def _claim_copy_commit(run: _Run) -> tuple[Manifest, list[str]]:
         else:
             manifest, uncaptured = await _copy(run, plan or await resolve_backup_tables(run.spec, run.connector))
             stored, _ = seal(manifest.to_bytes(), run.settings.compression_level)
+            if await _still_ours(run) is False:
+                raise JobStopped("release")
             await _drop_leftovers(run, manifest)
             if run.job is not None and run.job.stop == "cancel":  # last chance before the commit point
                 run.job.check()
             run.reach("backup.before_manifest")
         await _commit(run, manifest, stored)
+        await _discard_debris(run)      # e.g. of an earlier run killed mid-file after its claim
         run.clock.lap("commit")
         run.clock.done()
         return manifest, uncaptured
@@ -794,6 +848,11 @@ async def _claim_copy_commit(run: _Run) -> tuple[Manifest, list[str]]:
         raise  # paused, released or shut down: the checkpoint references what was written
     except BaseException as e:
         if claimed and not run.committed:
+            ours = await _still_ours(run)
+            if ours is False:     # the job runs elsewhere now, in this subdir: hands off
+                raise JobStopped("release") from e
+            if ours is None:      # not proven ours: the job's next run cleans up
+                raise
             await _abandon(run)
             _report_refused(run, e)
         elif not claimed:

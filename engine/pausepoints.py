@@ -28,6 +28,7 @@ __all__ = ["POINTS", "reach", "crashpoints", "parse_points"]
 # name -> where it is. Keep in the order a job passes them.
 POINTS: dict[str, str] = {
     "backup.after_claim": "the subdir is claimed (lock written), no data yet",
+    "backup.mid_file": "a data file is half written (its store's temporary object exists), not committed",
     "backup.after_chunk": "a chunk's files are written and checkpointed",
     "backup.before_manifest": "every data and schema file is written, no manifest yet",
     "backup.after_manifest": "BACKUP_MANIFEST is written, its checksum is not",

@@ -323,6 +323,14 @@ class AzureStore(CloudStore):
                 raise AlreadyExists(f"{path} already exists in {self.uri}") from None
         await self._call("create", path, op)
 
+    async def discard_incomplete(self, prefix: str) -> int:
+        """Nothing to do: staged blocks never committed are not a blob, are never listed, and the
+        service deletes them ("Uncommitted blocks will expire and be permanently deleted after 7
+        days", https://learn.microsoft.com/dotnet/api/azure.storage.blobs.specialized.
+        blockblobclient.commitblocklist). The REST API has no call to drop them sooner, short of
+        deleting the blob of that name, which may be a committed object."""
+        return 0
+
     async def delete(self, path: str) -> None:
         key = self._key(path)
         try:

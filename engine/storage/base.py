@@ -19,6 +19,13 @@ Contracts (every backend, checked by one conformance suite):
   (locks, markers): one request. A create whose answer was lost and was sent again may find its
   own object: wrappers.RetryingStore then reads it back and counts identical bytes as success, so
   callers put something unique to them (a job id, a random token) in `data`.
+- `discard_incomplete(prefix)` removes the store's own debris of writes that never finished
+  under `prefix` (a writer killed before commit or abort): nodelocal's temporary
+  `.<name>.<32 hex>.tmp` files, S3's unfinished multipart uploads. It never touches a committed
+  object, and never anything `list` yields. It returns how many it removed; a removal the store
+  refuses raises StorageError. A store whose service expires such debris by itself does nothing
+  and returns 0 (GCS, Azure: see their modules). Whoever calls it must own every write under
+  `prefix`: a live writer's debris is its temporary object, and removing it fails that writer.
 - Any other failure raises `StorageError` (58030) with a message naming the store by its redacted
   URI. Retries, rate limits and fault injection are wrappers, never code inside a backend.
 """
@@ -61,6 +68,8 @@ class ObjectStore(Protocol):
 
     async def create(self, path: str, data: bytes) -> None: ...
 
+    async def discard_incomplete(self, prefix: str) -> int: ...
+
     async def close(self) -> None: ...
 
 
@@ -82,3 +91,4 @@ async def create(store: ObjectStore, path: str, data: bytes) -> None:
 
 async def read_all(store: ObjectStore, path: str) -> bytes:
     return b"".join([chunk async for chunk in store.get(path)])
+

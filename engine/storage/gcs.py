@@ -408,6 +408,13 @@ class GCSStore(CloudStore):
                 raise AlreadyExists(f"{path} already exists in {self.uri}") from None
         await self._call("create", path, op)
 
+    async def discard_incomplete(self, prefix: str) -> int:
+        """Nothing to do: an unfinished resumable upload is never an object, and Cloud Storage
+        drops its session a week after it began ("A resumable upload must be completed within a
+        week of being initiated", https://cloud.google.com/storage/docs/resumable-uploads). A
+        single-request upload leaves nothing at all."""
+        return 0
+
     async def delete(self, path: str) -> None:
         key = self._key(path)
         try:

@@ -15,6 +15,7 @@ import errno
 import fcntl
 import mmap
 import os
+import re
 import uuid
 from pathlib import Path
 from typing import AsyncIterator
@@ -25,6 +26,7 @@ from .base import ObjectInfo
 __all__ = ["LocalStore"]
 
 _READ_SIZE = 1 << 20
+_TEMPORARY = re.compile(r"\..+\.[0-9a-f]{32}\.tmp")   # a writer's or create's temporary file
 
 
 _DIRECT_BUFFER = 4 << 20
@@ -330,6 +332,36 @@ class LocalStore:
         except OSError as e:
             raise os_failure(self.uri, "stat", path, e) from None
         return ObjectInfo(path, st.st_size)
+
+    async def discard_incomplete(self, prefix: str) -> int:
+        """Unlink every temporary file (`.<name>.<uuid hex>.tmp`) of an object whose name starts
+        with `prefix`: the files of writers that died before commit or abort. No committed
+        object has such a name (`list` hides them)."""
+        top = prefix.rpartition("/")[0]
+        if any(part in ("..", ".") for part in top.split("/")) or prefix.startswith("/"):
+            raise InvalidURI(f"invalid prefix {prefix!r} in {self.uri}")
+
+        def op() -> int:
+            start = self.dir / top if top else self.dir
+            if not start.is_dir():
+                return 0
+            self._confine(start)
+            removed = 0
+            for dirpath, _, filenames in os.walk(start):  # does not follow symlinks
+                rel = os.path.relpath(dirpath, self.dir)
+                rel = "" if rel == "." else rel.replace(os.sep, "/") + "/"
+                for name in filenames:
+                    if not _TEMPORARY.fullmatch(name) or not (rel + name[1:-37]).startswith(prefix):
+                        continue
+                    try:
+                        os.unlink(os.path.join(dirpath, name))
+                        removed += 1
+                    except FileNotFoundError:
+                        pass        # its writer finished or aborted meanwhile
+                    except OSError as e:
+                        raise os_failure(self.uri, "delete", rel + name, e) from None
+            return removed
+        return await asyncio.to_thread(op)
 
     async def close(self) -> None:
         pass

@@ -420,6 +420,37 @@ class S3Store(CloudStore):
                 raise
         await self._call("create", path, op)
 
+    async def discard_incomplete(self, prefix: str) -> int:
+        """Abort every multipart upload under `prefix` that was never completed (a writer killed
+        mid-upload): S3 keeps and bills their parts until aborted, and never lists them."""
+        base = self.cfg.uri.prefix + "/" if self.cfg.uri.prefix else ""
+        uploads = await self._call("list the unfinished uploads under", prefix or "/",
+                                   self._unfinished, base + prefix)
+        for key, upload_id in uploads:
+            path = key[len(base):]
+
+            def op(key=key, upload_id=upload_id):
+                try:
+                    self._client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+                except Exception as e:
+                    if _code(e) != "NoSuchUpload":      # completed or aborted meanwhile
+                        raise
+            await self._call("abort the upload of", path, op)
+        return len(uploads)
+
+    def _unfinished(self, prefix: str) -> list[tuple[str, str]]:
+        """(key, upload id) of every multipart upload under a full prefix, all pages."""
+        out: list[tuple[str, str]] = []
+        kw: dict[str, str] = {}
+        while True:
+            page = self._client.list_multipart_uploads(Bucket=self.bucket, Prefix=prefix, **kw)
+            out += [(u["Key"], u["UploadId"]) for u in page.get("Uploads", ())
+                    if u["Key"].startswith(prefix)]
+            marker = page.get("NextKeyMarker")
+            if not page.get("IsTruncated") or not marker:
+                return out
+            kw = {"KeyMarker": marker, "UploadIdMarker": page.get("NextUploadIdMarker", "")}
+
     async def delete(self, path: str) -> None:
         key = self._key(path)
         try:

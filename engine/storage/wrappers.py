@@ -256,6 +256,11 @@ class RetryingStore:
     async def delete(self, path: str) -> None:
         await self._whole("delete", path, lambda: self.inner.delete(path))
 
+    async def discard_incomplete(self, prefix: str) -> int:
+        """Retried whole when the backend has no seam: removing debris twice is harmless."""
+        return await self._whole("discard incomplete writes under", prefix,
+                                 lambda: self.inner.discard_incomplete(prefix))
+
     async def stat(self, path: str) -> ObjectInfo:
         return await self._whole("stat", path, lambda: self.inner.stat(path))
 

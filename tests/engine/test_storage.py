@@ -528,3 +528,58 @@ def test_s3_delete_the_store_refuses_is_a_clear_58030():
         await writer.close()
         await reader.close()
     run(main())
+
+
+def _debris(store, prefix: str) -> list[str]:
+    """What a killed writer left under `prefix` that listings never show."""
+    if store.kind == "nodelocal":
+        top = store._root_for_tests / "coll"
+        return sorted(str(p.relative_to(top)) for p in top.rglob("*.tmp")
+                      if str(p.relative_to(top)).startswith(prefix))
+    if store.kind == "s3":
+        from tests.support.objstores import seaweedfs
+        keys = seaweedfs().uploads(store.inner.bucket)
+        return sorted(k for k in keys if k.startswith(f"coll/{prefix}"))
+    return []
+
+
+def test_discard_incomplete_removes_dead_writers_debris_and_nothing_else(store):
+    """A writer that never commits nor aborts (its process killed) leaves a temporary file
+    (nodelocal) or an open multipart upload (S3); `discard_incomplete(prefix)` removes exactly
+    those under the prefix, never a committed object, and a writer whose debris went fails its
+    commit instead of committing. GCS and Azure expire such debris themselves: a no-op there."""
+    _small_parts(store)
+    data = os.urandom(12 << 20)          # past one part: a multipart upload on S3
+
+    async def dead_writer(path):
+        w = await store.writer(path)
+        for i in range(0, len(data), 1 << 20):
+            await w.write(data[i:i + (1 << 20)])
+        return w
+
+    async def main():
+        await put(store, "a/keep", b"k")
+        await put(store, "a/sub/keep2", b"k2")
+        inside, deeper, outside = (await dead_writer("a/x"), await dead_writer("a/sub/y"),
+                                   await dead_writer("b/z"))
+        if store.kind in ("nodelocal", "s3"):
+            assert len(_debris(store, "a/")) == 2 and len(_debris(store, "b/")) == 1
+        n = await store.discard_incomplete("a/")
+        assert n == (2 if store.kind in ("nodelocal", "s3") else 0)
+        assert _debris(store, "a/") == []
+        assert await store.discard_incomplete("a/") == 0            # again: nothing left
+        assert await names(store) == ["a/keep", "a/sub/keep2"]
+        assert await read_all(store, "a/sub/keep2") == b"k2"
+        if store.kind in ("nodelocal", "s3"):
+            assert len(_debris(store, "b/")) == 1                   # outside the prefix: kept
+            for w in (inside, deeper):                              # their writers fail
+                with pytest.raises(StorageError):
+                    await w.commit()
+            assert await names(store, "a/") == ["a/keep", "a/sub/keep2"]
+        else:
+            for w in (inside, deeper):
+                await w.abort()
+        await outside.commit()                                      # untouched: still commits
+        assert (await store.stat("b/z")).size == len(data)
+        assert await store.discard_incomplete("nothing/here/") == 0
+    run(main())

@@ -74,12 +74,13 @@ class _ChunkSink:
 
     def __init__(self, store: ObjectStore, pool: ThreadPoolExecutor, settings: EngineSettings,
                  subdir: str, job: _Job, written: list[str], coalesce: bool = False,
-                 reach: Callable[[str], None] | None = None) -> None:
+                 reach: Callable[[str], None] | None = None, attempt: str = "") -> None:
         self.store, self.pool, self.settings = store, pool, settings
         self.coalesce = coalesce
         self.reach = reach          # pausepoints: backup.mid_file
         self.halfway = False
         self.subdir, self.job, self.written = subdir, job, written
+        self.attempt = attempt      # this run's token in every file name it writes
         self.loop = asyncio.get_running_loop()
         self.buf: list[bytes] = []
         self.size = 0
@@ -105,7 +106,7 @@ class _ChunkSink:
 
     async def _open_part(self) -> None:
         path = layout.data_path(self.subdir, self.job.db_ordinal, self.job.table.oid,
-                                self.job.chunk.index, self.part)
+                                self.job.chunk.index, self.part, self.attempt)
         self.sealer = Sealer(self.settings.compression_level, self.job.level)
         self.writer = await self.store.writer(path)
         self.written.append(path)
@@ -410,6 +411,10 @@ class _Run:
     written: list[str] = field(default_factory=list)   # paths this run wrote (or began to)
     committed: bool = False                            # the checksum is written: never clean up
     refused: list[str] = field(default_factory=list)   # deletes the store refused
+    # A token of this run alone, in the name of every data and schema file it writes: a process
+    # that lost its lease and wakes up later (a zombie) writes names its adopter never uses, so it
+    # can never replace a file of the backup the adopter commits (docs/FORMAT.md section 4.4).
+    attempt: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
 
     async def save(self) -> None:
         if self.job is not None:
@@ -503,7 +508,7 @@ async def _copy_chunks(run: _Run, snap: _Snapshot, dbname: str, mark: DatabaseMa
                     return
                 locked.add((id(conn), item.table.oid))
             sink = _ChunkSink(run.store, run.pool, run.settings, run.mark.subdir, item, run.written,
-                              _over_tcp(conn), run.reach)
+                              _over_tcp(conn), run.reach, run.attempt)
             try:
                 status = await _copy_out(conn, item.table, item.page_range, item.entry.format, sink)
                 await sink.finish()
@@ -568,7 +573,7 @@ async def _write_schema(run: _Run, ordinal: int, schema) -> FileRef:
     data, sha = await asyncio.get_running_loop().run_in_executor(
         run.pool, seal, json.dumps(schema.to_json(), separators=(",", ":")).encode(),
         run.settings.compression_level)
-    path = layout.schema_path(run.mark.subdir, ordinal)
+    path = layout.schema_path(run.mark.subdir, ordinal, run.attempt)
     run.written.append(path)
     await put(run.store, path, data)
     return FileRef(path, len(data), sha)

@@ -13,6 +13,11 @@ settings)` with one of the names in `POINTS`. At such a point:
   no cleanup, no lease release, no buffered log line. Test-only: the reliability suite starts a
   pgkeep with it, lets it die, and checks that another pgkeep adopts the job and ends it right.
 
+- when PGKEEP_TESTING_STALLPOINTS (comma-separated `name=seconds`) names it, the whole process
+  freezes there once, event loop included (no heartbeat, no I/O), as a SIGSTOP or a long GC
+  pause would: its lease expires, another pgkeep adopts the job, and the frozen one wakes up as
+  a "zombie" that still believes it runs the job. Test-only, like the crash switch.
+
 The names are the contract between the engine and tests/reliability: a test names a point, and
 `reach` refuses a name that is not in POINTS, so a renamed point breaks its test loudly.
 """
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 from .jobs import JobStopped
 
@@ -46,6 +52,8 @@ def parse_points(text: str | None) -> frozenset[str]:
 
 
 _CRASH = parse_points(os.environ.get("PGKEEP_TESTING_CRASHPOINTS"))
+_STALL = {name: float(secs) for name, _, secs in
+          (p.partition("=") for p in parse_points(os.environ.get("PGKEEP_TESTING_STALLPOINTS")))}
 
 
 def crashpoints() -> frozenset[str]:
@@ -60,5 +68,10 @@ def reach(name: str, job=None, pausepoints: frozenset[str] = frozenset()) -> Non
         sys.stderr.write(f"pgkeep: crashpoint {name} reached, exiting as kill -9 would\n")
         sys.stderr.flush()
         os._exit(137)
+    if name in _STALL:
+        seconds = _STALL.pop(name)          # once per process
+        sys.stderr.write(f"pgkeep: stallpoint {name} reached, freezing for {seconds} s\n")
+        sys.stderr.flush()
+        time.sleep(seconds)                 # blocks the event loop on purpose
     if job is not None and name in pausepoints:
         raise JobStopped("pause")

@@ -49,12 +49,19 @@ def lock_path(subdir: str) -> str:
     return _rel(subdir, LOCK_NAME)
 
 
-def schema_path(subdir: str, db_ordinal: int) -> str:
-    return _rel(subdir, f"schema/{db_ordinal}.json")
+def schema_path(subdir: str, db_ordinal: int, attempt: str = "") -> str:
+    """`attempt` names the run of the job that writes it (docs/FORMAT.md section 4.4): two runs
+    of one job, a zombie and its adopter, never write the same name."""
+    return _rel(subdir, f"schema/{db_ordinal}{_suffix(attempt)}.json")
 
 
-def data_path(subdir: str, db_ordinal: int, table_oid: int, chunk: int, part: int) -> str:
-    return _rel(subdir, f"data/{db_ordinal}/{table_oid}-{chunk}-{part}.pgkd")
+def data_path(subdir: str, db_ordinal: int, table_oid: int, chunk: int, part: int,
+              attempt: str = "") -> str:
+    return _rel(subdir, f"data/{db_ordinal}/{table_oid}-{chunk}-{part}{_suffix(attempt)}.pgkd")
+
+
+def _suffix(attempt: str) -> str:
+    return f"-{attempt}" if attempt else ""
 
 
 def latest_marker(end_time: dt.datetime, extra_ns: int = 0) -> str:

@@ -43,7 +43,7 @@ def wait_job(proc, job_id: int, statuses=ENDED, timeout: float = 90) -> dict:
     return wait_until(proc, job_id, lambda r: r["status"] in statuses, timeout, poll=0.1)
 
 
-def wait_done(proc, job_id: int, timeout: float = 90) -> tuple[str, str | None]:
+def wait_done(proc, job_id: int, timeout: float = 120) -> tuple[str, str | None]:
     """(status, error) once the job succeeded, failed or was canceled."""
     row = wait_job(proc, job_id, ("succeeded", "failed", "canceled"), timeout)
     return row["status"], row["error"]

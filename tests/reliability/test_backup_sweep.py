@@ -9,34 +9,18 @@ short lease adopts the job."""
 from __future__ import annotations
 
 import subprocess
-import time
 import uuid
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from tests.support.objstores import seaweedfs
 from tests.support.pgkeep import PgkeepProcess
 
+from .jobtools import query, wait_done
+
 DB = "sweepdb"
 MIB = 1 << 20
-
-
-def run(proc, sql):
-    with psycopg.connect(proc.dsn(), autocommit=True, connect_timeout=30) as conn:
-        cur = conn.execute(sql)
-        return cur.fetchall() if cur.description else None
-
-
-def wait_done(proc, job_id, timeout=120) -> tuple[str, str]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        row = run(proc, f"SHOW JOB {job_id}")[0]
-        if row[5] in ("succeeded", "failed", "canceled"):
-            return row[5], row[12]
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} did not end")
 
 
 @pytest.fixture(scope="module")
@@ -57,15 +41,15 @@ def killed(pgkeep, pg18, workdir, source):
     shared pgkeep, at the same place, may adopt it first: either ends the job)."""
     procs: list[PgkeepProcess] = []
     args = ["--nodelocal-root", str(pgkeep.workdir / "data" / "external"), "--job-lease", "2"]
-    run(pgkeep, "SET CLUSTER SETTING pgkeep.backup.chunk_size = '256 MiB'")   # one chunk
-    run(pgkeep, "SET CLUSTER SETTING pgkeep.backup.parallelism = 1")
+    query(pgkeep, "SET CLUSTER SETTING pgkeep.backup.chunk_size = '256 MiB'")   # one chunk
+    query(pgkeep, "SET CLUSTER SETTING pgkeep.backup.parallelism = 1")
 
     def kill(coll: str, file_size: str):
-        run(pgkeep, f"SET CLUSTER SETTING bulkio.backup.file_size = '{file_size}'")
+        query(pgkeep, f"SET CLUSTER SETTING bulkio.backup.file_size = '{file_size}'")
         a = PgkeepProcess(workdir / f"sweep-a-{uuid.uuid4().hex[:6]}", pg18.dsn(), args=args,
                           env={"PGKEEP_TESTING_CRASHPOINTS": "backup.mid_file"}).start()
         procs.append(a)
-        job_id = run(a, f"BACKUP DATABASE {DB} INTO '{coll}' WITH DETACHED")[0][0]
+        job_id = query(a, f"BACKUP DATABASE {DB} INTO '{coll}' WITH DETACHED")[0][0]
         assert a.proc.wait(90) == 137, a.log()[-2000:]
         b = PgkeepProcess(workdir / f"sweep-b-{uuid.uuid4().hex[:6]}", pg18.dsn(), args=args)
         procs.append(b)
@@ -73,7 +57,7 @@ def killed(pgkeep, pg18, workdir, source):
 
     yield kill
     for setting in ("pgkeep.backup.chunk_size", "pgkeep.backup.parallelism", "bulkio.backup.file_size"):
-        run(pgkeep, f"RESET CLUSTER SETTING {setting}")
+        query(pgkeep, f"RESET CLUSTER SETTING {setting}")
     for p in procs:
         p.stop()
 
@@ -95,7 +79,7 @@ def test_temporary_file_of_killed_writer_is_removed_when_job_is_adopted(pgkeep, 
     adopter.start()
     assert wait_done(adopter, job_id) == ("succeeded", None)
     assert temporaries(root) == []
-    assert len(run(adopter, f"SHOW BACKUPS IN '{coll}'")) == 1
+    assert len(query(adopter, f"SHOW BACKUPS IN '{coll}'")) == 1
     assert not any(f.endswith(".tmp") for f in files_under(root))
 
 
@@ -104,7 +88,7 @@ def test_temporary_file_of_killed_writer_is_removed_when_job_is_cancelled(pgkeep
     root = pgkeep.workdir / "data" / "external" / coll.split("/")[-1]
     job_id, adopter = killed(coll, "2 MiB")
     assert len(temporaries(root)) == 1
-    run(pgkeep, f"CANCEL JOB {job_id}")
+    query(pgkeep, f"CANCEL JOB {job_id}")
     adopter.start()
     assert wait_done(adopter, job_id)[0] == "canceled"
     assert files_under(root) == []                     # lock, data files and the temporary one
@@ -119,7 +103,7 @@ def test_removal_the_store_refuses_is_reported_not_fatal(pgkeep, killed):
     job_id, adopter = killed(coll, "2 MiB")
     (tmp,) = temporaries(root)
     data_dir = (root / tmp).parent
-    run(pgkeep, f"CANCEL JOB {job_id}")
+    query(pgkeep, f"CANCEL JOB {job_id}")
     subprocess.run(["chattr", "+i", str(data_dir)], check=True)
     try:
         adopter.start()
@@ -146,5 +130,5 @@ def test_unfinished_multipart_upload_of_killed_writer_is_aborted_when_job_is_ado
         "the killed writer should have left its multipart upload open"
     adopter.start()
     assert wait_done(adopter, job_id) == ("succeeded", None)
-    assert len(run(adopter, f"SHOW BACKUPS IN '{coll}'")) == 1
+    assert len(query(adopter, f"SHOW BACKUPS IN '{coll}'")) == 1
     assert server.uploads(bucket) == []

@@ -73,27 +73,46 @@ def job_subdirs(proc, job_ids: list[int]) -> dict[int, str]:
     return dict(rows)
 
 
-def check_backups(proc, pg18, coll: str, jobs: dict[int, str], restores: int) -> None:
+def check_backups(proc, pg18, coll: str, jobs: dict[int, str], restores_per_db: int,
+                  validate_per_db: int | None = None, workers: int = 8) -> None:
     """`jobs`: job id -> database, every job that said succeeded. Each has its own subdir
-    holding its own manifest, listed once by SHOW BACKUPS, whose files all verify."""
+    holding its own manifest (naming that job and its database), listed once by SHOW BACKUPS;
+    the files of `validate_per_db` backups of each database (all: None) verify, and
+    `restores_per_db` of them restore to the database's rows. The subdirs are checked on
+    `workers` connections at once."""
     subdirs = job_subdirs(proc, list(jobs))
     assert len(set(subdirs.values())) == len(jobs), "two succeeded jobs share a subdir"
     assert sorted(p for (p,) in run(proc, f"SHOW BACKUPS IN '{coll}'")) == sorted(subdirs.values())
-    for job_id, sub in subdirs.items():
-        (manifest,), = run(proc, f"SHOW BACKUP FROM '{sub}' IN '{coll}' WITH as_json")
-        m = manifest if isinstance(manifest, dict) else json.loads(manifest)
-        assert (m["job_id"], [d["name"] for d in m["databases"]]) == (job_id, [jobs[job_id]])
-        assert run(proc, f"SHOW BACKUP VALIDATE FROM '{sub}' IN '{coll}'") == [("No problems found!",)]
+    chosen = {db: [j for j in subdirs if jobs[j] == db] for db in DBS}
+    validate = {j for db in DBS for j in chosen[db][:validate_per_db]}
+
+    def check(item: tuple[int, str]) -> tuple:
+        job_id, sub = item
+        with psycopg.connect(proc.dsn(), autocommit=True, connect_timeout=60) as conn:
+            (manifest,), = conn.execute(f"SHOW BACKUP FROM '{sub}' IN '{coll}' WITH as_json").fetchall()
+            m = manifest if isinstance(manifest, dict) else json.loads(manifest)
+            valid = (conn.execute(f"SHOW BACKUP VALIDATE FROM '{sub}' IN '{coll}'").fetchall()
+                     if job_id in validate else [("No problems found!",)])
+        return (m["job_id"], [d["name"] for d in m["databases"]]), valid
+
+    with ThreadPoolExecutor(workers) as pool:
+        found = dict(zip(subdirs, pool.map(check, subdirs.items())))
+    for job_id in subdirs:
+        assert found[job_id] == ((job_id, [jobs[job_id]]), [("No problems found!",)]), job_id
     expected = {db: row_hashes(pg18, db) for db in DBS}
-    for job_id in list(subdirs)[:restores]:
-        db, target = jobs[job_id], f"conc_r_{job_id % 100000}"
-        pg18.psql(f"DROP DATABASE IF EXISTS {target}")
-        run(proc, f"RESTORE DATABASE {db} FROM '{subdirs[job_id]}' IN '{coll}' WITH new_db_name = '{target}'")
-        assert row_hashes(pg18, target) == expected[db]
-        pg18.psql(f"DROP DATABASE {target}")
+    for db in DBS:
+        for job_id in chosen[db][:restores_per_db]:
+            target = f"conc_r_{job_id % 100000}"
+            pg18.psql(f"DROP DATABASE IF EXISTS {target}")
+            run(proc, f"RESTORE DATABASE {db} FROM '{subdirs[job_id]}' IN '{coll}' "
+                      f"WITH new_db_name = '{target}'")
+            assert row_hashes(pg18, target) == expected[db]
+            pg18.psql(f"DROP DATABASE {target}")
 
 
-def backup_pairs(proc, pg18, coll: str, pairs: int) -> None:
+def backup_pairs(proc, pg18, coll: str, pairs: int, restores_per_db: int,
+                 validate_per_db: int | None = None) -> None:
+    started = time.monotonic()
     outcomes = start_together(proc, [f"BACKUP DATABASE {db} INTO '{coll}'"
                                      for _ in range(pairs) for db in DBS])
     jobs = {}
@@ -103,15 +122,18 @@ def backup_pairs(proc, pg18, coll: str, pairs: int) -> None:
             assert status == "succeeded"
             jobs[job_id] = DBS[i % 2]
     assert len(jobs) >= pairs, [o for o in outcomes if isinstance(o, Exception)][:3]
-    check_backups(proc, pg18, coll, jobs, restores=4)
+    backed_up = time.monotonic()
+    check_backups(proc, pg18, coll, jobs, restores_per_db, validate_per_db)
+    print(f"\n{pairs} pairs into {coll.split('?')[0]}: backups {backed_up - started:.1f} s, "
+          f"checks {time.monotonic() - backed_up:.1f} s")
 
 
 def test_fifty_concurrent_pairs_on_nodelocal_each_own_subdir(conc, pg18):
-    backup_pairs(conc, pg18, f"nodelocal://self/conc-{uuid.uuid4().hex[:8]}", 50)
+    backup_pairs(conc, pg18, f"nodelocal://self/conc-{uuid.uuid4().hex[:8]}", 50, restores_per_db=2)
 
 
-def test_concurrent_pairs_on_s3_each_own_subdir(conc, pg18, s3):
-    backup_pairs(conc, pg18, s3.collection_uri("conc"), 6)
+def test_fifty_concurrent_pairs_on_s3_each_own_subdir(conc, pg18, s3):
+    backup_pairs(conc, pg18, s3.collection_uri("conc"), 50, restores_per_db=1, validate_per_db=5)
 
 
 def test_cancelled_concurrent_job_never_touches_the_others_backup(conc, pg18):
@@ -136,4 +158,5 @@ def test_cancelled_concurrent_job_never_touches_the_others_backup(conc, pg18):
         run(conc, f"{'CANCEL' if i % 2 else 'RESUME'} JOB {job_id}")
     final = {r[0]: r[5] for r in run(conc, f"SHOW JOBS WHEN COMPLETE {array}")}
     assert [final[j] for j in ids] == ["succeeded", "canceled"] * 10, final
-    check_backups(conc, pg18, coll, {j: DBS[i % 2] for i, j in enumerate(ids) if not i % 2}, restores=2)
+    check_backups(conc, pg18, coll, {j: DBS[i % 2] for i, j in enumerate(ids) if not i % 2},
+                  restores_per_db=2)

@@ -13,7 +13,7 @@ import asyncpg
 
 from . import collection, external
 from .backup import run_backup
-from .errors import StorageError
+from .errors import NotFound, StorageError
 from .restore import run_restore
 from .spec import (BackupResult, BackupSpec, EngineSettings, RestoreResult, RestoreSpec,
                    backup_spec_from_dict, restore_spec_from_dict)
@@ -147,18 +147,22 @@ def _transient(e: BaseException) -> bool:
     return False
 
 
+_PROBE = "LATEST"    # any name: its metadata, or NotFound, is an answer from the store
+
+
 async def _reachable(store, job_id: int, wait: float) -> None:
-    """Returns once `store` answers a listing of the collection (empty or not); retries while
-    it fails transiently, for `wait` seconds in all; any other failure (the bucket does not
-    exist, access denied, a bad URI) raises at once, as does the last transient one."""
+    """Returns once `store` answers (one stat at the collection's root, NotFound included: the
+    job's own accesses then meet any missing object or bucket); retries while it fails
+    transiently, for `wait` seconds in all; any other failure (access denied, a bad URI)
+    raises at once, as does the last transient one."""
     deadline = time.monotonic() + wait
     delay = 0.5
     while True:
         try:
             async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                async with contextlib.aclosing(store.list("")) as listing:
-                    async for _ in listing:
-                        break
+                await store.stat(_PROBE)
+            return
+        except NotFound:
             return
         except TimeoutError:
             raise StorageError(f"could not reach {store.uri} for {wait:.0f} s",

@@ -165,8 +165,10 @@ async def _reachable(store, job_id: int, wait: float) -> None:
         except NotFound:
             return
         except TimeoutError:
-            raise StorageError(f"could not reach {store.uri} for {wait:.0f} s",
-                               hint="check that the storage service is up") from None
+            # the words of an unreachable store's error (storage/uri.py): no time, no cause
+            raise StorageError(f"could not reach {store.uri} to stat {_PROBE} (gave up after "
+                               "retrying)", hint="check the storage URI and that the storage "
+                               "service is up") from None
         except StorageError as e:
             if not _transient(e) or time.monotonic() + delay >= deadline:
                 raise

@@ -52,6 +52,8 @@ class JobContext:
     done_rows: int = 0
     phase: str = ""
     stop: str | None = None          # None, 'pause', 'cancel' or 'release'
+    adopted: bool = False            # claimed from the catalog (after a crash, a resume, or
+                                     # pending), not started by the statement that submitted it
     _last_report: float = 0.0
 
     def check(self) -> None:
@@ -238,10 +240,10 @@ class JobRegistry:
             if job is None:
                 break
             _log.info("adopted job %d (%s, %s)", job.job_id, job.job_type, job.status)
-            self._start(job, await self.store.payload(job.job_id))
+            self._start(job, await self.store.payload(job.job_id), adopted=True)
 
-    def _start(self, job, spec: dict) -> None:
-        ctx = JobContext(job.job_id, spec, job.checkpoint, self)
+    def _start(self, job, spec: dict, adopted: bool = False) -> None:
+        ctx = JobContext(job.job_id, spec, job.checkpoint, self, adopted=adopted)
         if job.status == "pause-requested":
             ctx.stop = "pause"
         elif job.status in ("cancel-requested", "reverting"):

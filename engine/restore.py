@@ -31,7 +31,7 @@ import asyncpg
 from . import pausepoints
 from . import schema as schema_mod
 from .collection import BackupHandle, open_backup, read_file, read_schema
-from .errors import (DuplicateDatabase, DuplicateTable, EngineError, InvalidTarget, StorageError,
+from .errors import (DuplicateDatabase, DuplicateTable, EngineError, InvalidTarget,
                      Unsupported, UndefinedObject)
 from .format.copystream import CopyDecoder
 from .format.manifest import Chunk, DatabaseEntry, TableEntry
@@ -513,24 +513,9 @@ def _relations_named(schema, entry: DatabaseEntry, ref: TableRef, session_db: st
 
 
 async def _open(store: ObjectStore, spec: RestoreSpec) -> BackupHandle:
-    """The backup, retried with backoff while the store fails transiently (a job adopted while
-    its store is briefly unreachable must not fail at once); a missing or damaged backup fails
-    at once."""
-    delay = 0.5
-    for attempt in range(_OPEN_ATTEMPTS):
-        try:
-            return await open_backup(store, spec.subdir, spec.latest)
-        except StorageError:
-            if attempt == _OPEN_ATTEMPTS - 1:
-                raise
-            _log.warning("restore job %d: the backup is unreachable, retrying in %.1f s",
-                         spec.job_id, delay)
-            await asyncio.sleep(delay)
-            delay *= 2
-    raise AssertionError("unreachable")
-
-
-_OPEN_ATTEMPTS = 5
+    """The backup. A missing, damaged or unreadable backup fails at once; an adopted job's store
+    has already waited for a store that was briefly unreachable (engine/service.py)."""
+    return await open_backup(store, spec.subdir, spec.latest)
 
 
 async def run_restore(spec: RestoreSpec, connector: Connector, store: ObjectStore,

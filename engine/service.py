@@ -2,19 +2,29 @@
 nodelocal lands, and how to read the settings. Commands call these with plain specs."""
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import time
 from pathlib import Path
-from typing import Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import asyncpg
 
 from . import collection, external
 from .backup import run_backup
+from .errors import NotFound, StorageError
 from .restore import run_restore
 from .spec import (BackupResult, BackupSpec, EngineSettings, RestoreResult, RestoreSpec,
                    backup_spec_from_dict, restore_spec_from_dict)
 from .storage import StoreContext, open_store
 
-__all__ = ["Engine", "UpstreamConnector"]
+__all__ = ["Engine", "UpstreamConnector", "ADOPTION_WAIT"]
+
+_log = logging.getLogger("pgkeep.jobs")
+
+# Seconds in all an adopted job waits for its store to answer at its first access.
+ADOPTION_WAIT = 60.0
 
 
 class UpstreamConnector:
@@ -65,15 +75,23 @@ class Engine:
         finally:
             await store.close()
 
+    async def job_store(self, uri: str, job=None):
+        """The store of a job's collection: an adopted job's (jobs.JobContext.adopted) waits
+        for its store at its first access (see _AdoptedStore)."""
+        store = await self.store(uri)
+        if job is not None and getattr(job, "adopted", False):
+            return _AdoptedStore(store, job.job_id, ADOPTION_WAIT)
+        return store
+
     async def backup(self, spec: BackupSpec, job=None) -> BackupResult:
-        store = await self.store(spec.collection)
+        store = await self.job_store(spec.collection, job)
         try:
             return await run_backup(spec, self.connector, store, await self._settings(), job)
         finally:
             await store.close()
 
     async def restore(self, spec: RestoreSpec, job=None) -> RestoreResult:
-        store = await self.store(spec.collection)
+        store = await self.job_store(spec.collection, job)
         try:
             return await run_restore(spec, self.connector, store, await self._settings(), job)
         finally:
@@ -111,6 +129,119 @@ class Engine:
         schemas = {d.ordinal: await collection.read_schema(store, d.schema_file)
                    for d in handle.manifest.databases}
         return handle, schemas
+
+
+# ---- adoption: wait for the store ------------------------------------------------------------
+
+def _transient(e: BaseException) -> bool:
+    """Did the store fail for a reason a later attempt may cure? The retrying store
+    (storage/wrappers.py) raises its final StorageError while handling the backend's
+    TransientStorageError (refused, reset, timeout, 5xx, throttling), which stays its context."""
+    from .storage.uri import TransientStorageError
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, TransientStorageError):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
+
+
+_PROBE = "LATEST"    # any name: its metadata, or NotFound, is an answer from the store
+
+
+async def _reachable(store, job_id: int, wait: float) -> None:
+    """Returns once `store` answers (one stat at the collection's root, NotFound included: the
+    job's own accesses then meet any missing object or bucket); retries while it fails
+    transiently, for `wait` seconds in all; any other failure (access denied, a bad URI)
+    raises at once, as does the last transient one."""
+    deadline = time.monotonic() + wait
+    delay = 0.5
+    while True:
+        try:
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                await store.stat(_PROBE)
+            return
+        except NotFound:
+            return
+        except TimeoutError:
+            # the words of an unreachable store's error (storage/uri.py): no time, no cause
+            raise StorageError(f"could not reach {store.uri} to stat {_PROBE} (gave up after "
+                               "retrying)", hint="check the storage URI and that the storage "
+                               "service is up") from None
+        except StorageError as e:
+            if not _transient(e) or time.monotonic() + delay >= deadline:
+                raise
+            _log.warning("job %d: its store is unreachable, waiting for it (%s)", job_id, e.message)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 4.0)
+
+
+class _AdoptedStore:
+    """An adopted job's store. The job moved because its process died, often with the network
+    or the storage service in trouble: before the job's first access, it waits (_reachable) for
+    the store to answer, so a store down for less than `wait` seconds does not fail the job,
+    while a permanent failure (no such bucket, denied, not found) still fails it at once. The
+    first access happens inside the job's own code, so a failure takes the job's own cleanup
+    path (a restore drops its temporary databases). Later accesses go straight through."""
+
+    def __init__(self, store, job_id: int, wait: float) -> None:
+        self._store = store
+        self._job_id = job_id
+        self._wait = wait
+        self._gate: asyncio.Future | None = None
+        self.uri = store.uri
+
+    async def _ready(self) -> None:
+        if self._gate is None:
+            self._gate = asyncio.ensure_future(_reachable(self._store, self._job_id, self._wait))
+            try:
+                await asyncio.shield(self._gate)
+            finally:
+                self._gate.cancel()     # a cancelled first caller does not leave it running
+        elif not self._gate.done():
+            await asyncio.shield(self._gate)
+
+    async def writer(self, path: str):
+        await self._ready()
+        return await self._store.writer(path)
+
+    async def get(self, path: str) -> AsyncIterator[bytes]:
+        await self._ready()
+        async with contextlib.aclosing(self._store.get(path)) as stream:
+            async for chunk in stream:
+                yield chunk
+
+    async def get_range(self, path: str, offset: int, length: int) -> bytes:
+        await self._ready()
+        return await self._store.get_range(path, offset, length)
+
+    async def list(self, prefix: str = "") -> AsyncIterator[Any]:
+        await self._ready()
+        async with contextlib.aclosing(self._store.list(prefix)) as listing:
+            async for info in listing:
+                yield info
+
+    async def create(self, path: str, data: bytes) -> None:
+        await self._ready()
+        await self._store.create(path, data)
+
+    async def delete(self, path: str) -> None:
+        await self._ready()
+        await self._store.delete(path)
+
+    async def stat(self, path: str):
+        await self._ready()
+        return await self._store.stat(path)
+
+    async def close(self) -> None:
+        await self._store.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def __repr__(self) -> str:
+        return f"_AdoptedStore({self.uri})"
 
 
 # ---- job_runners' boundary: what a job may record as its error ----------------------------

@@ -89,11 +89,11 @@ class JobStore:
         processes at `placement` (when not None) may ever run it."""
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute(
-                f"INSERT INTO pgkeep.jobs(job_id, job_type, description, statement, user_name, status, "
-                f"started, coordinator_id, lease_expires, placement) VALUES ($1, $2, $3, $3, $4, "
-                f"CASE WHEN $5::text IS NULL THEN 'pending' ELSE 'running' END, "
-                f"CASE WHEN $5::text IS NULL THEN NULL ELSE now() END, $5, "
-                f"now() + make_interval(secs => $6), $7)",
+                "INSERT INTO pgkeep.jobs(job_id, job_type, description, statement, user_name, status, "
+                "started, coordinator_id, lease_expires, placement) VALUES ($1, $2, $3, $3, $4, "
+                "CASE WHEN $5::text IS NULL THEN 'pending' ELSE 'running' END, "
+                "CASE WHEN $5::text IS NULL THEN NULL ELSE now() END, $5, "
+                "now() + make_interval(secs => $6), $7)",
                 job_id, job_type, description, user, coordinator, lease_seconds, placement)
             await conn.execute("INSERT INTO pgkeep.job_payloads(job_id, spec) VALUES ($1, $2::jsonb)",
                                job_id, json.dumps(spec))

@@ -17,7 +17,7 @@ import secrets
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Awaitable, Callable
 
 from .errors import Canceled, EngineError
 

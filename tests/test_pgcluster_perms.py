@@ -1,7 +1,7 @@
 """The embedded server's account must reach the PostgreSQL binaries and its data directory,
-which may sit under a private home directory (/root/.pyenv, /root/project): pgkeep opens the
+which may sit under a private home directory (root's pyenv, a project under it): pgkeep opens the
 way with search permission only, so the home directory stays unlistable to other users (the
-fresh-machine check found /root turned 0705)."""
+fresh-machine check found root's home turned 0705)."""
 from __future__ import annotations
 
 import stat

@@ -67,6 +67,12 @@ def listen_error(host: str, port: int, e: OSError) -> ListenError:
     return ListenError(f"cannot listen on {host}:{port}: {e.strerror or e}")
 
 
+def _redact(cmd: str) -> str:
+    """Another process's command line may hold a password (a DSN in argv): never repeat it."""
+    import re
+    return re.sub(r"(://[^/@\s:]*:)[^@\s]*@", r"\1redacted@", cmd)
+
+
 def port_holder(port: int) -> str | None:
     """'process 1234 (python3 -m proxy serve)' listening on TCP `port`, from /proc (Linux),
     when this user may read that process's file descriptors; None otherwise."""
@@ -87,7 +93,7 @@ def port_holder(port: int) -> str | None:
             fds = os.listdir(f"/proc/{pid}/fd")
             if any(os.readlink(f"/proc/{pid}/fd/{fd}") in inodes for fd in fds):
                 cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                return f"process {pid} ({' '.join(cmd.split())[:80]})"
+                return f"process {pid} ({_redact(' '.join(cmd.split()))[:80]})"
         except OSError:
             continue
     return None

@@ -369,3 +369,22 @@ def test_embedded_server_left_running_by_a_killed_pgkeep(embedded_dir):
     finally:
         assert second.stop() == 0
     assert _pg_ctl_status(datadir).returncode == 3
+
+
+def test_port_holder_password_is_not_repeated(tmp_path):
+    """The process named as the port's holder may carry a password in its argv (a DSN): the
+    one-line refusal names the process without it."""
+    code = ("import socket, time; s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(); "
+            "print(s.getsockname()[1], flush=True); time.sleep(60)")
+    # a short command line, so the DSN falls within what the message shows of it
+    holder = subprocess.Popen(["pg", "-c", "exec(__import__('os').environ['C'])",
+                               "postgresql://u:TopSecret9@db/x"], executable=sys.executable,
+                              env={**os.environ, "C": code}, stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(holder.stdout.readline())
+        r = _cli("serve", "--listen", f"127.0.0.1:{port}", "--data-dir", str(tmp_path / "d"))
+        assert r.returncode == 1 and f"by process {holder.pid} (" in r.stderr, r.stderr
+        assert "TopSecret9" not in r.stderr and "postgresql://u:redacted@db/x" in r.stderr, r.stderr
+    finally:
+        holder.kill()
+        holder.wait()

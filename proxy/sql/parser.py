@@ -200,27 +200,27 @@ def _parse_own(handler: Handler, sql: str) -> Statement:
     return handler(Parser(sql, tokens))
 
 
-def _claims(sql: str) -> str | None:
-    """The family of the pgkeep statement `sql` starts with (by its leading keywords), even
-    when the rest of it is malformed; None when it is not one of pgkeep's."""
+def _family(sql: str, malformed: bool) -> str | None:
+    """The family of the pgkeep statement `sql` starts with (by its leading keywords); None when
+    it is not one of pgkeep's. A malformed one gives its first keyword when `malformed`, else
+    None."""
     handler = _handler(sql)
     if handler is None:
         return None
     try:
         return _parse_own(handler, sql).family
     except PgError:
-        return Lexer(sql).next().value.upper()
+        return Lexer(sql).next().value.upper() if malformed else None
+
+
+def _claims(sql: str) -> str | None:
+    """Any statement that starts as one of pgkeep's, even malformed."""
+    return _family(sql, malformed=True)
 
 
 def _parses(sql: str) -> str | None:
-    """The family if all of `sql` is one valid pgkeep statement."""
-    handler = _handler(sql)
-    if handler is None:
-        return None
-    try:
-        return _parse_own(handler, sql).family
-    except PgError:
-        return None
+    """Only when all of `sql` is one valid pgkeep statement."""
+    return _family(sql, malformed=False)
 
 
 def _refuse_wrapped(sql: str) -> None:

@@ -35,7 +35,7 @@ def wait_until(proc, job_id: int, done: Callable[[dict], bool], timeout: float =
         if done(row):
             return row
         time.sleep(poll)
-    raise AssertionError(f"job {job_id} did not get there: {row}")
+    raise AssertionError(f"job {job_id} did not get there: {row}\n{proc.log()[-3000:]}")
 
 
 def wait_job(proc, job_id: int, statuses=ENDED, timeout: float = 90) -> dict:

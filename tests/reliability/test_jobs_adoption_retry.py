@@ -22,7 +22,6 @@ import threading
 import time
 import uuid
 
-import psycopg
 import pytest
 
 from tests.support.clusters import make_cluster
@@ -30,6 +29,8 @@ from tests.support.datasets import row_hashes
 from tests.support.faultproxy import FaultProxy
 from tests.support.objstores import seaweedfs
 from tests.support.pgkeep import PgkeepProcess
+
+from .jobtools import job_row, query, wait_exit, wait_job
 
 SOURCE = "adopt_src"
 # Seconds the relay keeps refusing once both jobs are adopted: longer than one request's own
@@ -56,37 +57,6 @@ class OutageRelay(FaultProxy):
     def up(self) -> None:
         self._listener = socket.create_server(("127.0.0.1", self.port))
         threading.Thread(target=self._accept, daemon=True).start()
-
-
-def query(proc, sql):
-    with psycopg.connect(proc.dsn(), autocommit=True, connect_timeout=30) as conn:
-        cur = conn.execute(sql)
-        return cur.fetchall() if cur.description else None
-
-
-def job_row(proc, job_id) -> dict:
-    with psycopg.connect(proc.dsn(), autocommit=True, connect_timeout=30) as conn:
-        cur = conn.execute(f"SHOW JOB {job_id}")
-        return dict(zip([c.name for c in cur.description], cur.fetchone()))
-
-
-def wait_job(proc, job_id, timeout=120) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        row = job_row(proc, job_id)
-        if row["status"] in ("succeeded", "failed", "canceled", "paused"):
-            return row
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} did not end: {row}\n{proc.log()[-3000:]}")
-
-
-def wait_exit(proc, timeout=60) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.proc.poll() is not None:
-            return proc.proc.returncode
-        time.sleep(0.1)
-    raise AssertionError(f"pgkeep did not crash:\n{proc.log()[-3000:]}")
 
 
 def wait_for(predicate, timeout: float, what: str) -> None:
@@ -157,7 +127,7 @@ def test_adopted_jobs_wait_for_a_store_that_refuses_connections(cluster, s3):
             assert job_row(b, job)["status"] == "running", (job_row(b, job), b.log()[-3000:])
         relay.up()
         for job in (restore_job, backup_job):
-            row = wait_job(b, job)
+            row = wait_job(b, job, timeout=120)
             assert row["status"] == "succeeded", (row["job_type"], row["error"], b.log()[-3000:])
         assert "its store is unreachable, waiting for it" in b.log()
         expected = row_hashes(cluster, SOURCE)
@@ -183,7 +153,7 @@ def test_adopted_jobs_fail_at_once_when_the_bucket_is_gone(cluster, s3):
     b = _pgkeep(cluster, f"b-{target}").start()
     started = time.monotonic()
     try:
-        rows = {job: wait_job(b, job) for job in (restore_job, backup_job)}
+        rows = {job: wait_job(b, job, timeout=120) for job in (restore_job, backup_job)}
         took = time.monotonic() - started
     finally:
         b.stop()

@@ -21,7 +21,7 @@ from typing import Awaitable, Callable
 
 from .errors import Canceled, EngineError
 
-__all__ = ["new_job_id", "JobRegistry", "JobContext", "JobStopped", "Runner"]
+__all__ = ["new_job_id", "JobRegistry", "JobContext", "JobHandle", "NoJob", "JobStopped", "Runner"]
 
 _log = logging.getLogger("pgkeep.jobs")
 
@@ -55,6 +55,7 @@ class JobContext:
     adopted: bool = False            # claimed from the catalog (after a crash, a resume, or
                                      # pending), not started by the statement that submitted it
     _last_report: float = 0.0
+    real = True                      # NoJob's is False
 
     def check(self) -> None:
         """Call at chunk boundaries: raises when the job must stop now."""
@@ -77,6 +78,34 @@ class JobContext:
     async def save_checkpoint(self, checkpoint: dict) -> None:
         self.checkpoint = checkpoint
         await self.registry.store.save_checkpoint(self.job_id, self.registry.coordinator, checkpoint)
+
+
+class NoJob:
+    """The job handle of work run outside a job (engine tests, tools): the same interface as
+    JobContext, doing nothing, so the engine never guards with `job is not None`."""
+    real = False
+    job_id = 0
+    checkpoint: dict | None = None
+    registry = None
+    adopted = False
+
+    def __init__(self) -> None:
+        self.total_bytes = self.done_bytes = self.done_rows = 0
+        self.phase = ""
+        self.stop: str | None = None
+
+    def check(self) -> None:
+        pass
+
+    def progress(self, nbytes: int, nrows: int) -> None:
+        self.done_bytes += nbytes
+        self.done_rows += nrows
+
+    async def save_checkpoint(self, checkpoint: dict) -> None:
+        self.checkpoint = checkpoint
+
+
+JobHandle = "JobContext | NoJob"   # what the engine's run_* functions take as `job`
 
 
 def _transient(e: BaseException) -> bool:

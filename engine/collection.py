@@ -12,14 +12,14 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 
 from . import schema as schema_mod
-from .errors import DataCorrupted, InvalidURI, NotFound, Unsupported
+from .errors import DataCorrupted, EngineError, InvalidURI, NotFound, Unsupported
 from .format import layout
 from .format.envelope import Opener, open_bytes
-from .format.manifest import FileRef, Manifest
+from .format.manifest import ChainLink, FileRef, Manifest
 from .storage import ObjectStore, join_uri, read_all
 
-__all__ = ["list_backups", "resolve_subdir", "read_manifest", "read_schema", "read_file",
-           "BackupHandle", "open_backup"]
+__all__ = ["list_backups", "resolve_subdir", "read_manifest", "read_layer", "read_schema", "read_file",
+           "BackupHandle", "open_backup", "Chain", "layers_of", "open_chain", "InvalidRestoreTime"]
 
 
 async def list_backups(store: ObjectStore) -> list[str]:
@@ -98,6 +98,11 @@ async def resolve_subdir(store: ObjectStore, subdir: str | None, latest: bool) -
 
 
 async def read_manifest(store: ObjectStore, subdir: str) -> Manifest:
+    return (await read_layer(store, subdir))[0]
+
+
+async def read_layer(store: ObjectStore, subdir: str) -> tuple[Manifest, str]:
+    """The verified manifest of a full or a layer, and its SHA-256 (its checksum file's text)."""
     try:
         stored = await read_all(store, layout.manifest_path(subdir))
     except NotFound:
@@ -107,8 +112,131 @@ async def read_manifest(store: ObjectStore, subdir: str) -> Manifest:
         expected = (await read_all(store, layout.checksum_path(subdir))).decode().strip()
     except NotFound:
         raise DataCorrupted(f"{join_uri(store.uri, subdir)}: BACKUP_MANIFEST-CHECKSUM is missing") from None
+    except UnicodeDecodeError:
+        raise DataCorrupted(f"{join_uri(store.uri, subdir)}: BACKUP_MANIFEST-CHECKSUM is damaged") from None
     body = open_bytes("BACKUP_MANIFEST", stored, expected)
-    return Manifest.from_bytes(body)
+    return Manifest.from_bytes(body), expected
+
+
+# ---- chains of incremental layers (docs/FORMAT.md section 7) --------------------------------
+
+class InvalidRestoreTime(EngineError):
+    sqlstate = "22023"
+
+
+async def _subdirs(store: ObjectStore, prefix: str) -> list[str]:
+    """The names of the folders directly under `prefix` (which ends with '/')."""
+    found = set()
+    async for info in store.list(prefix):
+        rest = info.path[len(prefix):]
+        if "/" in rest:
+            found.add(rest.split("/", 1)[0])
+    return sorted(found)
+
+
+async def _layer_paths(store: ObjectStore, full: str) -> list[str]:
+    """Directories of the shape of an incremental layer of `full` (committed or not)."""
+    base = layout.incrementals_of(full)
+    out = []
+    for day in await _subdirs(store, base):
+        if len(day) == 8 and day.isdigit():
+            for name in await _subdirs(store, f"{base}{day}/"):
+                if layout.LAYER_RE.match(f"{day}/{name}"):
+                    out.append(f"/{base}{day}/{name}")
+    return out
+
+
+async def layers_of(store: ObjectStore, full: str) -> list[tuple[str, Manifest, str]]:
+    """The committed incremental layers of `full` (path, manifest, SHA-256), oldest first by
+    end time. A directory without a valid manifest is no layer (section 1's rule)."""
+    found = []
+    for path in await _layer_paths(store, full):
+        try:
+            m, sha = await read_layer(store, path)
+        except (NotFound, DataCorrupted, Unsupported):
+            continue
+        if m.backup_type == "incremental" and m.chain and m.chain[0].path == full:
+            found.append((m.end_datetime, path, m, sha))
+    return [(p, m, sha) for _, p, m, sha in sorted(found, key=lambda x: (x[0], x[1]))]
+
+
+@dataclass
+class Chain:
+    """A full and the layers up to the chosen one, each with its manifest (full first)."""
+    paths: list[str]
+    manifests: list[Manifest]
+    shas: list[str]
+
+    @property
+    def tip(self) -> Manifest:
+        return self.manifests[-1]
+
+    @property
+    def tip_path(self) -> str:
+        return self.paths[-1]
+
+    def link(self) -> list[ChainLink]:
+        """The `chain` of a layer appended to the tip: every layer of this chain."""
+        return [ChainLink(p, m.id, m.end_time, sha)
+                for p, m, sha in zip(self.paths, self.manifests, self.shas)]
+
+
+async def open_chain(store: ObjectStore, full: str, as_of: dt.datetime | None = None) -> Chain:
+    """The chain of `full` up to its tip, or up to the layer whose end time is `as_of`
+    (CockroachDB's errors otherwise); every layer verified against the links the chosen one
+    records (a deleted or altered layer is XX001 naming it)."""
+    m, sha = await read_layer(store, full)
+    if m.backup_type != "full":
+        raise InvalidURI(f"{join_uri(store.uri, full)} is an incremental layer, not a full backup",
+                         hint="name the full backup's subdir: its layers are found from it")
+    layers = [(full, m, sha)] + await layers_of(store, full)
+    chosen = len(layers) - 1
+    if as_of is not None:
+        chosen = _layer_at(layers, as_of)
+    path, tip, _ = layers[chosen]
+    known = {p: (mm, s) for p, mm, s in layers}
+    for link in tip.chain:
+        got = known.get(link.path)
+        if got is None or got[1] != link.manifest_sha256 or got[0].id != link.id:
+            raise DataCorrupted(f"layer {link.path} of the backup chain in {store.uri} is missing or "
+                                f"was altered (the layer {path} needs it)",
+                                hint="a chain is restorable only with every layer it was built on")
+    if [link.path for link in tip.chain] != [p for p, _, _ in layers[:chosen]]:
+        raise DataCorrupted(f"the layers of the backup chain in {join_uri(store.uri, full)} do not "
+                            f"form one chain (the layer {path} does not name every earlier layer)")
+    _check_paths(store, tip, [link.path for link in tip.chain] + [path])
+    return Chain([p for p, _, _ in layers[:chosen + 1]], [mm for _, mm, _ in layers[:chosen + 1]],
+                 [s for _, _, s in layers[:chosen + 1]])
+
+
+def _layer_at(layers, as_of: dt.datetime) -> int:
+    for i, (_, m, _) in enumerate(layers):
+        if abs((m.end_datetime - as_of).total_seconds()) < 1e-6:
+            return i
+    if as_of < layers[0][1].end_datetime:
+        raise InvalidRestoreTime("invalid RESTORE timestamp: supplied backups do not cover requested time")
+    times = [m.end_datetime for _, m, _ in layers]
+    before = max((t for t in times if t < as_of), default=None)
+    after = min((t for t in times if t > as_of), default=None)
+    near = " or ".join(_crdb_time(t) for t in (before, after) if t is not None)
+    prefix = ("invalid RESTORE timestamp: restoring to arbitrary time requires that BACKUP for "
+              "requested time be created with 'revision_history' option.")
+    raise InvalidRestoreTime(f"{prefix} nearest BACKUP time{'s are' if before and after else ' is'} {near}",
+                             hint="pgkeep keeps no revision history: restore a layer at its end time; "
+                                  "SHOW BACKUP lists them: " + ", ".join(t.isoformat() for t in times))
+
+
+def _crdb_time(t: dt.datetime) -> str:
+    return t.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f +0000 UTC")
+
+
+def _check_paths(store: ObjectStore, m: Manifest, dirs: list[str]) -> None:
+    """Every file a layer names lies in its own directory or an earlier layer's of its chain."""
+    roots = tuple(d.strip("/") + "/" for d in dirs)
+    for ref in m.all_files():
+        if not ref.path.startswith(roots) or ".." in ref.path.split("/"):
+            raise DataCorrupted(f"the manifest of {join_uri(store.uri, dirs[-1])} names {ref.path}, "
+                                "outside its backup chain")
 
 
 async def read_file(store: ObjectStore, ref: FileRef, pool: Executor | None = None):
@@ -139,10 +267,21 @@ async def read_schema(store: ObjectStore, ref: FileRef) -> "schema_mod.Schema":
 @dataclass
 class BackupHandle:
     store: ObjectStore
-    subdir: str
-    manifest: Manifest
+    subdir: str                 # the chosen layer's directory (a full's subdir for a full)
+    manifest: Manifest          # the chosen layer's: every chunk of every table, wherever it is
+    chain: Chain | None = None  # the full and the layers up to the chosen one
+
+    @property
+    def layers(self) -> list[tuple[str, Manifest]]:
+        if self.chain is None:
+            return [(self.subdir, self.manifest)]
+        return list(zip(self.chain.paths, self.chain.manifests))
 
 
-async def open_backup(store: ObjectStore, subdir: str | None, latest: bool) -> BackupHandle:
-    sub = await resolve_subdir(store, subdir, latest)
-    return BackupHandle(store, sub, await read_manifest(store, sub))
+async def open_backup(store: ObjectStore, subdir: str | None, latest: bool,
+                      as_of: dt.datetime | None = None) -> BackupHandle:
+    """The newest layer of the chain of the full that `subdir` or LATEST names, or its layer
+    ending at `as_of`."""
+    full = await resolve_subdir(store, subdir, latest)
+    chain = await open_chain(store, full, as_of)
+    return BackupHandle(store, chain.tip_path, chain.tip, chain)

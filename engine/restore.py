@@ -515,7 +515,7 @@ def _relations_named(schema, entry: DatabaseEntry, ref: TableRef, session_db: st
 async def _open(store: ObjectStore, spec: RestoreSpec) -> BackupHandle:
     """The backup. A missing, damaged or unreadable backup fails at once; an adopted job's store
     has already waited for a store that was briefly unreachable (engine/service.py)."""
-    return await open_backup(store, spec.subdir, spec.latest)
+    return await open_backup(store, spec.subdir, spec.latest, spec.as_of)
 
 
 async def run_restore(spec: RestoreSpec, connector: Connector, store: ObjectStore,

@@ -123,11 +123,16 @@ class Engine:
             await store.close()
 
     async def open_backup(self, uri: str, subdir: str | None, latest: bool):
-        """(handle, {ordinal: schema}) of one backup; the caller closes handle.store."""
+        """(handle, {layer dir: {ordinal: schema}}) of one backup chain, every layer's schemas
+        (SHOW BACKUP lists each layer's objects); the caller closes handle.store."""
         store = await self.store(uri)
-        handle = await collection.open_backup(store, subdir, latest)
-        schemas = {d.ordinal: await collection.read_schema(store, d.schema_file)
-                   for d in handle.manifest.databases}
+        try:
+            handle = await collection.open_backup(store, subdir, latest)
+            schemas = {path: {d.ordinal: await collection.read_schema(store, d.schema_file)
+                              for d in m.databases} for path, m in handle.layers}
+        except BaseException:
+            await store.close()
+            raise
         return handle, schemas
 
 

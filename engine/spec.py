@@ -52,6 +52,7 @@ class RestoreSpec:
     skip_missing_udfs: bool = False
     schema_only: bool = False
     verify_backup_table_data: bool = False
+    as_of: dt.datetime | None = None        # AS OF SYSTEM TIME: the layer ending then
 
 
 @dataclass
@@ -95,7 +96,7 @@ def spec_to_dict(spec: BackupSpec | RestoreSpec) -> dict:
     """JSON-safe form of a spec, stored with its job so any pgkeep process can run it."""
     from dataclasses import asdict
     d = asdict(spec)
-    if isinstance(spec, BackupSpec) and spec.as_of is not None:
+    if spec.as_of is not None:
         d["as_of"] = spec.as_of.isoformat()
     return d
 
@@ -111,6 +112,8 @@ def backup_spec_from_dict(d: dict) -> BackupSpec:
 
 def restore_spec_from_dict(d: dict) -> RestoreSpec:
     d = dict(d)
+    if d.get("as_of"):
+        d["as_of"] = dt.datetime.fromisoformat(d["as_of"])
     d["databases"] = tuple(d["databases"])
     d["tables"] = tuple(TableRef(tuple(t["parts"]), t["star"]) for t in d["tables"])
     return RestoreSpec(**d)

@@ -6,7 +6,8 @@ import re
 
 __all__ = ["full_subdir", "parse_subdir", "manifest_path", "checksum_path", "lock_path",
            "LOCK_NAME", "LEGACY_LOCK_PREFIX",
-           "latest_marker", "LATEST_PREFIX", "schema_path", "data_path", "SUBDIR_RE"]
+           "latest_marker", "LATEST_PREFIX", "schema_path", "data_path", "SUBDIR_RE",
+           "INCREMENTALS", "incrementals_of", "layer_dir", "claim_path", "LAYER_RE"]
 
 LATEST_PREFIX = "metadata/latest/"
 _MAX_NS = 9999999999999999999
@@ -17,6 +18,33 @@ def full_subdir(t: dt.datetime) -> str:
     """CockroachDB's '/2006/01/02-150405.00' in UTC (hundredths of a second)."""
     t = t.astimezone(dt.timezone.utc)
     return t.strftime("/%Y/%m/%d-%H%M%S.") + f"{t.microsecond // 10000:02d}"
+
+
+INCREMENTALS = "incrementals"
+# <YYYYMMDD>/<HHMMSS.ss>-<start YYYYMMDD-HHMMSS.ss>, under incrementals/<full subdir>/
+LAYER_RE = re.compile(r"^(\d{8})/(\d{6})\.(\d{2})-(\d{8})-(\d{6})\.(\d{2})$")
+
+
+def incrementals_of(full: str) -> str:
+    """The directory of a full's incremental layers: 'incrementals/2026/11/25-101500.00/'."""
+    return f"{INCREMENTALS}/{full.strip('/')}/"
+
+
+def _stamp(t: dt.datetime, fmt: str) -> str:
+    t = t.astimezone(dt.timezone.utc)
+    return t.strftime(fmt) + f"{t.microsecond // 10000:02d}"
+
+
+def layer_dir(full: str, claimed: dt.datetime, start: dt.datetime) -> str:
+    """An incremental layer's directory (CockroachDB v25.2+, docs/FORMAT.md section 7.1):
+    '/incrementals/<full>/<YYYYMMDD>/<HHMMSS.ss>-<start YYYYMMDD-HHMMSS.ss>'."""
+    return ("/" + incrementals_of(full) + _stamp(claimed, "%Y%m%d/%H%M%S.")
+            + "-" + _stamp(start, "%Y%m%d-%H%M%S."))
+
+
+def claim_path(full: str, parent_id: str) -> str:
+    """The chain claim on extending the layer whose manifest id is `parent_id` (section 7.2)."""
+    return f"{incrementals_of(full)}claims/{parent_id}"
 
 
 def parse_subdir(text: str) -> str:

@@ -10,9 +10,11 @@ from dataclasses import asdict, dataclass, field
 
 from ..errors import DataCorrupted, Unsupported
 
-__all__ = ["FORMAT_VERSION", "FileRef", "Chunk", "TableEntry", "DatabaseEntry", "Manifest"]
+__all__ = ["FORMAT_VERSION", "READABLE_VERSIONS", "FileRef", "Chunk", "TableEntry", "DatabaseEntry",
+           "ChainLink", "Manifest"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,7 @@ class Chunk:
     index: int
     rows: int = 0
     files: list[FileRef] = field(default_factory=list)
+    range: list | None = None   # heap pages [first, end), end None: to the end (version 2)
 
 
 @dataclass
@@ -41,6 +44,9 @@ class TableEntry:
     rows: int = 0
     logical_bytes: int = 0
     chunks: list[Chunk] = field(default_factory=list)
+    identity: str = ""          # section 4.2 (b), under the backup's table lock (version 2)
+    heap: bool = False          # its access method is heap (version 2)
+    pages: int | None = None    # its size in pages under the backup's snapshot (version 2)
 
     @property
     def files(self) -> list[FileRef]:
@@ -57,13 +63,23 @@ class DatabaseEntry:
     tables: list[TableEntry] = field(default_factory=list)
     selected: list[int] | None = None   # table backups: the relations named (tables, views,
                                         # sequences, partitions), by OID; None for a whole database
+    snapshot: str = ""                  # pg_current_snapshot() of the data (version 2)
+
+
+@dataclass(frozen=True)
+class ChainLink:
+    """An earlier layer of an incremental's chain (docs/FORMAT.md section 7.1)."""
+    path: str                   # its directory, e.g. '/2026/11/25-101500.00'
+    id: str                     # its manifest's id
+    end_time: str
+    manifest_sha256: str        # the SHA-256 of its BACKUP_MANIFEST (its checksum file's content)
 
 
 @dataclass
 class Manifest:
     id: str
     job_id: int
-    backup_type: str            # "full" (incrementals: later format feature)
+    backup_type: str            # "full" | "incremental"
     scope: str                  # "cluster" | "database" | "table"
     end_time: str               # ISO 8601, the snapshot time
     server_version: int
@@ -73,6 +89,12 @@ class Manifest:
     start_time: str | None = None
     requested_as_of: str | None = None
     format_version: int = FORMAT_VERSION
+    chain: list[ChainLink] = field(default_factory=list)   # earlier layers, the full first
+
+    @property
+    def full_path(self) -> str | None:
+        """The directory of the chain's full (None for a full: its own, which it does not know)."""
+        return self.chain[0].path if self.chain else None
 
     @property
     def end_datetime(self) -> dt.datetime:
@@ -96,19 +118,21 @@ class Manifest:
         except ValueError:
             raise DataCorrupted(f"{name} is not valid JSON") from None
         version = d.get("format_version")
-        if version != FORMAT_VERSION:
+        if version not in READABLE_VERSIONS:
             raise Unsupported(f"{name} has backup format version {version}; this pgkeep reads "
-                              f"version {FORMAT_VERSION}")
+                              f"versions {', '.join(map(str, READABLE_VERSIONS))}")
         try:
             dbs = [DatabaseEntry(
                 ordinal=db["ordinal"], name=db["name"], snapshot_time=db["snapshot_time"],
                 schema_file=FileRef(**db["schema_file"]), whole_database=db["whole_database"],
                 tables=[TableEntry(**{**t, "chunks": [Chunk(c["index"], c["rows"],
-                                                            [FileRef(**f) for f in c["files"]])
+                                                            [FileRef(**f) for f in c["files"]],
+                                                            c.get("range"))
                                                       for c in t["chunks"]]})
                         for t in db["tables"]],
-                selected=db.get("selected"))
+                selected=db.get("selected"), snapshot=db.get("snapshot", ""))
                 for db in d["databases"]]
-            return cls(**{**d, "databases": dbs})
+            chain = [ChainLink(**link) for link in d.get("chain", [])]
+            return cls(**{**d, "databases": dbs, "chain": chain})
         except (KeyError, TypeError) as e:
             raise DataCorrupted(f"{name} is malformed: {e}") from None

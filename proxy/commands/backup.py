@@ -173,10 +173,6 @@ class _Restore:
             raise errors.FeatureNotSupported("RESTORE SYSTEM USERS is not supported by pgkeep yet")
         if o.encryption_passphrase is not None or o.kms is not None:
             raise errors.FeatureNotSupported("encrypted backups are not supported by pgkeep yet")
-        if stmt.as_of is not None:
-            raise errors.FeatureNotSupported(
-                "RESTORE ... AS OF SYSTEM TIME needs revision history, which PostgreSQL cannot keep",
-                hint="restore the backup whose end_time you want: SHOW BACKUPS IN lists them")
         for name, on in (("experimental deferred copy" if o.experimental_deferred_copy else "experimental copy",
                           o.experimental_copy or o.experimental_deferred_copy),
                          ("incremental_location", o.incremental_location is not None),
@@ -196,6 +192,7 @@ class _Restore:
             _in_transaction(ctx, "RESTORE")
         await _require_admin(ctx, "RESTORE")
         scope, dbs, tables = _targets(stmt.targets)
+        as_of, _ = _as_of(stmt.as_of, ctx)       # a layer's end time (docs/FORMAT.md 7.4)
         spec = RestoreSpec(
             job_id=new_job_id(), user=ctx.user, session_database=ctx.database, scope=scope,
             collection=collection_uri(stmt.collection), latest=stmt.latest,
@@ -207,7 +204,8 @@ class _Restore:
             skip_missing_sequences=o.skip_missing_sequences,
             skip_missing_sequence_owners=o.skip_missing_sequence_owners,
             skip_missing_views=o.skip_missing_views, skip_missing_udfs=o.skip_missing_udfs,
-            schema_only=o.schema_only, verify_backup_table_data=o.verify_backup_table_data)
+            schema_only=o.schema_only, verify_backup_table_data=o.verify_backup_table_data,
+            as_of=as_of)
         result = await _run_job(ctx, "RESTORE", stmt, spec, o.detached)
         if result is None:
             return Result(_DETACHED_COLUMNS, [(spec.job_id,)])

@@ -3,6 +3,7 @@ columns. pgkeep has no KV ranges, so SHOW BACKUP RANGES answers 0A000; FILES lis
 files, with the table and chunk where CockroachDB shows key spans."""
 from __future__ import annotations
 
+import datetime as dt
 import json
 from dataclasses import asdict
 from typing import ClassVar
@@ -94,19 +95,28 @@ class _ShowBackup:
             if o.as_json:
                 return Result(cols, [(json.dumps(asdict(m)),)])
             if stmt.details == "FILES":
-                return Result(cols, _file_rows(m))
+                return Result(cols, [r for path, lm in handle.layers for r in _file_rows(lm, path)])
             file_bytes = await _check_files(handle) if o.check_files else None
-            return Result(cols, _object_rows(stmt, m, schemas, file_bytes))
+            return Result(cols, [r for path, lm in handle.layers
+                                 for r in _object_rows(stmt, lm, path, schemas[path], file_bytes)])
         finally:
             await handle.store.close()
 
 
-def _file_rows(m):
+def _own(path: str):
+    """Whether a file was written by the layer in directory `path` (not an earlier one)."""
+    prefix = path.strip("/") + "/"
+    return lambda f: f.path.startswith(prefix)
+
+
+def _file_rows(m, path: str):
+    """The files this layer wrote (docs/FORMAT.md 7.5)."""
     rows = []
+    own = _own(path)
     for d in m.databases:
         for t in d.tables:
             for c in t.chunks:
-                for f in c.files:
+                for f in filter(own, c.files):
                     span = f"/{d.name}/{t.schema}.{t.name}/chunk/{c.index}"
                     rows.append((f.path, m.backup_type, span, span, None, None, f.logical_bytes,
                                  c.rows if f is c.files[-1] else 0, None, f.size))
@@ -116,14 +126,14 @@ def _file_rows(m):
 async def _check_files(handle) -> dict[int, int]:
     """Stat every file; raise listing up to 10 missing ones (CockroachDB's wording)."""
     missing, sizes = [], {}
-    for d in handle.manifest.databases:
-        for ref in [d.schema_file] + [f for t in d.tables for f in t.files]:
-            try:
-                info = await handle.store.stat(ref.path)
-            except NotFound:
-                missing.append(ref.path)
-                continue
-            sizes[ref.path] = info.size
+    refs = {f.path: f for _, m in handle.layers for f in m.all_files()}
+    for ref in refs.values():
+        try:
+            info = await handle.store.stat(ref.path)
+        except NotFound:
+            missing.append(ref.path)
+            continue
+        sizes[ref.path] = info.size
     if missing:
         raise DataCorrupted("The following files are missing from the backup:\n\t"
                             + "\n\t".join(missing[:10]))
@@ -135,11 +145,12 @@ async def _validate(handle) -> str:
     them (XX001 naming the object when one is not one statement of its kind)."""
     from engine.collection import read_schema
     from engine.schema.plan import check_statements
-    for d in handle.manifest.databases:
-        check_statements(await read_schema(handle.store, d.schema_file),
-                         None if d.selected is None else set(d.selected))
+    for _, m in handle.layers:
+        for d in m.databases:
+            check_statements(await read_schema(handle.store, d.schema_file),
+                             None if d.selected is None else set(d.selected))
     problems = []
-    for ref in handle.manifest.all_files():
+    for ref in {f.path: f for _, m in handle.layers for f in m.all_files()}.values():
         try:
             async for _ in read_file(handle.store, ref):
                 pass
@@ -148,15 +159,23 @@ async def _validate(handle) -> str:
     return "No problems found!" if not problems else "\n".join(problems)
 
 
-def _object_rows(stmt, m, schemas, file_bytes):
+def _object_rows(stmt, m, path, schemas, file_bytes):
+    """One layer's block: its objects, with the size and rows of the files it wrote."""
     o = stmt.options
     end = m.end_datetime
+    start = dt.datetime.fromisoformat(m.start_time) if m.start_time else None
     full_cluster = m.scope == "cluster"
+    own = _own(path)
     rows = []
 
     def row(db, db_id, parent, parent_id, name, obj_id, kind, size=None, nrows=None, extra=()):
         names = [db, parent, name] if not o.debug_ids else [db, db_id, parent, parent_id, name, obj_id]
-        return tuple(names) + (kind, m.backup_type, None, end, size, nrows, full_cluster, None) + extra
+        return tuple(names) + (kind, m.backup_type, start, end, size, nrows, full_cluster, None) + extra
+
+    def written(t):
+        """(logical bytes, rows) of the table's chunks this layer wrote."""
+        chunks = [c for c in t.chunks if any(own(f) for f in c.files)]
+        return sum(f.logical_bytes for c in chunks for f in c.files), sum(c.rows for c in chunks)
 
     for d in m.databases:
         schema = schemas[d.ordinal]
@@ -172,16 +191,15 @@ def _object_rows(stmt, m, schemas, file_bytes):
                                      getattr(schema.database, "owner", None), None)))
         for ob in objects:
             t = tables.get(ob.oid)
-            size = t.logical_bytes if t else (0 if ob.object_type == "table" else None)
-            nrows = t.rows if t else (0 if ob.object_type == "table" else None)
-            fb = sum(file_bytes.get(f.path, 0) for f in t.files) if (t and file_bytes is not None) else None
+            size, nrows = written(t) if t else ((0, 0) if ob.object_type == "table" else (None, None))
+            fb = sum(file_bytes.get(f.path, 0) for f in filter(own, t.files)) if (t and file_bytes is not None) else None
             rows.append(row(d.name, None, ob.schema_name, None, ob.object_name, ob.oid, ob.object_type,
                             size, nrows, _extra(stmt, o, ob.create_statement, fb, ob.owner, ob.privileges)))
         for t in d.tables:
             if t.kind == "L":       # the pages of the database's large objects
-                fb = sum(file_bytes.get(f.path, 0) for f in t.files) if file_bytes is not None else None
+                fb = sum(file_bytes.get(f.path, 0) for f in filter(own, t.files)) if file_bytes is not None else None
                 rows.append(row(d.name, None, t.schema, None, t.name, t.oid, "large objects",
-                                t.logical_bytes, t.rows, _extra(stmt, o, None, fb, None, None)))
+                                *written(t), _extra(stmt, o, None, fb, None, None)))
     return rows
 
 

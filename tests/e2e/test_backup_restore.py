@@ -216,7 +216,7 @@ def test_as_of_system_time_and_refusals(pgkeep, chinook):
             conn.execute(f"BACKUP DATABASE chinook INTO '{collection('x')}' AS OF SYSTEM TIME '10s'")
         with pytest.raises(psycopg.errors.FeatureNotSupported):
             conn.execute(f"BACKUP INTO '{collection('cluster')}'")
-        with pytest.raises(psycopg.errors.FeatureNotSupported):
+        with pytest.raises(psycopg.errors.UndefinedFile, match="no full backup"):
             conn.execute(f"BACKUP DATABASE chinook INTO LATEST IN '{collection('inc')}'")
         with pytest.raises(psycopg.errors.FeatureNotSupported):
             conn.execute(f"BACKUP DATABASE chinook INTO '{collection('x')}' WITH revision_history")

@@ -69,7 +69,9 @@ def test_manifest_round_trip_and_version_check():
     again = Manifest.from_bytes(m.to_bytes())
     assert again == m and [f.path for f in again.all_files()] == ["s", "d"]
     with pytest.raises(Unsupported):
-        Manifest.from_bytes(m.to_bytes().replace(b'"format_version":1', b'"format_version":99'))
+        Manifest.from_bytes(m.to_bytes().replace(b'"format_version":2', b'"format_version":99'))
+    v1 = Manifest.from_bytes(m.to_bytes().replace(b'"format_version":2', b'"format_version":1'))
+    assert v1.format_version == 1 and v1.databases == m.databases   # version 1 stays readable
 
 
 def _binary_copy(rows: list[list[bytes | None]]) -> bytes:

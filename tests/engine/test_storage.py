@@ -1,6 +1,7 @@
 """The ObjectStore contract (engine/storage/base.py), checked against every store: nodelocal,
 S3 (SeaweedFS), GCS (fake-gcs-server) and Azure (Azurite), the servers real processes on
-127.0.0.1 (tests/support/objstores.py), each test in a new, empty bucket or container."""
+127.0.0.1 (tests/support/objstores.py), each test in a new, empty bucket or container; and the
+in-memory store of engine tests (engine/storage/memory.py), whose one difference is marked."""
 from __future__ import annotations
 
 import asyncio

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import re
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
@@ -16,35 +17,55 @@ from .errors import DataCorrupted, EngineError, InvalidURI, NotFound, Unsupporte
 from .format import layout
 from .format.envelope import Opener, open_bytes
 from .format.manifest import ChainLink, FileRef, Manifest
-from .storage import ObjectStore, join_uri, read_all
+from .storage import ObjectStore, PrefixInfo, join_uri, read_all
 
 __all__ = ["list_backups", "resolve_subdir", "read_manifest", "read_layer", "read_schema", "read_file",
            "BackupHandle", "open_backup", "Chain", "layers_of", "open_chain", "InvalidRestoreTime"]
 
 
+_YEAR = re.compile(r"\d{4}/")
+_MONTH = re.compile(r"\d{2}/")
+_READ_AHEAD = 8          # backups whose manifests are read at once
+
+
 async def list_backups(store: ObjectStore) -> list[str]:
     """Full backup subdirs ('/2026/11/25-101500.00') whose manifest and checksum both exist and
     agree, ordered by the manifests' recorded end times (then by name): never by the subdir
-    names, which come from the clock of whichever pgkeep took the backup."""
-    names: dict[str, set[str]] = {}
-    async for info in store.list(""):
-        head, _, name = info.path.rpartition("/")
-        if name in ("BACKUP_MANIFEST", "BACKUP_MANIFEST-CHECKSUM") and layout.SUBDIR_RE.match(head):
-            names.setdefault("/" + head, set()).add(name)
-    found = []
-    for sub, present in names.items():
-        end = await _verified_end_time(store, sub) if len(present) == 2 else None
-        if end is not None:
-            found.append((end, sub))
-    return [sub for _, sub in sorted(found)]
+    names, which come from the clock of whichever pgkeep took the backup.
+
+    Subdirs are found level by level with delimiter listings (YYYY/, MM/, DD-HHMMSS.ss/), so
+    nothing inside a backup is ever listed: the cost is a listing per year and per month that
+    holds backups, plus two reads per backup (its checksum, then its manifest), however many
+    files the backups hold. Other top-level folders (incrementals/, metadata/) hold no full
+    backup and are not entered."""
+    subdirs = []
+    for year in await _folders(store, "", _YEAR):
+        for month in await _folders(store, year, _MONTH):
+            subdirs += ["/" + f.rstrip("/") for f in await _folders(store, month)
+                        if layout.SUBDIR_RE.match(f)]
+    gate = asyncio.Semaphore(_READ_AHEAD)
+
+    async def end_time(sub: str) -> dt.datetime | None:
+        async with gate:
+            return await _verified_end_time(store, sub)
+    ends = await asyncio.gather(*(end_time(sub) for sub in subdirs))
+    return [sub for _, sub in sorted((end, sub) for end, sub in zip(ends, subdirs) if end is not None)]
+
+
+async def _folders(store: ObjectStore, prefix: str, name: re.Pattern | None = None) -> list[str]:
+    """The folders directly under `prefix` (paths ending with '/') whose own part matches `name`."""
+    return [f.path async for f in store.list(prefix, "/") if isinstance(f, PrefixInfo)
+            and (name is None or name.fullmatch(f.path[len(prefix):]))]
 
 
 async def _verified_end_time(store: ObjectStore, subdir: str) -> dt.datetime | None:
     """The recorded end time of the backup in `subdir`, if its manifest and checksum agree
-    (whatever the manifest's format version: a newer pgkeep's backup is listed too)."""
+    (whatever the manifest's format version: a newer pgkeep's backup is listed too). The
+    checksum is read first: a backup writes it after the manifest, so without it the subdir
+    holds no committed backup and its manifest, maybe large, is not read."""
     try:
-        stored = await read_all(store, layout.manifest_path(subdir))
         expected = (await read_all(store, layout.checksum_path(subdir))).decode().strip()
+        stored = await read_all(store, layout.manifest_path(subdir))
         end = json.loads(open_bytes("BACKUP_MANIFEST", stored, expected))["end_time"]
         when = dt.datetime.fromisoformat(end)
         return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
@@ -124,25 +145,18 @@ class InvalidRestoreTime(EngineError):
     sqlstate = "22023"
 
 
-async def _subdirs(store: ObjectStore, prefix: str) -> list[str]:
-    """The names of the folders directly under `prefix` (which ends with '/')."""
-    found = set()
-    async for info in store.list(prefix):
-        rest = info.path[len(prefix):]
-        if "/" in rest:
-            found.add(rest.split("/", 1)[0])
-    return sorted(found)
+_DAY = re.compile(r"\d{8}/")
 
 
 async def _layer_paths(store: ObjectStore, full: str) -> list[str]:
-    """Directories of the shape of an incremental layer of `full` (committed or not)."""
+    """Directories of the shape of an incremental layer of `full` (committed or not), found by
+    folder listings: never a listing of the layers' data files."""
     base = layout.incrementals_of(full)
     out = []
-    for day in await _subdirs(store, base):
-        if len(day) == 8 and day.isdigit():
-            for name in await _subdirs(store, f"{base}{day}/"):
-                if layout.LAYER_RE.match(f"{day}/{name}"):
-                    out.append(f"/{base}{day}/{name}")
+    for day in await _folders(store, base, _DAY):
+        for layer in await _folders(store, day):
+            if layout.LAYER_RE.match(layer[len(base):].rstrip("/")):
+                out.append("/" + layer.rstrip("/"))
     return out
 
 

@@ -221,9 +221,9 @@ class _AdoptedStore:
         await self._ready()
         return await self._store.get_range(path, offset, length)
 
-    async def list(self, prefix: str = "") -> AsyncIterator[Any]:
+    async def list(self, prefix: str = "", delimiter: str | None = None) -> AsyncIterator[Any]:
         await self._ready()
-        async with contextlib.aclosing(self._store.list(prefix)) as listing:
+        async with contextlib.aclosing(self._store.list(prefix, delimiter)) as listing:
             async for info in listing:
                 yield info
 

@@ -19,7 +19,8 @@ random per writer, so concurrent writers of one name never mix blocks (but the f
 drops the others' uncommitted blocks, so a concurrent second writer fails: 58030). Every upload carries a
 Content-MD5 (validate_content). `create` is one Put Blob with `If-None-Match: *` (409
 BlobAlreadyExists: AlreadyExists). `get` streams ranged chunks (optionally from an offset),
-`list` reads every page, then yields in name order. The SDK's retries are off (retry_total=0): wrappers.py retries.
+`list` reads every page (with `delimiter`, walk_blobs: its BlobPrefix items are the folders),
+then yields in name order. The SDK's retries are off (retry_total=0): wrappers.py retries.
 """
 from __future__ import annotations
 
@@ -305,11 +306,22 @@ class AzureStore(CloudStore):
                 raise
         return await self._call("read", path, op)
 
-    def _list_page(self, prefix: str, token):
-        pager = self._container().list_blobs(name_starts_with=prefix, results_per_page=self.list_page_size)
+    def _list_page(self, prefix: str, delimiter, token):
+        from azure.storage.blob import BlobPrefix
+        cc = self._container()
+        if delimiter:       # BlobPrefix items are folders; nothing under them is listed
+            pager = cc.walk_blobs(name_starts_with=prefix, delimiter=delimiter,
+                                  results_per_page=self.list_page_size)
+        else:
+            pager = cc.list_blobs(name_starts_with=prefix, results_per_page=self.list_page_size)
         pages = pager.by_page(continuation_token=token)
-        items = [(b.name, int(b.size or 0)) for b in next(pages, [])]
-        return items, pages.continuation_token
+        items, folders = [], []
+        for b in next(pages, []):
+            if isinstance(b, BlobPrefix):
+                folders.append(b.name)
+            else:
+                items.append((b.name, int(b.size or 0)))
+        return items, folders, pages.continuation_token
 
     async def create(self, path: str, data: bytes) -> None:
         key = self._key(path)

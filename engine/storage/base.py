@@ -7,7 +7,19 @@ Contracts (every backend, checked by one conformance suite):
   existing object replaces it atomically.
 - `get(path)` streams an object out in order; `get_range` reads `length` bytes at `offset`
   (fewer only at the end of the object). Both raise `NotFound` for a missing object.
-- `list(prefix)` yields every object whose name starts with `prefix`, sorted by name, with sizes.
+- `list(prefix)` yields an `ObjectInfo` (name, size) for every object whose name starts with
+  `prefix`, at any depth, sorted by name. `prefix` is any string: it need not end with '/'.
+- `list(prefix, "/")` lists one level, like a directory: an `ObjectInfo` for each object whose
+  name after `prefix` holds no '/', and one `PrefixInfo` per folder, that is per distinct
+  `prefix` + the rest of a name up to and including its first '/' (S3's CommonPrefixes, GCS's
+  prefixes, Azure's BlobPrefix), however many objects lie under it, without listing them. Both
+  kinds come in one sequence sorted by path ("a" < "a-b" < "a/" < "ab": a folder's path ends
+  with its '/'). A writer's unfinished object makes no folder. A folder whose objects were all
+  deleted is gone on S3, GCS, Azure and nodelocal (which hides such a directory), but some
+  S3-compatible servers keep it listed a while (SeaweedFS): a folder says objects may lie
+  under it, never that one does. Each backend uses its service's delimiter listing (nodelocal
+  reads one directory), so the cost is that of the level, not of everything under it. '/' is
+  the only delimiter (any other is ValueError).
 - `delete(path)` removes an object; deleting a missing one is not an error.
 - `stat(path)` returns the size, or raises `NotFound`.
 - `create(path, data)` is create-if-absent, the one way to claim a name: it writes `data` only if
@@ -32,15 +44,35 @@ Contracts (every backend, checked by one conformance suite):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import AsyncIterator, Protocol
+from typing import AsyncIterator, Protocol, overload
 
-__all__ = ["ObjectInfo", "ObjectStore", "ObjectWriter", "put", "create", "read_all"]
+__all__ = ["ObjectInfo", "PrefixInfo", "Listed", "ObjectStore", "ObjectWriter", "DELIMITER",
+           "check_delimiter", "put", "create", "read_all"]
+
+DELIMITER = "/"
 
 
 @dataclass(frozen=True)
 class ObjectInfo:
+    """An object: its name relative to the store's base, and its size in bytes."""
     path: str
     size: int
+
+
+@dataclass(frozen=True)
+class PrefixInfo:
+    """A folder of a delimiter listing: a name prefix ending with the delimiter ('2026/',
+    'a/b/') under which at least one object lies. It has no size: it is not an object."""
+    path: str
+
+
+Listed = ObjectInfo | PrefixInfo
+
+
+def check_delimiter(delimiter: str | None) -> None:
+    """Only '/' (or no delimiter) is supported: every store's names are '/'-separated."""
+    if delimiter is not None and delimiter != DELIMITER:
+        raise ValueError(f"unsupported list delimiter {delimiter!r}: only '/' is supported")
 
 
 class ObjectWriter(Protocol):
@@ -60,7 +92,11 @@ class ObjectStore(Protocol):
 
     async def get_range(self, path: str, offset: int, length: int) -> bytes: ...
 
-    def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]: ...
+    @overload
+    def list(self, prefix: str = "", delimiter: None = None) -> AsyncIterator[ObjectInfo]: ...
+
+    @overload
+    def list(self, prefix: str, delimiter: str) -> AsyncIterator[Listed]: ...
 
     async def delete(self, path: str) -> None: ...
 

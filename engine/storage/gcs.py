@@ -16,7 +16,8 @@ whole object's CRC32C (X-Goog-Hash, and checked against the stored object), canc
 Nothing is visible before commit. `create` is one upload with `ifGenerationMatch=0` (412:
 AlreadyExists). A chunk sent again after a failure first asks the session how
 much it has, so a retry never duplicates or loses bytes. `get` reads ranged chunks pinned to the
-object's generation and checks CRC32C when it read the whole object; `list` reads every page, then yields in name order.
+object's generation and checks CRC32C when it read the whole object; `list` reads every page
+(with `delimiter`, the answer's `prefixes` are the folders), then yields in name order.
 The SDK's own retries are off (retry=None): wrappers.py retries through the request seam.
 """
 from __future__ import annotations
@@ -388,11 +389,13 @@ class GCSStore(CloudStore):
                 return b""
         return await self._call("read", path, op)
 
-    def _list_page(self, prefix: str, token):
-        it = self._client.list_blobs(self.bucket, prefix=prefix, page_token=token,
-                                     page_size=self.list_page_size, timeout=_TIMEOUT, retry=None)
-        items = [(b.name, int(b.size or 0)) for b in next(it.pages)]
-        return items, it.next_page_token
+    def _list_page(self, prefix: str, delimiter, token):
+        it = self._client.list_blobs(self.bucket, prefix=prefix, delimiter=delimiter,
+                                     page_token=token, page_size=self.list_page_size,
+                                     timeout=_TIMEOUT, retry=None)
+        page = next(it.pages)
+        items = [(b.name, int(b.size or 0)) for b in page]
+        return items, list(page.prefixes), it.next_page_token
 
     async def create(self, path: str, data: bytes) -> None:
         key = self._key(path)

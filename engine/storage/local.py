@@ -7,6 +7,13 @@ Writes go to a temporary file in the target directory, are fsynced, then renamed
 temporary file. Running out of space (ENOSPC, EDQUOT) is DiskFull (53100) naming the store and
 the object; any other OS failure is StorageError (58030) with the OS's short text, never a raw
 OSError. Blocking file I/O runs in worker threads so the event loop keeps serving clients.
+
+Folders are directories and objects files, so unlike a bucket, nodelocal cannot hold an object
+`a` and objects under `a/` at once: writing either beside the other fails with a StorageError
+that says so (pgkeep's own layout never does). Reads, stats and deletes of a name that is a directory, or
+goes through a file, find no object (NotFound; a delete does nothing). Listings never follow a
+symlinked directory and never show writers' temporary files (`.<name>.<32 hex>.tmp`), nor a
+directory holding nothing else; `list(prefix, "/")` reads one directory.
 """
 from __future__ import annotations
 
@@ -18,15 +25,35 @@ import os
 import re
 import uuid
 from pathlib import Path
+from stat import S_ISDIR
 from typing import AsyncIterator
 
 from ..errors import AlreadyExists, DiskFull, InvalidURI, NotFound, StorageError
-from .base import ObjectInfo
+from .base import Listed, ObjectInfo, PrefixInfo, check_delimiter
 
 __all__ = ["LocalStore"]
 
 _READ_SIZE = 1 << 20
 _TEMPORARY = re.compile(r"\..+\.[0-9a-f]{32}\.tmp")   # a writer's or create's temporary file
+
+
+def _holds_object(directory: str) -> bool:
+    """Whether an object lies anywhere under `directory` (temporary files do not count,
+    symlinked directories are not followed, as in listings). Stops at the first one found,
+    reading each directory whole before going deeper."""
+    pending = [directory]
+    while pending:
+        try:
+            with os.scandir(pending.pop()) as entries:
+                for e in entries:
+                    if e.is_dir():
+                        if not e.is_symlink():
+                            pending.append(e.path)
+                    elif not _TEMPORARY.fullmatch(e.name):
+                        return True
+        except FileNotFoundError:
+            continue
+    return False
 
 
 _DIRECT_BUFFER = 4 << 20
@@ -50,6 +77,8 @@ def _give_buffer(buf: mmap.mmap) -> None:
 
 
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+# No object at a path: nothing there, a part of its name is a file, or it is a directory.
+_ABSENT = (FileNotFoundError, NotADirectoryError, IsADirectoryError)
 
 
 def os_failure(uri: str, op: str, path: str, e: OSError) -> StorageError:
@@ -57,6 +86,11 @@ def os_failure(uri: str, op: str, path: str, e: OSError) -> StorageError:
     if e.errno in _NO_SPACE:
         return DiskFull(f"{uri}: {os.strerror(e.errno).lower()} writing {path}",
                         hint="free space on pgkeep's --nodelocal-root filesystem, or back up elsewhere")
+    if op == "write" and e.errno in (errno.ENOTDIR, errno.EEXIST, errno.EISDIR):
+        # a directory is a folder and a file an object: one name cannot be both here
+        what = "a folder" if e.errno == errno.EISDIR else "an object"
+        return StorageError(f"cannot write {path} in {uri}: {what} of that name exists "
+                            f"(nodelocal cannot hold an object and a folder of one name)")
     return StorageError(f"cannot {op} {path} in {uri}: {e.strerror or type(e).__name__}")
 
 
@@ -177,7 +211,10 @@ class _LocalWriter:
                 except OSError:
                     pass
             self._close_direct()
-            self._tmp.unlink(missing_ok=True)
+            try:
+                self._tmp.unlink()
+            except _ABSENT:     # never created (its directory could not be made)
+                pass
         await asyncio.to_thread(op)
 
 
@@ -225,6 +262,8 @@ class LocalStore:
                 try:
                     os.link(tmp, target)        # atomic: fails with EEXIST if the name exists
                 except FileExistsError:
+                    if target.is_dir():         # a folder is there, not an object
+                        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR)) from None
                     return False
             finally:
                 tmp.unlink(missing_ok=True)
@@ -243,12 +282,17 @@ class LocalStore:
         p = self._path(path)
 
         def open_():
+            flags = os.O_RDONLY | getattr(os, "O_DIRECT", 0)
             try:
-                return os.open(p, os.O_RDONLY | getattr(os, "O_DIRECT", 0)), _take_buffer()
+                fd = os.open(p, flags)
             except OSError as e:
                 if e.errno != errno.EINVAL:
                     raise
-            return os.open(p, os.O_RDONLY), None
+                fd, flags = os.open(p, os.O_RDONLY), os.O_RDONLY
+            if S_ISDIR(os.fstat(fd).st_mode):    # a folder, not an object
+                os.close(fd)
+                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+            return fd, (_take_buffer() if flags != os.O_RDONLY else None)
 
         def read(fd, buf):
             if buf is None:
@@ -263,7 +307,7 @@ class LocalStore:
 
         try:
             fd, buf = await asyncio.to_thread(open_)
-        except FileNotFoundError:
+        except _ABSENT:
             raise NotFound(f"{path} does not exist in {self.uri}") from None
         except OSError as e:
             raise StorageError(f"cannot read {path} in {self.uri}: {e.strerror}") from None
@@ -290,36 +334,95 @@ class LocalStore:
                 return f.read(length)
         try:
             return await asyncio.to_thread(op)
-        except FileNotFoundError:
+        except _ABSENT:
             raise NotFound(f"{path} does not exist in {self.uri}") from None
         except OSError as e:
             raise os_failure(self.uri, "read", path, e) from None
 
-    async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
-        def op():
-            out = []
-            if not self.dir.is_dir():
-                return out
-            for dirpath, dirnames, filenames in os.walk(self.dir):  # does not follow symlinks
-                rel = os.path.relpath(dirpath, self.dir)
-                rel = "" if rel == "." else rel.replace(os.sep, "/") + "/"
-                for name in filenames:
-                    full = rel + name
-                    if full.startswith(prefix) and not name.endswith(".tmp"):
-                        try:
-                            size = os.stat(os.path.join(dirpath, name), follow_symlinks=False).st_size
-                        except FileNotFoundError:
-                            continue
-                        out.append(ObjectInfo(full, size))
-            out.sort(key=lambda o: o.path)
-            return out
-        for info in await asyncio.to_thread(op):
+    def _listing_dir(self, prefix: str) -> tuple[str, str] | None:
+        """The directory that holds the names starting with `prefix` (those of its last
+        '/'-separated part and below), and that directory's name relative to the store ('' or
+        ending with '/'). None when no object can match: the directory is missing, or reached
+        through a symlink (listings never follow one, as os.walk does not), or a part of the
+        prefix is empty, '.' or '..', which no object name has."""
+        top = prefix.rpartition("/")[0]
+        parts = top.split("/") if top else []
+        if any(part in ("", ".", "..") for part in parts):
+            return None
+        base = os.path.realpath(self.dir)
+        real = os.path.realpath(os.path.join(self.dir, *parts))
+        if real != os.path.join(base, *parts) or not os.path.isdir(real):
+            return None
+        self._confine(Path(real))
+        return real, top + "/" if top else ""
+
+    async def list(self, prefix: str = "", delimiter: str | None = None) -> AsyncIterator[Listed]:
+        """Without a delimiter, walks the directory of the prefix (not the whole store); with
+        '/', reads that one directory (base.py). Writers' temporary files are never listed,
+        nor is a directory that holds nothing else."""
+        check_delimiter(delimiter)
+        op = self._list_all if delimiter is None else self._list_level
+        try:
+            found = await asyncio.to_thread(op, prefix)
+        except OSError as e:
+            raise os_failure(self.uri, "list", prefix or "/", e) from None
+        for info in found:
             yield info
+
+    def _list_all(self, prefix: str) -> list[ObjectInfo]:
+        where = self._listing_dir(prefix)
+        if where is None:
+            return []
+        start, rel = where
+        head = prefix[len(rel):]
+        out = []
+        for dirpath, dirnames, filenames in os.walk(start):  # does not follow symlinks
+            if dirpath == start:
+                dirnames[:] = [d for d in dirnames if d.startswith(head)]
+            sub = os.path.relpath(dirpath, self.dir)
+            sub = "" if sub == "." else sub.replace(os.sep, "/") + "/"
+            for name in filenames:
+                full = sub + name
+                if full.startswith(prefix) and not _TEMPORARY.fullmatch(name):
+                    try:
+                        size = os.stat(os.path.join(dirpath, name), follow_symlinks=False).st_size
+                    except FileNotFoundError:
+                        continue
+                    out.append(ObjectInfo(full, size))
+        out.sort(key=lambda o: o.path)
+        return out
+
+    def _list_level(self, prefix: str) -> list[Listed]:
+        where = self._listing_dir(prefix)
+        if where is None:
+            return []
+        start, rel = where
+        head = prefix[len(rel):]
+        out: list[Listed] = []
+        try:
+            entries = list(os.scandir(start))
+        except FileNotFoundError:
+            return []
+        for e in entries:
+            if not e.name.startswith(head):
+                continue
+            try:
+                if e.is_dir():
+                    if not e.is_symlink() and _holds_object(e.path):
+                        out.append(PrefixInfo(rel + e.name + "/"))
+                elif not _TEMPORARY.fullmatch(e.name):
+                    out.append(ObjectInfo(rel + e.name, e.stat(follow_symlinks=False).st_size))
+            except FileNotFoundError:
+                continue        # removed meanwhile
+        out.sort(key=lambda o: o.path)
+        return out
 
     async def delete(self, path: str) -> None:
         p = self._path(path)
         try:
-            await asyncio.to_thread(p.unlink, True)
+            await asyncio.to_thread(p.unlink)
+        except _ABSENT:
+            pass
         except OSError as e:    # e.g. EPERM on an immutable file or a read-only directory
             raise os_failure(self.uri, "delete", path, e) from None
 
@@ -327,7 +430,9 @@ class LocalStore:
         p = self._path(path)
         try:
             st = await asyncio.to_thread(os.stat, p)
-        except FileNotFoundError:
+            if S_ISDIR(st.st_mode):
+                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+        except _ABSENT:
             raise NotFound(f"{path} does not exist in {self.uri}") from None
         except OSError as e:
             raise os_failure(self.uri, "stat", path, e) from None

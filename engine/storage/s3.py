@@ -14,7 +14,8 @@ it streams a multipart upload, parts of `part_size` bytes uploaded `parallel` at
 more data arrives (memory about (parallel+1) parts), completed at commit, aborted by abort().
 Nothing is visible before commit. `create` is one PutObject with `If-None-Match: *` (412
 PreconditionFailed: AlreadyExists). `get` streams the body (optionally from an offset, so a
-retry can resume), `get_range` is a Range GET, `list` reads every ListObjectsV2 page, then yields in name order.
+retry can resume), `get_range` is a Range GET, `list` reads every ListObjectsV2 page (with
+`Delimiter`, its CommonPrefixes are the folders), then yields in name order.
 Integrity: CRC32 checksums on every upload and checked on whole-object downloads (boto3's
 flexible checksums) unless AWS_SKIP_CHECKSUM. boto3's own retries are off: every request goes
 through the request seam (uri.Requests) where wrappers.py retries.
@@ -394,13 +395,16 @@ class S3Store(CloudStore):
             return data
         return await self._call("read", path, op)
 
-    def _list_page(self, prefix: str, token):
+    def _list_page(self, prefix: str, delimiter, token):
         kw = {"ContinuationToken": token} if token else {}
+        if delimiter:
+            kw["Delimiter"] = delimiter
         page = self._client.list_objects_v2(Bucket=self.bucket, Prefix=prefix,
                                             MaxKeys=self.list_page_size, **kw)
         _check("list_objects_v2", page)
         items = [(o["Key"], int(o["Size"])) for o in page.get("Contents", ())]
-        return items, page["NextContinuationToken"] if page.get("IsTruncated") else None
+        folders = [p["Prefix"] for p in page.get("CommonPrefixes", ())]
+        return items, folders, page["NextContinuationToken"] if page.get("IsTruncated") else None
 
     async def create(self, path: str, data: bytes) -> None:
         key = self._key(path)

@@ -30,10 +30,10 @@ import concurrent.futures
 import functools
 import re
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Iterable
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
-from .base import ObjectInfo
+from .base import Listed, ObjectInfo, PrefixInfo, check_delimiter
 from ..errors import EngineError, InvalidURI, StorageError
 from ..redact import REDACTED, SECRET_QUERY_PARAMS, redact_uri
 
@@ -451,25 +451,32 @@ class CloudStore:
         check_name(path, self.uri)
         return join_key(self.cfg.uri.prefix, path)
 
-    async def list(self, prefix: str = ""):
+    async def list(self, prefix: str = "", delimiter: str | None = None) -> AsyncIterator[Listed]:
         """Every page first, then sorted by name: a cloud lists in key order, but S3-compatible
-        stores and emulators need not (SeaweedFS walks its tree: 'a/x' before 'a-b')."""
+        stores and emulators need not (SeaweedFS walks its tree: 'a/x' before 'a-b'). With a
+        delimiter, the service's own delimiter listing: one level, folders as PrefixInfo."""
+        check_delimiter(delimiter)
         base = self.cfg.uri.prefix + "/" if self.cfg.uri.prefix else ""
         token = None
-        found: list[ObjectInfo] = []
+        found: dict[str, Listed] = {}   # a folder may come again on a later page
         while True:
-            items, token = await self._req.call(self, "list objects under", prefix or "/",
-                                                self._list_page, base + prefix, token)
-            found += [ObjectInfo(name[len(base):], size) for name, size in items]
+            objects, folders, token = await self._req.call(
+                self, "list objects under", prefix or "/", self._list_page, base + prefix,
+                delimiter, token)
+            for name, size in objects:
+                found[name[len(base):]] = ObjectInfo(name[len(base):], size)
+            for name in folders:
+                found[name[len(base):]] = PrefixInfo(name[len(base):])
             if not token:
                 break
-        found.sort(key=lambda o: o.path)
-        for info in found:
-            yield info
+        for path in sorted(found):
+            yield found[path]
 
-    def _list_page(self, prefix: str, token: Any) -> tuple[list[tuple[str, int]], Any]:
-        """One page of (full name, size) under a full prefix, and the next page's token or None;
-        runs in the store's threads."""
+    def _list_page(self, prefix: str, delimiter: str | None,
+                   token: Any) -> tuple[list[tuple[str, int]], list[str], Any]:
+        """One page under a full prefix: (full name, size) of its objects, the full names of
+        its folders (delimiter listings only, each ending with the delimiter), and the next
+        page's token or None; runs in the store's threads."""
         raise NotImplementedError
 
     async def close(self) -> None:

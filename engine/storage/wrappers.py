@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 from ..errors import AlreadyExists, NotFound, StorageError
-from .base import ObjectInfo, ObjectStore, read_all
+from .base import Listed, ObjectInfo, ObjectStore, read_all
 from .uri import TransientStorageError, Unreachable
 
 __all__ = ["RetryPolicy", "RetryingStore"]
@@ -208,12 +208,14 @@ class RetryingStore:
     async def get_range(self, path: str, offset: int, length: int) -> bytes:
         return await self._whole("read", path, lambda: self.inner.get_range(path, offset, length))
 
-    async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+    async def list(self, prefix: str = "", delimiter: str | None = None) -> AsyncIterator[Listed]:
+        """A listing cut mid-way is listed again and resumes after the last path delivered
+        (objects and folders alike: one sequence sorted by path)."""
         last: str | None = None
         failures = 0
         started = time.monotonic()
         while True:
-            stream = self.inner.list(prefix)
+            stream = self.inner.list(prefix, delimiter)
             try:
                 async for info in stream:
                     if last is not None and info.path <= last:

@@ -1,6 +1,7 @@
 """The ObjectStore contract (engine/storage/base.py), checked against every store: nodelocal,
 S3 (SeaweedFS), GCS (fake-gcs-server) and Azure (Azurite), the servers real processes on
-127.0.0.1 (tests/support/objstores.py), each test in a new, empty bucket or container."""
+127.0.0.1 (tests/support/objstores.py), each test in a new, empty bucket or container; and the
+in-memory store of engine tests (engine/storage/memory.py), whose one difference is marked."""
 from __future__ import annotations
 
 import asyncio
@@ -14,29 +15,60 @@ from pathlib import Path
 import pytest
 
 from engine.errors import AlreadyExists, InvalidURI, NotFound, StorageError, Unsupported
-from engine.storage import StoreContext, create, open_store, put, read_all
+from engine.storage import ObjectInfo, PrefixInfo, StoreContext, create, open_store, put, read_all
+from engine.storage.memory import MemoryStore
+from engine.storage.wrappers import RetryingStore
 from tests.support.objstores import azure_server, gcs_server, s3_server  # noqa: F401 (fixtures)
 
-STORES = ["nodelocal", "nodelocal-tmpfs", "s3", "gcs", "azure"]
+URI_STORES = ["nodelocal", "nodelocal-tmpfs", "s3", "gcs", "azure"]
+STORES = URI_STORES + ["memory"]
 _SERVER_FIXTURE = {"s3": "s3_server", "gcs": "gcs_server", "azure": "azure_server"}
+
+
+def _open(kind: str, request, tmp_path):
+    """A store of `kind` as the engine gets it (under the retry wrapper), in a new, empty
+    place; `s._another()` opens one more instance of the same store, as another process would.
+    Two contracts differ by store: the in-memory one (engine/storage/memory.py) refuses to
+    overwrite an object (`s.overwrites`), and nodelocal, whose folders are directories, cannot
+    hold an object `a` and objects under `a/` at once (`s.name_is_object_and_folder`); nor can
+    the GCS test server, fake-gcs-server, whose filesystem backend stores objects the same way
+    (Cloud Storage itself can)."""
+    if kind == "memory":
+        s = RetryingStore(MemoryStore())
+        s._another = lambda: RetryingStore(MemoryStore(objects=s.inner.objects))
+        s.kind, s.overwrites, s.name_is_object_and_folder = kind, False, True
+        return s
+    root = tmp_path / "root"
+    if kind == "nodelocal-tmpfs":  # no O_DIRECT there: the buffered fallback
+        root = Path(tempfile.mkdtemp(dir="/dev/shm")) / "root"
+        request.addfinalizer(lambda: shutil.rmtree(root.parent, ignore_errors=True))
+    root.mkdir()
+    if kind.startswith("nodelocal"):
+        uri = "nodelocal://self/coll"
+    else:
+        server = request.getfixturevalue(_SERVER_FIXTURE[kind])
+        uri = server.collection_uri("coll")
+    s = open_store(uri, StoreContext(root))
+    s._root_for_tests = root
+    s._another = lambda: open_store(uri, StoreContext(root))
+    s.kind, s.overwrites = kind.split("-")[0], True
+    s.name_is_object_and_folder = s.kind not in ("nodelocal", "gcs")
+    return s
 
 
 @pytest.fixture(params=STORES)
 def store(request, tmp_path):
-    root = tmp_path / "root"
-    if request.param == "nodelocal-tmpfs":  # no O_DIRECT there: the buffered fallback
-        root = Path(tempfile.mkdtemp(dir="/dev/shm")) / "root"
-        request.addfinalizer(lambda: shutil.rmtree(root.parent, ignore_errors=True))
-    root.mkdir()
-    if request.param.startswith("nodelocal"):
-        uri = "nodelocal://self/coll"
-    else:
-        server = request.getfixturevalue(_SERVER_FIXTURE[request.param])
-        uri = server.collection_uri("coll")
-    s = open_store(uri, StoreContext(root))
-    s._root_for_tests = root
-    s._uri_for_tests = uri
-    s.kind = request.param.split("-")[0]
+    """Every store, the in-memory one included."""
+    s = _open(request.param, request, tmp_path)
+    yield s
+    asyncio.run(s.close())
+
+
+@pytest.fixture(params=URI_STORES)
+def uri_store(request, tmp_path):
+    """The stores a URI names (for contracts of a place in a bucket or directory, or of
+    streaming: the in-memory store holds every object whole by design)."""
+    s = _open(request.param, request, tmp_path)
     yield s
     asyncio.run(s.close())
 
@@ -70,6 +102,8 @@ def test_put_get_stat_list_delete(store):
 
 
 def test_put_is_atomic_and_abort_leaves_nothing(store):
+    """A commit replaces an object atomically; the in-memory store refuses it instead
+    (AlreadyExists, the object untouched): its one contract that differs."""
     async def main():
         await put(store, "obj", b"old")
         w = await store.writer("obj")
@@ -80,8 +114,17 @@ def test_put_is_atomic_and_abort_leaves_nothing(store):
         assert [o.path async for o in store.list()] == ["obj"]
         w = await store.writer("obj")
         await w.write(b"new")
-        await w.commit()
-        assert await read_all(store, "obj") == b"new"
+        if store.overwrites:
+            await w.commit()
+            assert await read_all(store, "obj") == b"new"
+        else:
+            with pytest.raises(AlreadyExists) as e:
+                await w.commit()
+            assert e.value.message == "obj already exists in mem://test (this store never overwrites an object)"
+            with pytest.raises(AlreadyExists):
+                await put(store, "obj", b"again")
+            assert await read_all(store, "obj") == b"old"
+        assert [o.path async for o in store.list()] == ["obj"]
     run(main())
 
 
@@ -108,10 +151,8 @@ def test_create_claims_an_absent_name_and_never_overwrites(store):
 
 def test_concurrent_creates_of_one_name_have_exactly_one_winner(store):
     """20 store instances (as 20 processes would have), all creating one name at once."""
-    ctx = StoreContext(store._root_for_tests)
-
     async def main():
-        stores = [open_store(store._uri_for_tests, ctx) for _ in range(20)]
+        stores = [store._another() for _ in range(20)]
         try:
             for round_ in range(2):
                 name = f"race/{round_}"
@@ -168,8 +209,27 @@ def test_nodelocal_cannot_escape_its_root(tmp_path):
             await put(s, "/abs", b"1")
         with pytest.raises(InvalidURI):
             await put(s, "link/x", b"1")
+        assert await level(s) == [] and await level(s, "link/") == []    # never followed
+        assert [o async for o in s.list("link/")] == []
     run(main())
     assert list(outside.iterdir()) == []
+
+
+def test_nodelocal_listings_hide_temporary_files_only(tmp_path):
+    """Only a writer's temporary name (`.<name>.<32 hex>.tmp`) is debris: an object whose name
+    merely ends with '.tmp' is listed like any other, with and without a delimiter."""
+    root = tmp_path / "root"
+    root.mkdir()
+    s = open_store("nodelocal://self/coll", StoreContext(root))
+
+    async def main():
+        await put(s, "notes.tmp", b"n")
+        await put(s, "d/.hidden.tmp", b"h")
+        (root / "coll" / "d" / f".x.{'0' * 32}.tmp").write_bytes(b"debris")
+        assert await names(s) == ["d/.hidden.tmp", "notes.tmp"]
+        assert await level(s) == [F("d/"), O("notes.tmp", 1)]
+        assert await level(s, "d/") == [O("d/.hidden.tmp", 1)]
+    run(main())
 
 
 def test_unknown_and_unbuilt_schemes():
@@ -221,8 +281,179 @@ def test_listing_is_sorted_complete_and_paged(store):
     run(main())
 
 
-def test_store_is_rooted_at_its_path(store):
+# -- listings with a delimiter: one level, folders as PrefixInfo (base.py) --
+def _page_size(store, n: int) -> None:
+    if hasattr(store.inner, "list_page_size"):
+        store.inner.list_page_size = n
+
+
+async def level(store, prefix=""):
+    return [o async for o in store.list(prefix, "/")]
+
+
+def O(path, size):     # noqa: E743 - reads as the listing it stands for
+    return ObjectInfo(path, size)
+
+
+def F(path):
+    return PrefixInfo(path)
+
+
+def test_delimiter_listing_is_one_level_sorted_by_path(store):
+    """Objects directly under the prefix and one entry per folder, merged in path order, never
+    what lies inside a folder; names sharing a start with a folder ('a', 'a/', 'a-b', 'ab')
+    each in their place; a prefix that does not end with '/' cuts names mid-segment. Pages of
+    two entries, so folders and objects cross page boundaries."""
+    objects = ["top", "d1/x", "d1/sub/y", "d1/sub/deeper/z", "d2/w", "a", "a/b", "ab", "a-b",
+               "a/c/d", "a0"]
+    size = {n: i + 1 for i, n in enumerate(objects)}
+    if not store.name_is_object_and_folder:        # no object 'a' beside 'a/' (_open)
+        objects.remove("a")
+    _page_size(store, 2)
+
+    def want(*entries):
+        return [e for e in entries if isinstance(e, PrefixInfo) or e.path in objects]
+
+    async def main():
+        for n in objects:
+            await put(store, n, b"x" * size[n])
+        assert await level(store) == want(O("a", 6), O("a-b", 9), F("a/"), O("a0", 11), O("ab", 8),
+                                          F("d1/"), F("d2/"), O("top", 1))
+        assert await level(store, "a") == want(O("a", 6), O("a-b", 9), F("a/"), O("a0", 11),
+                                               O("ab", 8))
+        assert await level(store, "a/") == [O("a/b", 7), F("a/c/")]
+        assert await level(store, "d1/") == [F("d1/sub/"), O("d1/x", 2)]
+        assert await level(store, "d1/sub/") == [F("d1/sub/deeper/"), O("d1/sub/y", 3)]
+        assert await level(store, "d1/sub/deeper/") == [O("d1/sub/deeper/z", 4)]
+        assert await level(store, "d1/s") == [F("d1/sub/")]
+        assert await level(store, "d") == [F("d1/"), F("d2/")]
+        for empty in ("nothing/", "x", "a/b/", "top/", "d1/sub/deeper/z/", "d3"):
+            assert await level(store, empty) == [], empty
+        # without a delimiter: every object at any depth, as before
+        assert [o async for o in store.list("a")] == want(O("a", 6), O("a-b", 9), O("a/b", 7),
+                                                          O("a/c/d", 10), O("a0", 11), O("ab", 8))
+        with pytest.raises(ValueError):
+            [o async for o in store.list("", "|")]
+    run(main())
+
+
+def test_an_object_and_a_folder_of_one_name(store):
+    """A folder 'a/' is not an object 'a': reading, stating or deleting 'a' finds none. A
+    bucket holds both an object 'a' and objects under 'a/'; nodelocal cannot (a file cannot be
+    a directory), and says so when asked to, in either order."""
+    async def main():
+        await put(store, "a/b", b"1")
+        for absent in (lambda: store.stat("a"), lambda: read_all(store, "a"),
+                       lambda: store.get_range("a", 0, 1), lambda: store.stat("a/b/c"),
+                       lambda: read_all(store, "a/b/c")):
+            with pytest.raises(NotFound):
+                await absent()
+        await store.delete("a")
+        await store.delete("a/b/c")
+        await put(store, "x", b"2")
+        if store.name_is_object_and_folder:
+            await put(store, "a", b"3")
+            await create(store, "x/y", b"4")
+            assert await level(store) == [O("a", 1), F("a/"), O("x", 1), F("x/")]
+            return
+        if store.kind != "nodelocal":
+            return              # the GCS test server (_open): its own 500s, retried, then 58030
+        for attempt, name, what in ((lambda: put(store, "a", b"3"), "a", "a folder"),
+                                    (lambda: create(store, "a", b"3"), "a", "a folder"),
+                                    (lambda: put(store, "x/y", b"4"), "x/y", "an object"),
+                                    (lambda: create(store, "x/y/z", b"4"), "x/y/z", "an object")):
+            with pytest.raises(StorageError) as e:
+                await attempt()
+            assert type(e.value) is StorageError
+            assert e.value.message == (f"cannot write {name} in {store.uri}: {what} of that name "
+                                       "exists (nodelocal cannot hold an object and a folder of one name)")
+        assert await level(store) == [F("a/"), O("x", 1)]
+        assert await names(store) == ["a/b", "x"]
+    run(main())
+
+
+def test_delimiter_listing_of_an_empty_store(store):
+    async def main():
+        assert await level(store) == []
+        assert await level(store, "a/") == []
+    run(main())
+
+
+def test_delimiter_listing_shows_no_unfinished_write_nor_emptied_folder(store):
+    """A writer's unfinished object (nodelocal: its temporary file; S3: an open multipart
+    upload) makes no folder, and a folder goes with its last object (nodelocal keeps the empty
+    directory but hides it; SeaweedFS, the S3 test server, lists emptied folders a while,
+    which base.py allows: real S3 has no folders to keep). The debris is really there on
+    nodelocal, so the listing is what hides it."""
+    _small_parts(store)
+    data = os.urandom(6 << 20)       # past one part: a multipart upload on S3
+
+    async def unfinished(path):
+        w = await store.writer(path)
+        for i in range(0, len(data), 1 << 20):
+            await w.write(data[i:i + (1 << 20)])
+        return w
+
+    async def main():
+        await put(store, "keep/obj", b"k")
+        writers = [await unfinished("fresh/new/obj"), await unfinished("keep/unfinished"),
+                   await unfinished("solo")]
+        await put(store, "gone/deeper/x", b"x")
+        await store.delete("gone/deeper/x")
+        if store.kind == "nodelocal":
+            top = store._root_for_tests / "coll"
+            assert len(list((top / "fresh" / "new").glob(".obj.*.tmp"))) == 1
+            assert len(list((top / "keep").glob(".unfinished.*.tmp"))) == 1
+            assert (top / "gone" / "deeper").is_dir()
+        emptied = [[], [F("gone/")]] if store.kind == "s3" else [[]]   # gone, or maybe not yet
+        assert await level(store) in [e + [F("keep/")] for e in emptied]
+        assert await level(store, "keep/") == [O("keep/obj", 1)]
+        for empty in ("fresh/", "fresh/new/", "s"):
+            assert await level(store, empty) == [], empty
+        if store.kind != "s3":
+            assert await level(store, "gone/") == []
+        assert await names(store) == ["keep/obj"]
+        for w in writers:
+            await w.abort()
+    run(main())
+
+
+class _CountingPolicy:
+    """The request seam's policy (uri.Requests), counting each request by its operation."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.ops: list[str] = []
+
+    async def run(self, attempt, *, store, op, path):
+        self.ops.append(op)
+        return await self.inner.run(attempt, store=store, op=op, path=path)
+
+
+@pytest.mark.parametrize("kind", ["s3", "gcs", "azure"])
+def test_cloud_delimiter_listing_does_not_page_through_folders(kind, request, tmp_path):
+    """The service's own delimiter listing: 30 objects in a folder, pages of 5 entries, and a
+    listing of the level above is one request, where the full listing takes seven."""
+    store = _open(kind, request, tmp_path)
+    _page_size(store, 5)
+    counting = store.inner.request_policy = _CountingPolicy(store.policy)
+
+    async def main():
+        for i in range(30):
+            await put(store, f"big/{i:02d}", b"")
+        await put(store, "x", b"1")
+        counting.ops.clear()
+        assert await level(store) == [F("big/"), O("x", 1)]
+        assert counting.ops == ["list objects under"]
+        assert len(await names(store)) == 31
+        assert counting.ops.count("list objects under") == 1 + 7
+        await store.close()
+    run(main())
+
+
+def test_store_is_rooted_at_its_path(uri_store):
     """Objects of one collection path never show in a sibling path of the same bucket."""
+    store = uri_store
     if store.kind == "nodelocal":
         other = open_store("nodelocal://self/coll2", StoreContext(store._root_for_tests))
     else:
@@ -302,10 +533,11 @@ def _small_parts(store):
     return getattr(inner, "part_size", 0)
 
 
-def test_large_object_streams_with_bounded_memory(store):
+def test_large_object_streams_with_bounded_memory(uri_store):
     """32+ MiB written in 64 KiB pieces (a multipart/resumable/staged upload), read back equal;
     the writer holds about three parts (two uploading, one filling) plus the SDK's own
     buffers, never the whole object."""
+    store = uri_store
     part = _small_parts(store)
     data = os.urandom(max(32 << 20, 8 * part))
 
@@ -357,7 +589,8 @@ def test_abort_of_a_large_upload_leaves_nothing(store):
 def test_concurrent_writers_of_one_name(store):
     """Two writers of the same object at once: the result is one of them whole, never a mix.
     On Azure the first commit drops the other writer's uncommitted blocks, so the other one
-    may fail (58030) instead; the engine never writes one name twice at once."""
+    may fail (58030) instead; the in-memory store refuses the second commit (58P02, no
+    overwrite); the engine never writes one name twice at once."""
     _small_parts(store)
     a, b = os.urandom(6 << 20), os.urandom(6 << 20)
 
@@ -373,9 +606,12 @@ def test_concurrent_writers_of_one_name(store):
         ok = [d for d, r in zip((a, b), results) if r is None]
         failed = [r for r in results if r is not None]
         assert ok, results
-        if store.kind != "azure":
-            assert not failed, failed
-        assert all(isinstance(r, StorageError) and r.sqlstate == "58030" for r in failed)
+        if not store.overwrites:
+            assert len(ok) == 1 and len(failed) == 1 and isinstance(failed[0], AlreadyExists)
+        else:
+            if store.kind != "azure":
+                assert not failed, failed
+            assert all(isinstance(r, StorageError) and r.sqlstate == "58030" for r in failed)
         got = await read_all(store, "same")
         assert got in ok
     run(main())

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from engine.errors import AlreadyExists, NotFound, StorageError
-from engine.storage import ObjectInfo, StoreContext, create, open_store, read_all
+from engine.storage import ObjectInfo, PrefixInfo, StoreContext, create, open_store, read_all
+from engine.storage.memory import MemoryStore
 from engine.storage.uri import TransientStorageError
 from engine.storage.wrappers import RetryingStore, RetryPolicy
 from tests.support.faulthttp import FaultHTTPProxy
@@ -81,11 +82,14 @@ class Flaky:
         self._maybe_fail("get_range")
         return self.objects[path][offset:offset + length]
 
-    async def list(self, prefix=""):
-        for i, name in enumerate(sorted(self.objects)):
+    async def list(self, prefix="", delimiter=None):
+        listing = MemoryStore(objects=self.objects).list(prefix, delimiter)
+        i = 0
+        async for info in listing:
             if i == 2:
                 self._maybe_fail("list")
-            yield ObjectInfo(name, len(self.objects[name]))
+            i += 1
+            yield info
 
     async def delete(self, path):
         self.objects.pop(path, None)
@@ -118,6 +122,7 @@ class Flaky:
 def test_transient_failures_are_retried_until_they_pass():
     inner = Flaky()
     inner.objects = {f"o{i}": bytes(range(i, i + 95)) for i in range(5)}
+    inner.objects |= {"p/1": b"", "p/2/x": b"", "q/y": b"", "r": b"r"}
     store = RetryingStore(inner, fast())
 
     async def main():
@@ -125,9 +130,13 @@ def test_transient_failures_are_retried_until_they_pass():
         assert (await store.stat("o1")).size == 95
         assert await read_all(store, "o3") == inner.objects["o3"]     # resumed, no duplicate bytes
         assert [o.path async for o in store.list()] == sorted(inner.objects)   # resumed listing
+        inner.failures["list"] = 2
+        assert [o async for o in store.list("", "/")] == [              # and one of folders
+            *(ObjectInfo(f"o{i}", 95) for i in range(5)), PrefixInfo("p/"), PrefixInfo("q/"),
+            ObjectInfo("r", 1)]
         assert await store.get_range("o2", 5, 5) == inner.objects["o2"][5:10]
     run(main())
-    assert inner.calls["stat"] == 4 and store.policy.retries == 8
+    assert inner.calls["stat"] == 4 and store.policy.retries == 10
 
 
 def test_a_request_that_keeps_failing_is_58030_after_bounded_attempts():

@@ -69,8 +69,8 @@ async def claim_subdir(store: ObjectStore, subdir: str, job_id: int, token: str)
         await store.create(lock, lock_body(job_id, token))
     except AlreadyExists:
         return False
-    async for info in store.list(subdir.strip("/") + "/"):
-        name = info.path.rsplit("/", 1)[-1]
+    async for info in store.list(subdir.strip("/") + "/", "/"):    # its own files, not data/
+        name = info.path.rstrip("/").rsplit("/", 1)[-1]
         if name == "BACKUP_MANIFEST" or name.startswith(layout.LEGACY_LOCK_PREFIX):
             try:
                 await store.delete(lock)    # ours: created just now

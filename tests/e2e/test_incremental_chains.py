@@ -193,7 +193,7 @@ ACCOUNTS, ROWS, BALANCE = 4, 10000, 1000
 
 
 def _transfers(dsn: str, stop: threading.Event, done: list, seed: int) -> None:
-    """Move money between random accounts, about 500 times a second; one transfer in ten deletes
+    """Move money between random accounts, a few hundred times a second; one transfer in ten deletes
     the paying account's row and inserts it again (so it moves to another page and chunk), the
     others update in place (HOT), leaving the chunk's row count as it was."""
     rnd = random.Random(seed)
@@ -211,6 +211,7 @@ def _transfers(dsn: str, stop: threading.Event, done: list, seed: int) -> None:
                         conn.execute(f"INSERT INTO accounts_{a} VALUES (%s, %s)", (x, row[0] - 7))
                 else:
                     ok = conn.execute(f"UPDATE accounts_{a} SET balance = balance - 7 WHERE id = %s", (x,)).rowcount == 1
+                stop.wait(0.002)    # half a transfer: likely in progress at a layer's snapshot
                 # a row deleted and inserted again by the other writer meanwhile is not updated
                 ok = ok and conn.execute(f"UPDATE accounts_{b} SET balance = balance + 7 WHERE id = %s",
                                          (y,)).rowcount == 1
@@ -221,7 +222,6 @@ def _transfers(dsn: str, stop: threading.Event, done: list, seed: int) -> None:
                 done[0] += 1
             else:
                 conn.rollback()
-            stop.wait(0.002)
 
 
 def test_writers_during_every_layer(pgkeep, pg18):

@@ -11,8 +11,7 @@ which chunks the layer copied, read from the layer's manifest."""
 from __future__ import annotations
 
 import re
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import psycopg
@@ -367,7 +366,8 @@ def _truncate(k):
     def step(s: Source):
         node = s.relfilenode("truncated")
         if k == 1:
-            s("TRUNCATE truncated", "INSERT INTO truncated SELECT g, 1, repeat('a', 40) FROM generate_series(1, 2000) g")
+            s("TRUNCATE truncated",
+              "INSERT INTO truncated SELECT g, 1, repeat('a', 40) FROM generate_series(1, 2000) g")
         else:   # in one transaction: COPY ... FREEZE writes its rows frozen
             with s.txn() as t:
                 t.execute("TRUNCATE truncated")
@@ -636,7 +636,8 @@ def test_every_layer_restores_the_source_at_its_snapshot(chain, case):
                 assert getattr(got, what) == getattr(want, what), f"layer {k}: {what} differ"
         if k:   # the case changed what it says it changed, and nothing else
             differs = any(chain.expected[k - 1].rows.get(t) != want.rows[t] for t in case.tables)
-            assert differs == (k in case.changed), f"layer {k}: the source's rows {'did not change' if k in case.changed else 'changed'}"
+            assert differs == (k in case.changed), \
+                f"layer {k}: the source's rows {'did not change' if k in case.changed else 'changed'}"
     if case.check is not None:
         case.check(chain)
 

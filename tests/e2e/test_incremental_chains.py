@@ -60,7 +60,8 @@ CHANGES = [
     ["DELETE FROM acct WHERE id BETWEEN 1500 AND 1520"],
     [_copy],
     ["TRUNCATE old", "INSERT INTO old SELECT generate_series(1001, 1300)"],
-    ["CREATE TABLE fresh (id int PRIMARY KEY, t text)", "INSERT INTO fresh SELECT g, 'f' FROM generate_series(1, 50) g"],
+    ["CREATE TABLE fresh (id int PRIMARY KEY, t text)",
+     "INSERT INTO fresh SELECT g, 'f' FROM generate_series(1, 50) g"],
     ["ALTER TABLE fresh RENAME TO renamed"],
     ["VACUUM FULL acct"],
     ["CLUSTER acct USING acct_k"],
@@ -210,7 +211,8 @@ def _transfers(dsn: str, stop: threading.Event, done: list, seed: int) -> None:
                     if ok:
                         conn.execute(f"INSERT INTO accounts_{a} VALUES (%s, %s)", (x, row[0] - 7))
                 else:
-                    ok = conn.execute(f"UPDATE accounts_{a} SET balance = balance - 7 WHERE id = %s", (x,)).rowcount == 1
+                    ok = conn.execute(f"UPDATE accounts_{a} SET balance = balance - 7 WHERE id = %s",
+                                      (x,)).rowcount == 1
                 stop.wait(0.002)    # half a transfer: likely in progress at a layer's snapshot
                 # a row deleted and inserted again by the other writer meanwhile is not updated
                 ok = ok and conn.execute(f"UPDATE accounts_{b} SET balance = balance + 7 WHERE id = %s",
@@ -229,7 +231,8 @@ def test_writers_during_every_layer(pgkeep, pg18):
     pg18.psql(f"DROP DATABASE IF EXISTS {db}")
     pg18.psql(f"CREATE DATABASE {db}")
     # fillfactor 50: updates stay on their page (HOT), so a chunk's row count says nothing
-    pg18.psql("".join(f"CREATE TABLE accounts_{i} (id int PRIMARY KEY, balance bigint NOT NULL) WITH (fillfactor = 50); "
+    pg18.psql("".join(f"CREATE TABLE accounts_{i} (id int PRIMARY KEY, balance bigint NOT NULL) "
+                      f"WITH (fillfactor = 50); "
                       f"INSERT INTO accounts_{i} SELECT g, {BALANCE} FROM generate_series(1, {ROWS}) g;"
                       for i in range(ACCOUNTS)), db)
     total = ACCOUNTS * ROWS * BALANCE

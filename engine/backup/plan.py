@@ -73,19 +73,24 @@ def _parent_base(t, identity: str, heap: bool, fmt: str, parent: TableEntry | No
 
 def _ranges_after(parent: TableEntry, pages: int, chunk_pages: int) -> tuple[list[list], dict]:
     """The parent's ranges, grown by the pages added since (FORMAT.md 7.3), and for each the
-    parent's chunk with the pages to test it on: {first page: (chunk, scan range)}."""
+    parent's chunk with the pages to test it on: {first page: (chunk, scan range)}.
+
+    The parent's ranges end at its page count, or beyond it when the table shrank (a VACUUM
+    truncated empty trailing pages) after an earlier layer drew them: new ranges start where
+    the parent's end, never inside one of them."""
     ranges, bases = [], {}
-    grew = pages > parent.pages
+    edge = max([parent.pages] + [hi if hi is not None else lo for lo, hi in (c.range for c in parent.chunks)])
+    grew = pages > edge
     for c in parent.chunks:
         lo, hi = c.range
         if hi is None and grew:
-            hi = parent.pages
+            hi = edge
         if hi is not None and hi <= lo:
             continue              # empty: no row can be there
         ranges.append([lo, hi])
         bases[lo] = (c, (lo, hi))
     if grew:
-        ranges += _fresh_ranges(pages, chunk_pages, parent.pages)
+        ranges += _fresh_ranges(pages, chunk_pages, edge)
     return ranges, bases
 
 

@@ -30,12 +30,38 @@ WHERE c.relkind IN ('r', 'p') AND n.nspname <> 'information_schema'
 
 # What must not change for a chunk read under one snapshot to be kept under another: the
 # relation's name, its relfilenode (its pages), its pg_class row version (xmin: a drop and
-# re-create, an ATTACH/DETACH or any ALTER gives a new one), access method and columns.
+# re-create, an ATTACH/DETACH or any ALTER gives a new one), access method and columns, and
+# what turns its unchanged tuples into COPY output: the types its columns use, through arrays,
+# domains, ranges and composites (each one's pg_type row version, an enum's labels, which ALTER
+# TYPE ... RENAME VALUE changes, a composite's attributes, which ALTER TYPE ... ADD/DROP ATTRIBUTE
+# changes; neither touches the table), as a digest. The types are walked once for all tables.
 _IDENTITY_SQL = """
+WITH RECURSIVE ty(root, oid) AS (
+     SELECT DISTINCT x.atttypid, x.atttypid FROM pg_catalog.pg_attribute x
+     WHERE x.attrelid = ANY($1::pg_catalog.oid[]) AND x.attnum > 0
+     UNION
+     SELECT ty.root, s.sub FROM ty JOIN pg_catalog.pg_type t ON t.oid = ty.oid CROSS JOIN LATERAL (
+         SELECT t.typelem UNION ALL SELECT t.typbasetype
+         UNION ALL SELECT r.rngsubtype FROM pg_catalog.pg_range r WHERE r.rngtypid = t.oid
+         UNION ALL SELECT r.rngtypid FROM pg_catalog.pg_range r WHERE r.rngmultitypid = t.oid
+         UNION ALL SELECT y.atttypid FROM pg_catalog.pg_attribute y
+                   WHERE y.attrelid = t.typrelid AND y.attnum > 0) s(sub)
+     WHERE s.sub <> 0),
+sig(root, digest) AS MATERIALIZED (
+     SELECT ty.root, pg_catalog.string_agg(pg_catalog.concat_ws(':', t.oid, t.xmin,
+              (SELECT pg_catalog.string_agg(pg_catalog.format('%s=%L', e.oid, e.enumlabel), ';' ORDER BY e.oid)
+               FROM pg_catalog.pg_enum e WHERE e.enumtypid = t.oid),
+              (SELECT pg_catalog.string_agg(pg_catalog.concat_ws('=', y.attnum, y.atttypid, y.atttypmod,
+                                                                y.attisdropped), ';' ORDER BY y.attnum)
+               FROM pg_catalog.pg_attribute y WHERE y.attrelid = t.typrelid AND y.attnum > 0)), ',' ORDER BY t.oid)
+     FROM ty JOIN pg_catalog.pg_type t ON t.oid = ty.oid GROUP BY ty.root)
 SELECT c.oid, pg_catalog.concat_ws('|', n.nspname, c.relname, c.relkind, c.relfilenode, c.xmin,
          a.amname, (SELECT pg_catalog.string_agg(pg_catalog.concat_ws(':', x.attnum, x.attname,
                         x.atttypid, x.atttypmod, x.attcollation, x.attisdropped), ',' ORDER BY x.attnum)
-                    FROM pg_catalog.pg_attribute x WHERE x.attrelid = c.oid AND x.attnum > 0)),
+                    FROM pg_catalog.pg_attribute x WHERE x.attrelid = c.oid AND x.attnum > 0),
+         (SELECT pg_catalog.md5(pg_catalog.string_agg(g.digest, ',' ORDER BY x.attnum))
+          FROM pg_catalog.pg_attribute x JOIN sig g ON g.root = x.atttypid
+          WHERE x.attrelid = c.oid AND x.attnum > 0)),
        a.amname = 'heap'
 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
      LEFT JOIN pg_catalog.pg_am a ON a.oid = c.relam

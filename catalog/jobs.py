@@ -136,8 +136,8 @@ class JobStore:
                 new = "paused"
             if new == "running":  # resumed: any process may claim it
                 await conn.execute("UPDATE pgkeep.jobs SET status = 'running', coordinator_id = NULL, "
-                                   "lease_expires = NULL, pause_reason = NULL, modified = now() "
-                                   "WHERE job_id = $1", job_id)
+                                   "lease_expires = NULL, pause_reason = NULL, running_status = NULL, "
+                                   "modified = now() WHERE job_id = $1", job_id)
             else:
                 await conn.execute("UPDATE pgkeep.jobs SET status = $2, pause_reason = coalesce($3, "
                                    "pause_reason), modified = now() WHERE job_id = $1", job_id, new, reason)
@@ -167,10 +167,16 @@ class JobStore:
             coordinator, job_ids, lease_seconds)
         return {r[0]: r[1] for r in rows}
 
-    async def progress(self, job_id: int, fraction: float, running_status: str) -> None:
+    async def progress(self, job_id: int, coordinator: str, fraction: float,
+                       running_status: str | None) -> None:
+        """Progress of a job `coordinator` holds and runs: a report that arrives after the job
+        ended, paused or moved to another process changes nothing. fraction_completed never
+        drops (a resumed or adopted run starts counting again)."""
         await self._pool.execute(
-            "UPDATE pgkeep.jobs SET fraction_completed = $2, running_status = $3, modified = now() "
-            "WHERE job_id = $1 AND finished IS NULL", job_id, min(max(fraction, 0.0), 1.0), running_status)
+            "UPDATE pgkeep.jobs SET fraction_completed = greatest(fraction_completed, $3), "
+            "running_status = $4, modified = now() WHERE job_id = $1 AND coordinator_id = $2 "
+            "AND finished IS NULL AND status <> 'paused'",
+            job_id, coordinator, min(max(fraction, 0.0), 1.0), running_status)
 
     async def save_checkpoint(self, job_id: int, coordinator: str, checkpoint: dict) -> None:
         await self._pool.execute(

@@ -367,7 +367,9 @@ class JobRegistry:
                 if (await store.get(ctx.job_id)).status == "running":
                     # a pausepoint (engine.pausepoints): as if PAUSE JOB had been requested now
                     await store.request(ctx.job_id, "pause-requested", "pause", reason="pausepoint")
-                await end("paused", running_status="paused at a checkpoint")
+                where = ctx.running_status()
+                await end("paused", running_status="paused at a checkpoint"
+                          + (f" ({where})" if where else ""))
             else:
                 await store.release(ctx.job_id, me)
         except Canceled:

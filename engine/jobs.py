@@ -314,8 +314,10 @@ class JobRegistry:
 
     async def _tick(self) -> None:
         if self._running:
-            held = list(self._running)
-            statuses = await self.store.heartbeat(self.coordinator, held, self.lease)
+            # Not those ending or released: their lease is gone or going (one warning per
+            # lost lease, however long the job takes to reach its next chunk boundary).
+            held = [j for j, r in self._running.items() if not r.ctx.ending and r.ctx.stop != "release"]
+            statuses = await self.store.heartbeat(self.coordinator, held, self.lease) if held else {}
             for job_id in held:
                 r = self._running.get(job_id)
                 if r is None or r.ctx.ending:
@@ -397,6 +399,8 @@ class JobRegistry:
                 _log.warning("job %d stopped (%s) while the catalog is unreachable: it will be "
                              "adopted again once its lease expires", ctx.job_id, message)
         finally:
-            self._running.pop(ctx.job_id, None)
+            r = self._running.get(ctx.job_id)
+            if r is not None and r.ctx is ctx:   # not a later run of the job, adopted again here
+                del self._running[ctx.job_id]
             if not done.done():
                 done.set_result(None)

@@ -375,3 +375,39 @@ def test_show_jobs_cuts_description_at_a_word_with_an_ellipsis(env, wide):
     assert run(proc, f"SELECT description FROM pgkeep.jobs WHERE job_id = {job_id}")[0][0] == full
     via_source = run(proc, f"SELECT description FROM [SHOW JOBS] WHERE job_id = {job_id}")[0][0]
     assert via_source == shown
+
+
+def test_a_lost_lease_is_warned_once(env):
+    """A job whose lease another process took keeps running here until its next chunk boundary
+    (one slow chunk: zstd level 19). Before, every heartbeat of that time warned "lost the lease"
+    again, also after the job had finished elsewhere. The lease is taken by hand, as a process
+    that adopted the job would; it expires later, and this process adopts the job again."""
+    cluster, proc = env
+    cluster.psql("CREATE DATABASE slowchunk")
+    cluster.psql("CREATE TABLE t(id int, v text); INSERT INTO t SELECT g, repeat(md5(g::text), 4) "
+                 "FROM generate_series(1, 300000) g", "slowchunk")
+    settings = {"pgkeep.backup.chunk_size": "'1 GiB'", "pgkeep.backup.parallelism": "1",
+                "pgkeep.backup.compression_level": "19"}
+    for k, v in settings.items():
+        run(proc, f"SET CLUSTER SETTING {k} = {v}")
+    try:
+        job_id = run(proc, f"BACKUP DATABASE slowchunk INTO '{coll('lease')}' WITH detached")[0][0]
+        deadline = time.monotonic() + 60
+        while not (job(proc, job_id)["running_status"] or "").startswith("backing up slowchunk"):
+            assert time.monotonic() < deadline, job(proc, job_id)
+            time.sleep(0.02)
+        cluster.psql("UPDATE pgkeep.jobs SET coordinator_id = 'another-process', "
+                     f"lease_expires = now() + interval '12 s' WHERE job_id = {job_id}")
+        warning = f"lost the lease of job {job_id}"
+        while warning not in proc.log():
+            assert time.monotonic() < deadline, proc.log()[-2000:]
+            time.sleep(0.05)
+        run(proc, "RESET CLUSTER SETTING pgkeep.backup.compression_level")   # for the next run
+        row = wait_for(proc, job_id, ("succeeded", "failed"), timeout=120)
+        assert row["status"] == "succeeded", row
+    finally:
+        for k in settings:
+            run(proc, f"RESET CLUSTER SETTING {k}")
+    log = proc.log()
+    assert log.count(warning) == 1, [line for line in log.splitlines() if warning in line]
+    assert f"adopted job {job_id}" in log

@@ -32,7 +32,10 @@ them to the catalog every quarter second when they change):
                                     a phase measured in steps: "building indexes 3/12"
     job.begin("renaming")           a phase with no measure: "renaming"
 
-A new phase replaces the previous one; the counters of bytes and rows run for the whole job.
+A new phase replaces the previous one; the counters of bytes and rows run for the whole job
+("80.0 MiB": one decimal). A paused job's running_status is "paused at a checkpoint (<the
+phase it paused in>)"; RESUME clears it. For a plain message that is not a phase of work
+(leftovers a store refused to delete, say), use job.begin(text), not job.phase.
 """
 from __future__ import annotations
 

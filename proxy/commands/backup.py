@@ -82,7 +82,7 @@ async def _check(ctx: CommandContext, spec: BackupSpec | RestoreSpec) -> None:
     unknown target, a restore target that exists or is missing) refuses it here, before the
     job exists. The job checks again when it runs (an adopted job must still fail cleanly)."""
     engine = ctx.app.engine
-    store = await engine.store(spec.collection)
+    store = await engine.store(spec.collection)   # parses the URI (an external:// name too)
     try:
         if isinstance(spec, RestoreSpec):
             await check_restore(spec, engine.connector, store)
@@ -93,8 +93,9 @@ async def _check(ctx: CommandContext, spec: BackupSpec | RestoreSpec) -> None:
 
 
 async def _run_job(ctx: CommandContext, job_type: str, stmt, spec, detached: bool) -> dict | None:
-    """Check, then submit the job; detached: None at once. Attached: wait, and return its result or raise
-    its error. A client's cancel cancels the job; a client that goes away leaves it running."""
+    """Check, then submit the job; detached: None at once. Attached: wait, and return its
+    result or raise its error. A client's cancel cancels the job; a client that goes away
+    leaves it running."""
     await _check(ctx, spec)
     description = sql.format_statement(stmt, redact=True)
     _log.info("%s job %d: %s", job_type, spec.job_id, description)

@@ -171,6 +171,9 @@ class NoJob(_Progress):
 JobHandle = "JobContext | NoJob"   # what the engine's run_* functions take as `job`
 
 
+_ENDED = ("succeeded", "failed", "canceled", "paused")   # nothing runs such a job any more
+
+
 def _transient(e: BaseException) -> bool:
     """A failure to reach the upstream (restart, network), as opposed to an answer from it."""
     state = getattr(e, "sqlstate", None) or ""
@@ -308,12 +311,16 @@ class JobRegistry:
                 pass
 
     async def _report_progress(self) -> None:
+        """What changed since the last report, for every job this process runs: one statement."""
+        reports = []
         for job_id, r in list(self._running.items()):
             report = (r.ctx.fraction, r.ctx.running_status())
-            if r.ctx.ending or report == r.ctx.reported or report == (0.0, None):
+            if r.ctx.ending or r.ctx.stop == "release" or report in (r.ctx.reported, (0.0, None)):
                 continue
             r.ctx.reported = report
-            await self.store.progress(job_id, self.coordinator, *report)
+            reports.append((job_id, *report))
+        if reports:
+            await self.store.progress(self.coordinator, reports)
 
     async def _tick(self) -> None:
         if self._running:
@@ -321,13 +328,20 @@ class JobRegistry:
             # lost lease, however long the job takes to reach its next chunk boundary).
             held = [j for j, r in self._running.items() if not r.ctx.ending and r.ctx.stop != "release"]
             statuses = await self.store.heartbeat(self.coordinator, held, self.lease) if held else {}
+            lost = [j for j in held if j not in statuses]
+            now = await self.store.statuses(lost) if lost else {}
             for job_id in held:
                 r = self._running.get(job_id)
                 if r is None or r.ctx.ending:
                     continue    # it ended meanwhile: its lease went with its end
                 status = statuses.get(job_id)
                 if status is None:
-                    _log.warning("lost the lease of job %d; another process runs it now", job_id)
+                    if now.get(job_id) in _ENDED:
+                        # not a warning: nothing is left to run twice
+                        _log.info("lost the lease of job %d, which another process has ended "
+                                  "since (%s): this run stops", job_id, now[job_id])
+                    else:
+                        _log.warning("lost the lease of job %d; another process runs it now", job_id)
                     r.ctx.stop = "release"
                 elif status == "pause-requested":
                     r.ctx.stop = r.ctx.stop or "pause"

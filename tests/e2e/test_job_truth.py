@@ -377,37 +377,53 @@ def test_show_jobs_cuts_description_at_a_word_with_an_ellipsis(env, wide):
     assert via_source == shown
 
 
-def test_a_lost_lease_is_warned_once(env):
+@pytest.mark.parametrize("elsewhere", ["running", "ended"])
+def test_a_lost_lease_is_warned_once_and_never_for_an_ended_job(env, elsewhere):
     """A job whose lease another process took keeps running here until its next chunk boundary
     (one slow chunk: zstd level 19). Before, every heartbeat of that time warned "lost the lease"
-    again, also after the job had finished elsewhere. The lease is taken by hand, as a process
-    that adopted the job would; it expires later, and this process adopts the job again."""
+    again, also after the job had ended elsewhere. The other process is played by hand in the
+    catalog: it holds the lease (`running`: one warning; the lease expires later and this
+    process adopts the job again), or it has ended the job (`ended`: no warning at all)."""
     cluster, proc = env
-    cluster.psql("CREATE DATABASE slowchunk")
+    db = f"slow_{elsewhere}"
+    cluster.psql(f"CREATE DATABASE {db}")
     cluster.psql("CREATE TABLE t(id int, v text); INSERT INTO t SELECT g, repeat(md5(g::text), 4) "
-                 "FROM generate_series(1, 300000) g", "slowchunk")
+                 "FROM generate_series(1, 300000) g", db)
     settings = {"pgkeep.backup.chunk_size": "'1 GiB'", "pgkeep.backup.parallelism": "1",
                 "pgkeep.backup.compression_level": "19"}
     for k, v in settings.items():
         run(proc, f"SET CLUSTER SETTING {k} = {v}")
+    offset = len(proc.log())
     try:
-        job_id = run(proc, f"BACKUP DATABASE slowchunk INTO '{coll('lease')}' WITH detached")[0][0]
+        job_id = run(proc, f"BACKUP DATABASE {db} INTO '{coll('lease')}' WITH detached")[0][0]
         deadline = time.monotonic() + 60
-        while not (job(proc, job_id)["running_status"] or "").startswith("backing up slowchunk"):
+        while not (job(proc, job_id)["running_status"] or "").startswith(f"backing up {db}"):
             assert time.monotonic() < deadline, job(proc, job_id)
             time.sleep(0.02)
-        cluster.psql("UPDATE pgkeep.jobs SET coordinator_id = 'another-process', "
-                     f"lease_expires = now() + interval '12 s' WHERE job_id = {job_id}")
-        warning = f"lost the lease of job {job_id}"
-        while warning not in proc.log():
+        if elsewhere == "running":
+            cluster.psql("UPDATE pgkeep.jobs SET coordinator_id = 'another-process', "
+                         f"lease_expires = now() + interval '12 s' WHERE job_id = {job_id}")
+        else:
+            cluster.psql("UPDATE pgkeep.jobs SET status = 'succeeded', finished = now(), "
+                         f"coordinator_id = NULL, lease_expires = NULL WHERE job_id = {job_id}")
+        lost = f"lost the lease of job {job_id}"
+        while lost not in proc.log()[offset:]:
             assert time.monotonic() < deadline, proc.log()[-2000:]
             time.sleep(0.05)
         run(proc, "RESET CLUSTER SETTING pgkeep.backup.compression_level")   # for the next run
-        row = wait_for(proc, job_id, ("succeeded", "failed"), timeout=120)
-        assert row["status"] == "succeeded", row
+        if elsewhere == "running":
+            row = wait_for(proc, job_id, ("succeeded", "failed"), timeout=120)
+            assert row["status"] == "succeeded", row
+        else:
+            time.sleep(4)   # heartbeats go on while the run here finishes its chunk
     finally:
         for k in settings:
             run(proc, f"RESET CLUSTER SETTING {k}")
-    log = proc.log()
-    assert log.count(warning) == 1, [line for line in log.splitlines() if warning in line]
-    assert f"adopted job {job_id}" in log
+    log = proc.log()[offset:]
+    mentions = [line for line in log.splitlines() if lost in line]
+    if elsewhere == "running":
+        assert len(mentions) == 1 and " WARNING " in mentions[0], mentions
+        assert f"adopted job {job_id}" in log
+    else:
+        assert len(mentions) == 1 and " INFO " in mentions[0] and "ended since (succeeded)" in mentions[0], \
+            mentions

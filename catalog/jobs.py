@@ -136,8 +136,8 @@ class JobStore:
                 new = "paused"
             if new == "running":  # resumed: any process may claim it
                 await conn.execute("UPDATE pgkeep.jobs SET status = 'running', coordinator_id = NULL, "
-                                   "lease_expires = NULL, pause_reason = NULL, modified = now() "
-                                   "WHERE job_id = $1", job_id)
+                                   "lease_expires = NULL, pause_reason = NULL, running_status = NULL, "
+                                   "modified = now() WHERE job_id = $1", job_id)
             else:
                 await conn.execute("UPDATE pgkeep.jobs SET status = $2, pause_reason = coalesce($3, "
                                    "pause_reason), modified = now() WHERE job_id = $1", job_id, new, reason)
@@ -167,10 +167,23 @@ class JobStore:
             coordinator, job_ids, lease_seconds)
         return {r[0]: r[1] for r in rows}
 
-    async def progress(self, job_id: int, fraction: float, running_status: str) -> None:
+    async def progress(self, coordinator: str, reports: list[tuple[int, float, str | None]]) -> None:
+        """(job_id, fraction, running_status) of jobs `coordinator` holds and runs, in one
+        statement: a report that arrives after its job ended, paused or moved to another
+        process changes nothing. fraction_completed never drops (a resumed or adopted run
+        starts counting again)."""
         await self._pool.execute(
-            "UPDATE pgkeep.jobs SET fraction_completed = $2, running_status = $3, modified = now() "
-            "WHERE job_id = $1 AND finished IS NULL", job_id, min(max(fraction, 0.0), 1.0), running_status)
+            "UPDATE pgkeep.jobs j SET fraction_completed = greatest(j.fraction_completed, u.f), "
+            "running_status = u.s, modified = now() "
+            "FROM unnest($2::bigint[], $3::float8[], $4::text[]) AS u(id, f, s) "
+            "WHERE j.job_id = u.id AND j.coordinator_id = $1 AND j.finished IS NULL "
+            "AND j.status <> 'paused'", coordinator, [r[0] for r in reports],
+            [min(max(r[1], 0.0), 1.0) for r in reports], [r[2] for r in reports])
+
+    async def statuses(self, job_ids: list[int]) -> dict[int, str]:
+        rows = await self._pool.fetch("SELECT job_id, status FROM pgkeep.jobs WHERE job_id = ANY($1)",
+                                      job_ids)
+        return {r[0]: r[1] for r in rows}
 
     async def save_checkpoint(self, job_id: int, coordinator: str, checkpoint: dict) -> None:
         await self._pool.execute(

@@ -6,7 +6,36 @@ holds a lease on, renews the leases every `heartbeat` seconds, and claims jobs w
 (their process died) or that a user resumed. It notices PAUSE and CANCEL requests at the next
 heartbeat and tells the job, which stops at its next chunk boundary: a pause saves a checkpoint
 (the job's own `checkpoint()` calls), a cancel reverts (removes the job's files or database).
-Job ids are CockroachDB-style: time in 10-microsecond units, then 15 random bits.
+Job ids are CockroachDB-style: time in 10-microsecond units, then 15 random bits. Every end of
+a job this process ran (succeeded, failed, canceled, paused) is one INFO line on the
+`pgkeep.jobs` logger: `job <id> <status>: <redacted description>[ (error: <message>)]`.
+
+What the engine's run_* functions get as `job` (a JobContext, or NoJob outside a job: call its
+methods unconditionally, never `if job is not None`):
+
+    job.check()                     at chunk boundaries: raises Canceled or JobStopped
+    job.checkpoint                  the previous run's checkpoint (None on a first run)
+    await job.save_checkpoint(d)    what a resumed or adopted run starts from
+    job.stop                        None, 'pause', 'cancel' or 'release' (requested, not yet seen)
+
+Progress, shown by SHOW JOBS as fraction_completed and running_status (the registry writes
+them to the catalog every quarter second when they change):
+
+    job.total_bytes += n            the bytes the job will go through (add as they are known)
+    job.progress(nbytes, nrows)     bytes and rows done; fraction = done / total, at most 0.99
+                                    until the job succeeds; a resumed run counts what its earlier
+                                    run finished, and the catalog never lets the fraction drop
+    job.phase = f"backing up {db}"  a phase measured by the byte counters:
+                                    "backing up db: 80 MiB of 640 MiB" (the bare name while
+                                    total_bytes is 0)
+    job.begin("building indexes", steps=12); job.step()
+                                    a phase measured in steps: "building indexes 3/12"
+    job.begin("renaming")           a phase with no measure: "renaming"
+
+A new phase replaces the previous one; the counters of bytes and rows run for the whole job
+("80.0 MiB": one decimal). A paused job's running_status is "paused at a checkpoint (<the
+phase it paused in>)"; RESUME clears it. For a plain message that is not a phase of work
+(leftovers a store refused to delete, say), use job.begin(text), not job.phase.
 """
 from __future__ import annotations
 
@@ -40,22 +69,71 @@ class JobStopped(Exception):
         self.reason = reason
 
 
-@dataclass
-class JobContext:
+class _Progress:
+    """A job's phase and counters, rendered as SHOW JOBS' running_status (see the module
+    docstring); shared by JobContext and NoJob."""
+
+    def __init__(self) -> None:
+        self.total_bytes = 0
+        self.done_bytes = 0
+        self.done_rows = 0
+        self._phase = ""
+        self._steps: int | None = None      # a phase measured in steps: how many in all
+        self._done_steps = 0
+        self._bytes = False                 # a phase measured by the byte counters
+
+    @property
+    def phase(self) -> str:
+        return self._phase
+
+    @phase.setter
+    def phase(self, name: str) -> None:
+        """A phase measured by the byte counters: `name: 80 MiB of 640 MiB`."""
+        self._phase, self._bytes, self._steps, self._done_steps = name, True, None, 0
+
+    def begin(self, name: str, steps: int | None = None) -> None:
+        """A phase measured in `steps` (`name 3/12`, counted by `step()`), or by nothing."""
+        self._phase, self._bytes, self._steps, self._done_steps = name, False, steps, 0
+
+    def step(self, n: int = 1) -> None:
+        self._done_steps += n
+
+    def progress(self, nbytes: int, nrows: int) -> None:
+        self.done_bytes += nbytes
+        self.done_rows += nrows
+
+    @property
+    def fraction(self) -> float:
+        """Bytes done of all bytes, short of 1 until the job has succeeded."""
+        return min(0.99, self.done_bytes / self.total_bytes) if self.total_bytes else 0.0
+
+    def running_status(self) -> str | None:
+        if not self._phase:
+            return None
+        if self._steps is not None:
+            return f"{self._phase} {min(self._done_steps, self._steps)}/{self._steps}"
+        if self._bytes and self.total_bytes:
+            return f"{self._phase}: {_human(self.done_bytes)} of {_human(self.total_bytes)}"
+        return self._phase
+
+
+class JobContext(_Progress):
     """What a running job sees of the registry."""
-    job_id: int
-    spec: dict
-    checkpoint: dict | None
-    registry: "JobRegistry"
-    total_bytes: int = 0
-    done_bytes: int = 0
-    done_rows: int = 0
-    phase: str = ""
-    stop: str | None = None          # None, 'pause', 'cancel' or 'release'
-    adopted: bool = False            # claimed from the catalog (after a crash, a resume, or
-                                     # pending), not started by the statement that submitted it
-    _last_report: float = 0.0
     real = True                      # NoJob's is False
+
+    def __init__(self, job_id: int, spec: dict, checkpoint: dict | None, registry: "JobRegistry",
+                 *, description: str = "", adopted: bool = False) -> None:
+        super().__init__()
+        self.job_id = job_id
+        self.spec = spec
+        self.checkpoint = checkpoint
+        self.registry = registry
+        self.description = description   # redacted: the only form a log line may show
+        self.adopted = adopted           # claimed from the catalog (after a crash, a resume, or
+                                         # pending), not started by the statement that submitted it
+        self.stop: str | None = None     # None, 'pause', 'cancel' or 'release'
+        self.ending = False              # the registry is recording its end: no more reports
+        self.reported: tuple | None = None
 
     def check(self) -> None:
         """Call at chunk boundaries: raises when the job must stop now."""
@@ -64,48 +142,36 @@ class JobContext:
         if self.stop in ("pause", "release"):
             raise JobStopped(self.stop)
 
-    def progress(self, nbytes: int, nrows: int) -> None:
-        self.done_bytes += nbytes
-        self.done_rows += nrows
-
-    @property
-    def fraction(self) -> float:
-        return min(0.99, self.done_bytes / self.total_bytes) if self.total_bytes else 0.0
-
-    def running_status(self) -> str:
-        return f"{self.phase}: {_human(self.done_bytes)} of {_human(self.total_bytes)}, {self.done_rows} rows"
-
     async def save_checkpoint(self, checkpoint: dict) -> None:
         self.checkpoint = checkpoint
         await self.registry.store.save_checkpoint(self.job_id, self.registry.coordinator, checkpoint)
 
 
-class NoJob:
+class NoJob(_Progress):
     """The job handle of work run outside a job (engine tests, tools): the same interface as
     JobContext, doing nothing, so the engine never guards with `job is not None`."""
     real = False
     job_id = 0
-    checkpoint: dict | None = None
     registry = None
     adopted = False
+    description = ""
 
     def __init__(self) -> None:
-        self.total_bytes = self.done_bytes = self.done_rows = 0
-        self.phase = ""
+        super().__init__()
+        self.checkpoint: dict | None = None
         self.stop: str | None = None
 
     def check(self) -> None:
         pass
-
-    def progress(self, nbytes: int, nrows: int) -> None:
-        self.done_bytes += nbytes
-        self.done_rows += nrows
 
     async def save_checkpoint(self, checkpoint: dict) -> None:
         self.checkpoint = checkpoint
 
 
 JobHandle = "JobContext | NoJob"   # what the engine's run_* functions take as `job`
+
+
+_ENDED = ("succeeded", "failed", "canceled", "paused")   # nothing runs such a job any more
 
 
 def _transient(e: BaseException) -> bool:
@@ -245,18 +311,37 @@ class JobRegistry:
                 pass
 
     async def _report_progress(self) -> None:
+        """What changed since the last report, for every job this process runs: one statement."""
+        reports = []
         for job_id, r in list(self._running.items()):
-            if r.ctx.total_bytes and r.ctx.done_bytes != r.ctx._last_report:
-                r.ctx._last_report = r.ctx.done_bytes
-                await self.store.progress(job_id, r.ctx.fraction, r.ctx.running_status())
+            report = (r.ctx.fraction, r.ctx.running_status())
+            if r.ctx.ending or r.ctx.stop == "release" or report in (r.ctx.reported, (0.0, None)):
+                continue
+            r.ctx.reported = report
+            reports.append((job_id, *report))
+        if reports:
+            await self.store.progress(self.coordinator, reports)
 
     async def _tick(self) -> None:
         if self._running:
-            statuses = await self.store.heartbeat(self.coordinator, list(self._running), self.lease)
-            for job_id, r in list(self._running.items()):
+            # Not those ending or released: their lease is gone or going (one warning per
+            # lost lease, however long the job takes to reach its next chunk boundary).
+            held = [j for j, r in self._running.items() if not r.ctx.ending and r.ctx.stop != "release"]
+            statuses = await self.store.heartbeat(self.coordinator, held, self.lease) if held else {}
+            lost = [j for j in held if j not in statuses]
+            now = await self.store.statuses(lost) if lost else {}
+            for job_id in held:
+                r = self._running.get(job_id)
+                if r is None or r.ctx.ending:
+                    continue    # it ended meanwhile: its lease went with its end
                 status = statuses.get(job_id)
                 if status is None:
-                    _log.warning("lost the lease of job %d; another process runs it now", job_id)
+                    if now.get(job_id) in _ENDED:
+                        # not a warning: nothing is left to run twice
+                        _log.info("lost the lease of job %d, which another process has ended "
+                                  "since (%s): this run stops", job_id, now[job_id])
+                    else:
+                        _log.warning("lost the lease of job %d; another process runs it now", job_id)
                     r.ctx.stop = "release"
                 elif status == "pause-requested":
                     r.ctx.stop = r.ctx.stop or "pause"
@@ -272,7 +357,8 @@ class JobRegistry:
             self._start(job, await self.store.payload(job.job_id), adopted=True)
 
     def _start(self, job, spec: dict, adopted: bool = False) -> None:
-        ctx = JobContext(job.job_id, spec, job.checkpoint, self, adopted=adopted)
+        ctx = JobContext(job.job_id, spec, job.checkpoint, self, description=job.description,
+                         adopted=adopted)
         if job.status == "pause-requested":
             ctx.stop = "pause"
         elif job.status in ("cancel-requested", "reverting"):
@@ -283,19 +369,30 @@ class JobRegistry:
 
     async def _run(self, job_type: str, ctx: JobContext, done: asyncio.Future) -> None:
         store, me = self.store, self.coordinator
+
+        async def end(status: str, **kw) -> None:
+            ctx.ending = True
+            await store.finish(ctx.job_id, me, status, **kw)
+            error = kw.get("error")
+            _log.info("job %d %s: %s%s", ctx.job_id, status, ctx.description,
+                      f" (error: {error})" if error else "")
+
         try:
             result = await self.runners[job_type](ctx)
-            await store.finish(ctx.job_id, me, "succeeded", result={**result, "coordinator": me})
+            await end("succeeded", result={**result, "coordinator": me})
         except JobStopped as stop:
             if stop.reason == "pause":
+                ctx.ending = True
                 if (await store.get(ctx.job_id)).status == "running":
                     # a pausepoint (engine.pausepoints): as if PAUSE JOB had been requested now
                     await store.request(ctx.job_id, "pause-requested", "pause", reason="pausepoint")
-                await store.finish(ctx.job_id, me, "paused", running_status="paused at a checkpoint")
+                where = ctx.running_status()
+                await end("paused", running_status="paused at a checkpoint"
+                          + (f" ({where})" if where else ""))
             else:
                 await store.release(ctx.job_id, me)
         except Canceled:
-            await store.finish(ctx.job_id, me, "canceled", error="job canceled by a user")
+            await end("canceled", error="job canceled by a user")
         except asyncio.CancelledError:
             await asyncio.shield(store.release(ctx.job_id, me))
             raise
@@ -304,12 +401,13 @@ class JobRegistry:
                 _log.exception("job %d failed", ctx.job_id)
             message = getattr(e, "message", None) or str(e) or type(e).__name__
             try:
+                ctx.ending = True
                 current = await store.get(ctx.job_id)
                 status = "canceled" if current.status in ("cancel-requested", "reverting") else "failed"
-                await store.finish(ctx.job_id, me, status, error=message,
-                                   result={"sqlstate": getattr(e, "sqlstate", "XX000"),
-                                           "hint": getattr(e, "hint", None),
-                                           "detail": getattr(e, "detail", None)})
+                await end(status, error=message,
+                          result={"sqlstate": getattr(e, "sqlstate", "XX000"),
+                                  "hint": getattr(e, "hint", None),
+                                  "detail": getattr(e, "detail", None)})
             except Exception as lost:  # noqa: BLE001
                 if not _transient(lost):
                     raise
@@ -318,6 +416,8 @@ class JobRegistry:
                 _log.warning("job %d stopped (%s) while the catalog is unreachable: it will be "
                              "adopted again once its lease expires", ctx.job_id, message)
         finally:
-            self._running.pop(ctx.job_id, None)
+            r = self._running.get(ctx.job_id)
+            if r is not None and r.ctx is ctx:   # not a later run of the job, adopted again here
+                del self._running[ctx.job_id]
             if not done.done():
                 done.set_result(None)

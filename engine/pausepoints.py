@@ -42,6 +42,8 @@ POINTS: dict[str, str] = {
     "backup.after_latest": "LATEST is written, the job is not marked succeeded yet",
     "restore.after_create": "the temporary database exists, nothing loaded",
     "restore.after_load": "rows are loaded into the temporary database",
+    "restore.after_post_phase": "a post-data phase (indexes, constraints, ...) is done in the temporary "
+                                "database; reached after each phase that did work in this run",
     "restore.before_rename": "the temporary database is complete, not renamed yet",
     "restore.after_rename": "the final rename is done (the commit point), post-rename work is not",
 }

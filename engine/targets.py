@@ -1,4 +1,5 @@
-"""Resolution of BACKUP/RESTORE targets against the upstream's catalogs.
+"""Resolution of BACKUP targets against the upstream's catalogs, and the checks a BACKUP passes
+before its job is created (`check_backup`).
 
 Names follow CockroachDB's rules mapped onto PostgreSQL: `t` is a table of the session's
 database (search_path), `a.b` is schema a's table b in the session's database if schema a
@@ -8,10 +9,10 @@ partitioned table brings its partitions.
 """
 from __future__ import annotations
 
-from .errors import InvalidTarget, UndefinedObject
+from .errors import InvalidTarget, UndefinedObject, Unsupported
 from .spec import BackupSpec, Connector, TableRef
 
-__all__ = ["resolve_backup_tables", "table_name"]
+__all__ = ["resolve_backup_tables", "check_backup", "table_name"]
 
 _RELKINDS = ("r", "p", "v", "m", "S", "f")
 
@@ -24,86 +25,111 @@ class UndefinedDatabase(UndefinedObject):
     sqlstate = "3D000"
 
 
-async def _database_exists(conn, name: str) -> bool:
-    return bool(await conn.fetchval("SELECT true FROM pg_database WHERE datname = $1 AND datallowconn",
-                                    name))
+async def check_backup(spec: BackupSpec, connector: Connector) -> None:
+    """Raise the error the backup of `spec` would raise before doing any work (its scope, its
+    targets); write nothing. The job checks again when it starts (engine.backup)."""
+    if spec.scope == "cluster":
+        raise Unsupported("full cluster backups are not supported by pgkeep yet",
+                          hint="back up databases: BACKUP DATABASE d1, d2 INTO ...")
+    await resolve_backup_tables(spec, connector)
 
 
-async def _schema_exists(conn, schema: str) -> bool:
-    return bool(await conn.fetchval("SELECT true FROM pg_namespace WHERE nspname = $1", schema))
-
-
-async def _relations(conn, schema: str | None, name: str | None) -> list[int]:
-    """OIDs of the named relation (with its partitions), or of every relation in a schema."""
-    if name is None:  # every relation of one schema, or (schema None) of every user schema
-        rows = await conn.fetch(
-            "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE ($1::text IS NULL AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgkeep') "
-            "       AND n.nspname NOT LIKE 'pg\\_%' OR n.nspname = $1) "
-            "AND c.relkind = ANY($2::\"char\"[]) AND NOT c.relispartition "
-            "AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e') "
-            "ORDER BY c.oid", schema, list(_RELKINDS))
-        roots = [r[0] for r in rows]
-    else:
-        if schema is None:
-            oid = await conn.fetchval("SELECT to_regclass(quote_ident($1))::oid", name)
-        else:
-            oid = await conn.fetchval("SELECT to_regclass(quote_ident($1) || '.' || quote_ident($2))::oid",
-                                      schema, name)
-        if oid is None:
-            return []
-        roots = [oid]
-    out: list[int] = []
-    for oid in roots:
-        out.extend(r[0] for r in await conn.fetch(
-            "SELECT relid::oid FROM pg_partition_tree($1::oid::regclass) UNION SELECT $1::oid", oid))
-    return sorted(set(out))
-
-
-async def resolve_backup_tables(spec: BackupSpec, connector: Connector) -> list[tuple[str, set[int] | None]]:
-    """[(database, relation OIDs or None for the whole database)], in target order."""
-    conn = await connector.connect(spec.session_database or "postgres")
-    try:
-        if spec.scope == "database":
-            for db in spec.databases:
-                if not await _database_exists(conn, db):
-                    raise UndefinedDatabase(f'database "{db}" does not exist')
-            return [(db, None) for db in dict.fromkeys(spec.databases)]
-        groups: dict[str, set[int]] = {}
-        for ref in spec.tables:
-            db, oids = await _resolve_ref(conn, connector, spec.session_database, ref)
-            if not oids:
-                raise InvalidTarget(f'table "{table_name(ref)}" does not exist')
-            groups.setdefault(db, set()).update(oids)
-        return list(groups.items())
-    finally:
-        await conn.close()
-
-
-async def _resolve_ref(conn, connector, session_db: str, ref: TableRef) -> tuple[str, list[int]]:
+def _place(ref: TableRef, session_db: str, schemas: set[str]) -> tuple[str, str | None, str | None]:
+    """(database, schema, name) a name designates; None schema: the search_path's (with a name)
+    or every user schema (without); None name: every relation of the schema."""
     parts = ref.parts
     if ref.star:
         if not parts:
-            return session_db, await _relations(conn, "public", None)
+            return session_db, "public", None
         if len(parts) == 1:
-            if await _schema_exists(conn, parts[0]):
-                return session_db, await _relations(conn, parts[0], None)
-            return await _in_database(connector, conn, parts[0], None, None)
-        return await _in_database(connector, conn, parts[0], parts[1], None)
+            return (session_db, parts[0], None) if parts[0] in schemas else (parts[0], None, None)
+        return parts[0], parts[1], None
     if len(parts) == 1:
-        return session_db, await _relations(conn, None, parts[0])
+        return session_db, None, parts[0]
     if len(parts) == 2:
-        if await _schema_exists(conn, parts[0]):
-            return session_db, await _relations(conn, parts[0], parts[1])
-        return await _in_database(connector, conn, parts[0], "public", parts[1])
-    return await _in_database(connector, conn, parts[0], parts[1], parts[2])
+        return (session_db, parts[0], parts[1]) if parts[0] in schemas else (parts[0], "public", parts[1])
+    return parts[0], parts[1], parts[2]
 
 
-async def _in_database(connector, conn, db: str, schema: str | None, name: str | None):
-    if not await _database_exists(conn, db):
-        raise UndefinedDatabase(f'database "{db}" does not exist')
-    other = await connector.connect(db)
+# OIDs of each (i, schema, name) lookup, partitions included, in one query.
+_LOOKUP = """
+WITH u AS (SELECT * FROM unnest($1::int[], $2::text[], $3::text[]) AS u(i, s, r)),
+roots AS (
+    SELECT u.i, (CASE WHEN u.s IS NULL THEN to_regclass(quote_ident(u.r))
+                 ELSE to_regclass(quote_ident(u.s) || '.' || quote_ident(u.r)) END)::oid AS oid
+    FROM u WHERE u.r IS NOT NULL
+    UNION ALL
+    SELECT u.i, c.oid FROM u
+    JOIN pg_namespace n ON u.s IS NULL AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgkeep')
+                           AND n.nspname NOT LIKE 'pg\\_%' OR n.nspname = u.s
+    JOIN pg_class c ON c.relnamespace = n.oid
+    WHERE u.r IS NULL AND c.relkind::text = ANY($4::text[]) AND NOT c.relispartition
+    AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                    AND d.objid = c.oid AND d.deptype = 'e'))
+SELECT i, oid FROM roots WHERE oid IS NOT NULL
+UNION
+SELECT roots.i, t.relid::oid FROM roots, LATERAL pg_partition_tree(roots.oid::regclass) t
+WHERE roots.oid IS NOT NULL
+"""
+
+
+async def _lookup(conn, items: list[tuple[int, str | None, str | None]]) -> dict[int, set[int]]:
+    rows = await conn.fetch(_LOOKUP, [i for i, _, _ in items], [s for _, s, _ in items],
+                            [r for _, _, r in items], list(_RELKINDS))
+    out: dict[int, set[int]] = {}
+    for i, oid in rows:
+        out.setdefault(i, set()).add(oid)
+    return out
+
+
+async def resolve_backup_tables(spec: BackupSpec, connector: Connector) -> list[tuple[str, set[int] | None]]:
+    """[(database, relation OIDs or None for the whole database)], in target order. The first
+    target that does not resolve raises (3D000 for a database, 42P01 for a table). A constant
+    number of queries whatever the number of names: one per database named, and two more."""
+    session_db = spec.session_database or "postgres"
+    conn = await connector.connect(session_db)
     try:
-        return db, await _relations(other, schema, name)
+        if spec.scope == "database":
+            await _require_databases(conn, spec.databases)
+            return [(db, None) for db in dict.fromkeys(spec.databases)]
+        firsts = [r.parts[0] for r in spec.tables if len(r.parts) == (1 if r.star else 2)]
+        schemas = {r[0] for r in await conn.fetch(
+            "SELECT nspname FROM pg_namespace WHERE nspname = ANY($1::text[])", firsts)}
+        places = [_place(ref, session_db, schemas) for ref in spec.tables]
+        by_db: dict[str, list] = {}
+        for i, (db, schema, name) in enumerate(places):
+            by_db.setdefault(db, []).append((i, schema, name))
+        present = await _databases(conn, list(by_db))
+        found: dict[int, set[int]] = {}
+        for db, items in by_db.items():
+            if db == session_db:
+                found.update(await _lookup(conn, items))
+            elif db in present:
+                other = await connector.connect(db)
+                try:
+                    found.update(await _lookup(other, items))
+                finally:
+                    await other.close()
     finally:
-        await other.close()
+        await conn.close()
+    groups: dict[str, set[int]] = {}
+    for i, (ref, (db, _, _)) in enumerate(zip(spec.tables, places)):
+        if db != session_db and db not in present:
+            raise UndefinedDatabase(f'database "{db}" does not exist')
+        if not found.get(i):
+            raise InvalidTarget(f'table "{table_name(ref)}" does not exist')
+        groups.setdefault(db, set()).update(found[i])
+    return list(groups.items())
+
+
+async def _databases(conn, names: list[str]) -> set[str]:
+    """Those of `names` that exist and accept connections."""
+    return {r[0] for r in await conn.fetch(
+        "SELECT datname FROM pg_database WHERE datname = ANY($1::text[]) AND datallowconn", names)}
+
+
+async def _require_databases(conn, names) -> None:
+    present = await _databases(conn, list(names))
+    for db in names:
+        if db not in present:
+            raise UndefinedDatabase(f'database "{db}" does not exist')

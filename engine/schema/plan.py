@@ -22,6 +22,8 @@ Contract of the `RestorePlan`:
                  into the stages, after the key.
   event_stages   how many of the last post_data stages create event triggers: a restore runs no
                  DDL of its own after it has started them.
+  stage_kinds    one per post_data stage, what it holds: "indexes", "attach", "constraints",
+                 "final", "grants", "refresh", "event" (a job's running_status names it).
   database_post  statements naming the database `target_database` (owner, COMMENT, GRANT,
                  CONNECTION LIMIT, ALTER DATABASE/ROLE ... SET), whole-database restores only.
                  They follow the database's OID through a rename: a restore runs them on its
@@ -57,6 +59,7 @@ SESSION_SETUP = ["SELECT pg_catalog.set_config('search_path', '', false)",
                  "SET check_function_bodies = false", "SET client_min_messages = warning",
                  "SET xmloption = content"]
 PRE, INDEX, ATTACH, FKEY, FINAL, GRANTS, REFRESH, EVENT = -1, 0, 1, 2, 3, 4, 5, 6
+_KINDS = ("indexes", "attach", "constraints", "final", "grants", "refresh", "event")
 _PRIO = {"schema": 0, "extension": 1, "collation": 2, "enum": 3, "range": 3, "composite": 4,
          "domain": 4, "function": 5, "procedure": 5, "aggregate": 6, "sequence": 7, "table": 8,
          "view": 10, "matview": 11, "tsdict": 5, "tscfg": 6, "cast": 3, "operator": 6, "fdw": 5,
@@ -72,6 +75,7 @@ class RestorePlan:
     post_data: list[list[str]]
     database_post: list[str]
     event_stages: int = 0
+    stage_kinds: list[str] = field(default_factory=list)
     session_setup: list[str] = field(default_factory=lambda: list(SESSION_SETUP))
 
 
@@ -109,11 +113,11 @@ def plan_restore(schema: Schema, *, target_database: str, tables: set[int] | Non
             p.add(f"lo-create#{i}", sql, PRE, prio=(1, i), expect=_SELECT)
         for i, sql in enumerate(_large_object_decorations(schema.large_objects, r)):
             p.add(f"lo-acl#{i}", sql, GRANTS, prio=(40, i), expect=_DO)  # each batch: its own objects
-    pre, post, events = p.schedule()
+    pre, post, events, kinds = p.schedule()
     restored = {o.oid for o in schema.objects if o.key in sel.keys and o.kind == "table"}
     return RestorePlan(pre_data=list(SESSION_SETUP) + pre,
                        tables=[t for t in schema.tables if t.oid in restored], post_data=post,
-                       event_stages=events,
+                       event_stages=events, stage_kinds=kinds,
                        database_post=_database_post(schema, target_database, r) if sel.whole else [])
 
 
@@ -429,7 +433,7 @@ class _Planner:
                 f"schema {schema}"), PRE, prio=(0, 0), expect=_DO)
 
     # -- ordering --
-    def schedule(self) -> tuple[list[str], list[list[str]], int]:
+    def schedule(self) -> tuple[list[str], list[list[str]], int, list[str]]:
         steps = self.steps
         waiting = {sid: set(s.deps) & steps.keys() for sid, s in steps.items()}
         users: dict[str, list[str]] = {}
@@ -468,7 +472,8 @@ class _Planner:
                 waiting[u].discard(sid)
                 if not waiting[u] and u not in stage:
                     heapq.heappush(ready, (steps[u].prio, u))
-        return pre, [post[k] for k in sorted(post)], sum(1 for phase, _ in post if phase == EVENT)
+        return (pre, [post[k] for k in sorted(post)], sum(1 for phase, _ in post if phase == EVENT),
+                [_KINDS[phase] for phase, _ in sorted(post)])
 
 
 def _reuse_type(o: SchemaObject, stmts: list[str], target: str, what: str) -> str:

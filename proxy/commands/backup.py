@@ -12,7 +12,9 @@ from typing import ClassVar
 
 from engine.asof import resolve_as_of
 from engine.jobs import new_job_id
+from engine.restore import check_restore
 from engine.spec import BackupSpec, RestoreSpec, TableRef, spec_to_dict
+from engine.targets import check_backup
 
 from .. import errors, sql
 from ..wire.messages import Column
@@ -74,9 +76,27 @@ def _in_transaction(ctx: CommandContext, what: str) -> None:
             hint="run it outside BEGIN ... COMMIT")
 
 
+async def _check(ctx: CommandContext, spec: BackupSpec | RestoreSpec) -> None:
+    """Jobs are made only for work that starts: everything that can refuse the statement
+    without doing any work (a bad URI, an unknown external connection, a missing backup, an
+    unknown target, a restore target that exists or is missing) refuses it here, before the
+    job exists. The job checks again when it runs (an adopted job must still fail cleanly)."""
+    engine = ctx.app.engine
+    store = await engine.store(spec.collection)   # parses the URI (an external:// name too)
+    try:
+        if isinstance(spec, RestoreSpec):
+            await check_restore(spec, engine.connector, store)
+        else:
+            await check_backup(spec, engine.connector)
+    finally:
+        await store.close()
+
+
 async def _run_job(ctx: CommandContext, job_type: str, stmt, spec, detached: bool) -> dict | None:
-    """Submit the job; detached: None at once. Attached: wait, and return its result or raise
-    its error. A client's cancel cancels the job; a client that goes away leaves it running."""
+    """Check, then submit the job; detached: None at once. Attached: wait, and return its
+    result or raise its error. A client's cancel cancels the job; a client that goes away
+    leaves it running."""
+    await _check(ctx, spec)
     description = sql.format_statement(stmt, redact=True)
     _log.info("%s job %d: %s", job_type, spec.job_id, description)
     jobs = ctx.app.jobs

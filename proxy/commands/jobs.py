@@ -9,6 +9,7 @@ the query on the client's own upstream connection, so it reads only what the cli
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import ClassVar
 
 from catalog.jobs import UndefinedJob
@@ -18,7 +19,9 @@ from ..wire.messages import Column
 from ..wire.values import OID
 from .base import CommandContext, Result, literal_text
 
-__all__ = ["COMMANDS", "JOBS_COLUMNS", "may_see"]
+__all__ = ["COMMANDS", "JOBS_COLUMNS", "DESCRIPTION_WIDTH", "cut_description", "may_see"]
+
+_log = logging.getLogger("pgkeep.jobs")
 
 _I8, _TS, _F8 = (dict(type_oid=OID.INT8, type_size=8), dict(type_oid=OID.TIMESTAMPTZ, type_size=8),
                  dict(type_oid=OID.FLOAT8, type_size=8))
@@ -28,11 +31,24 @@ JOBS_COLUMNS = [Column("job_id", **_I8), Column("job_type"), Column("description
                 Column("modified", **_TS), Column("fraction_completed", **_F8), Column("error"),
                 Column("coordinator_id"), Column("trace_id", **_I8), Column("execution_errors")]
 _TERMINAL = ("succeeded", "failed", "canceled")
+DESCRIPTION_WIDTH = 100  # SHOW JOBS' description column, as CockroachDB's (SHOW JOB id: in full)
 _WAIT_TIMEOUT = 24 * 3600.0  # SHOW JOB WHEN COMPLETE gives up after a day, as CockroachDB
 
 
+def cut_description(text: str, width: int = DESCRIPTION_WIDTH) -> str:
+    """`text` in at most `width` characters: cut at the last space that leaves half of it or
+    more, then an ellipsis."""
+    if len(text) <= width:
+        return text
+    head = text[:width - 1]
+    space = head.rfind(" ")
+    if space >= width // 2:
+        head = head[:space]
+    return head.rstrip() + "\u2026"
+
+
 def _row(job, cut: bool) -> tuple:
-    desc = job.description if not cut or len(job.description) <= 100 else job.description[:100]
+    desc = cut_description(job.description) if cut else job.description
     return (job.job_id, job.job_type, desc, job.statement, job.user_name, job.status,
             job.running_status, job.created, job.started, job.finished, job.modified,
             job.fraction_completed, job.error, job.coordinator_id, None, None)
@@ -153,7 +169,9 @@ class _ControlJobs:
             if stmt.all_type is not None or stmt.query is not None:
                 if (verb == "resume" and job.status != "paused") or (verb != "resume" and job.status in _TERMINAL):
                     continue  # the bulk forms act on the jobs they can act on
-            await store.request(job_id, new, verb, reason)
+            after = await store.request(job_id, new, verb, reason)
+            if after.status == "paused":   # a pending job, paused before any process ran it
+                _log.info("job %d paused: %s", job_id, after.description)
             ctx.app.jobs.request_local(job_id, "cancel" if verb == "cancel" else
                                        ("pause" if verb == "pause" else None))
         if verb == "resume":

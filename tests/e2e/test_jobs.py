@@ -232,6 +232,10 @@ def test_job_rows_carry_no_secrets(pgkeep, pg18):
     assert secret not in text
     assert "AWS_SECRET_ACCESS_KEY=redacted" in text
     assert secret not in pgkeep.log()
+    # the job's one end line names it with its redacted description
+    failed = [line for line in pgkeep.log().splitlines()
+              if " failed: BACKUP DATABASE postgres INTO 's3://bucket/p?" in line]
+    assert failed and "AWS_SECRET_ACCESS_KEY=redacted" in failed[-1] and "(error: " in failed[-1]
 
 
 def test_select_forms_and_all_jobs(pgkeep, bank, slow):

@@ -1,5 +1,5 @@
-"""Resolution of BACKUP targets against the upstream's catalogs, and the checks a BACKUP passes
-before its job is created (`check_backup`).
+"""Resolution of BACKUP targets against the upstream's catalogs (engine.backup.check_backup uses
+it to refuse a BACKUP before its job is created).
 
 Names follow CockroachDB's rules mapped onto PostgreSQL: `t` is a table of the session's
 database (search_path), `a.b` is schema a's table b in the session's database if schema a
@@ -9,10 +9,10 @@ partitioned table brings its partitions.
 """
 from __future__ import annotations
 
-from .errors import InvalidTarget, UndefinedObject, Unsupported
+from .errors import InvalidTarget, UndefinedObject
 from .spec import BackupSpec, Connector, TableRef
 
-__all__ = ["resolve_backup_tables", "check_backup", "table_name"]
+__all__ = ["resolve_backup_tables", "table_name"]
 
 _RELKINDS = ("r", "p", "v", "m", "S", "f")
 
@@ -23,15 +23,6 @@ def table_name(ref: TableRef) -> str:
 
 class UndefinedDatabase(UndefinedObject):
     sqlstate = "3D000"
-
-
-async def check_backup(spec: BackupSpec, connector: Connector) -> None:
-    """Raise the error the backup of `spec` would raise before doing any work (its scope, its
-    targets); write nothing. The job checks again when it starts (engine.backup)."""
-    if spec.scope == "cluster":
-        raise Unsupported("full cluster backups are not supported by pgkeep yet",
-                          hint="back up databases: BACKUP DATABASE d1, d2 INTO ...")
-    await resolve_backup_tables(spec, connector)
 
 
 def _place(ref: TableRef, session_db: str, schemas: set[str]) -> tuple[str, str | None, str | None]:

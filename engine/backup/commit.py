@@ -61,7 +61,7 @@ async def commit(run, manifest: Manifest, stored: bytes) -> None:
 def _refused(run, msg: str) -> None:
     _log.warning("backup job %d: %s", run.spec.job_id, msg)
     run.refused.append(msg)
-    run.job.phase = f"leftovers not deleted ({len(run.refused)}): {run.refused[0]}"
+    run.job.begin(f"leftovers not deleted ({len(run.refused)}): {run.refused[0]}")
 
 
 async def _delete_paths(run, paths: list[str]) -> None:

@@ -12,14 +12,16 @@ import uuid
 from dataclasses import dataclass, field
 
 from .. import collection
-from ..errors import AlreadyExists, BackupExists, EngineError, NotFound
+from ..errors import AlreadyExists, BackupExists, EngineError, NotFound, Unsupported
 from ..format import layout
 from ..format.envelope import open_bytes
 from ..format.manifest import ChainLink, Manifest
 from ..storage import ObjectStore, join_uri, read_all
+from ..targets import resolve_backup_tables
 from .checkpoint import ParentMark
 
-__all__ = ["Destination", "resolve_destination", "claim", "claim_subdir", "holds_lock", "lock_body",
+__all__ = ["Destination", "resolve_destination", "check_backup", "refuse_unsupported", "claim",
+           "claim_subdir", "holds_lock", "lock_body",
            "release_chain_claim", "TargetsMismatch", "BackupLocked"]
 
 _log = logging.getLogger("pgkeep.backup")
@@ -118,6 +120,33 @@ async def _full_of(store: ObjectStore, spec) -> str:
                        hint="take a full backup first: BACKUP ... INTO the collection") from None
 
 
+async def _chain_of(store: ObjectStore, spec) -> tuple[str, "collection.Chain"]:
+    """The full an incremental of `spec` extends, and its chain up to the tip."""
+    full = await _full_of(store, spec)
+    try:
+        return full, await collection.open_chain(store, full)
+    except NotFound as e:
+        raise NotFound(e.message, hint="take a full backup first: BACKUP ... INTO the collection, "
+                                       "then BACKUP ... INTO LATEST IN it") from None
+
+
+def refuse_unsupported(spec) -> None:
+    if spec.scope == "cluster":
+        raise Unsupported("full cluster backups are not supported by pgkeep yet",
+                          hint="back up databases: BACKUP DATABASE d1, d2 INTO ...")
+
+
+async def check_backup(spec, connector, store: ObjectStore) -> None:
+    """Raise the error the backup of `spec` would raise before doing any work (its scope, its
+    targets, an incremental's full and its targets); write nothing. The job checks again when
+    it starts (an adopted job must still fail cleanly)."""
+    refuse_unsupported(spec)
+    plan = await resolve_backup_tables(spec, connector)
+    if spec.latest or spec.subdir is not None:
+        full, chain = await _chain_of(store, spec)
+        check_targets(plan, chain.manifests[0], full, store.uri)
+
+
 async def resolve_destination(run, plan) -> Destination:
     """A full's (nothing to resolve), or an incremental's: the tip of its full's chain (or the
     parent an earlier run of this job claimed), its targets checked against the full's."""
@@ -133,12 +162,7 @@ async def resolve_destination(run, plan) -> Destination:
         chain.paths, chain.manifests, chain.shas = chain.paths[:i + 1], chain.manifests[:i + 1], chain.shas[:i + 1]
         full = p.full
     else:
-        full = await _full_of(store, spec)
-        try:
-            chain = await collection.open_chain(store, full)
-        except NotFound as e:
-            raise NotFound(e.message, hint="take a full backup first: BACKUP ... INTO the collection, "
-                                           "then BACKUP ... INTO LATEST IN it") from None
+        full, chain = await _chain_of(store, spec)
     if plan is not None:
         check_targets(plan, chain.manifests[0], full, store.uri)
     return Destination(full, chain.tip, chain.tip_path, chain.link())

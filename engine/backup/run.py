@@ -20,7 +20,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from .. import pausepoints
-from ..errors import Unsupported
 from ..format import layout
 from ..format.envelope import seal
 from ..format.manifest import DatabaseEntry, FileRef, Manifest
@@ -32,7 +31,7 @@ from ..targets import resolve_backup_tables
 from ..timing import PhaseClock
 from . import commit as commit_mod
 from .checkpoint import Checkpoint, DatabaseMark, DoneChunk
-from .dest import Destination, claim, resolve_destination
+from .dest import Destination, claim, refuse_unsupported, resolve_destination
 from .plan import plan_database, unchanged
 from .sink import ChunkJob, ChunkSink, begin_snapshot, copy_out, over_tcp, qi
 from .snapshot import Snapshot, take_snapshot
@@ -234,9 +233,7 @@ async def run_backup(spec: BackupSpec, connector: Connector, store: ObjectStore,
     """`job` (engine.jobs.JobContext; NoJob when None) gets progress and checkpoints, and may
     stop the backup at a chunk boundary; a checkpoint from an earlier run of the same job is
     resumed."""
-    if spec.scope == "cluster":
-        raise Unsupported("full cluster backups are not supported by pgkeep yet",
-                          hint="back up databases: BACKUP DATABASE d1, d2 INTO ...")
+    refuse_unsupported(spec)
     job = job if job is not None else NoJob()
     saved = Checkpoint.from_json(job.checkpoint) if job.checkpoint else None
     mark = Checkpoint(saved.subdir, saved.start, saved.token, parent=saved.parent) if saved else \

@@ -11,10 +11,10 @@ import logging
 from typing import ClassVar
 
 from engine.asof import resolve_as_of
+from engine.backup import check_backup
 from engine.jobs import new_job_id
 from engine.restore import check_restore
 from engine.spec import BackupSpec, RestoreSpec, TableRef, spec_to_dict
-from engine.targets import check_backup
 
 from .. import errors, sql
 from ..wire.messages import Column
@@ -87,7 +87,7 @@ async def _check(ctx: CommandContext, spec: BackupSpec | RestoreSpec) -> None:
         if isinstance(spec, RestoreSpec):
             await check_restore(spec, engine.connector, store)
         else:
-            await check_backup(spec, engine.connector)
+            await check_backup(spec, engine.connector, store)
     finally:
         await store.close()
 

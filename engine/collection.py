@@ -227,7 +227,7 @@ def _layer_at(layers, as_of: dt.datetime) -> int:
     for i, (_, m, _) in enumerate(layers):
         if abs((m.end_datetime - as_of).total_seconds()) < 1e-6:
             return i
-    if as_of < layers[0][1].end_datetime:
+    if not layers[0][1].end_datetime < as_of < layers[-1][1].end_datetime:
         raise InvalidRestoreTime("invalid RESTORE timestamp: supplied backups do not cover requested time")
     times = [m.end_datetime for _, m, _ in layers]
     before = max((t for t in times if t < as_of), default=None)

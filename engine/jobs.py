@@ -291,7 +291,11 @@ class JobRegistry:
                 if (await store.get(ctx.job_id)).status == "running":
                     # a pausepoint (engine.pausepoints): as if PAUSE JOB had been requested now
                     await store.request(ctx.job_id, "pause-requested", "pause", reason="pausepoint")
-                await store.finish(ctx.job_id, me, "paused", running_status="paused at a checkpoint")
+                status = "paused at a checkpoint"
+                if ctx.total_bytes:   # the progress as of the pause, not as of the last report
+                    await store.progress(ctx.job_id, ctx.fraction, ctx.running_status())
+                    status += f" ({ctx.running_status()})"
+                await store.finish(ctx.job_id, me, "paused", running_status=status)
             else:
                 await store.release(ctx.job_id, me)
         except Canceled:

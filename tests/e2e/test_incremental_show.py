@@ -75,10 +75,12 @@ class Chain:
         full = [p.parent for p in self.root.glob("*/*/*/BACKUP_MANIFEST")]
         self.dirs = full + inc          # the layers' directories, oldest first
 
-    def file_of(self, layer: str, table: str) -> str:
-        """A data file `layer` ('full' or 'incremental') wrote for `table`'s chunk 0."""
-        return next(p for p, kind, span in self.files
-                    if kind == layer and span == f"/{DB}/public.{table}/chunk/0")
+    def file_of(self, layer: str, table: str, rewritten: bool = True) -> str:
+        """A data file `layer` ('full' or 'incremental') wrote for a chunk of `table` that layer 1
+        rewrote, or (rewritten=False) did not rewrite: the tip names the full's file for it."""
+        spans = {span for _, kind, span in self.files if kind == "incremental"}
+        return next(p for p, kind, span in self.files if kind == layer
+                    and span.startswith(f"/{DB}/public.{table}/") and (span in spans) == rewritten)
 
     def restore(self, target: str, options: str = "", at=None) -> None:
         aost = f" AS OF SYSTEM TIME '{at.isoformat()}'" if at is not None else ""
@@ -169,10 +171,9 @@ def damage(f, how: str) -> bytes:
 
 def test_damaged_file_of_any_needed_layer_is_xx001_naming_it(pgkeep, pg18, source):
     chain = Chain(pgkeep, pg18, "damaged")
-    needed = {"full b": chain.file_of("full", "b"),              # kept by both layers
-              "full a": next(p for p, k, span in chain.files      # a chunk no layer rewrote
-                             if k == "full" and span == f"/{DB}/public.a/chunk/3"),
-              "layer a": chain.file_of("incremental", "a")}     # written by layer 1
+    needed = {"full b": chain.file_of("full", "b", rewritten=False),   # kept by both layers
+              "full a": chain.file_of("full", "a", rewritten=False),   # a chunk no layer rewrote
+              "layer a": chain.file_of("incremental", "a")}            # written by layer 1
     for (what, path), how in [(c, h) for c in needed.items() for h in ("missing", "altered")]:
         f = chain.root / path
         data = damage(f, how)
@@ -210,6 +211,8 @@ def test_deleted_earlier_layer_is_xx001_naming_it(pgkeep, pg18, source):
     assert name in str(e)
     r = psql(pgkeep.dsn(), "-v", "VERBOSITY=verbose", "-c", chain.restore_sql(), check=False)
     assert r.returncode != 0 and "XX001" in r.stderr and name in r.stderr
+    e = fails(pgkeep, f"BACKUP DATABASE {DB} INTO LATEST IN '{chain.coll}'")    # no layer on a broken chain
+    assert name in str(e)
     # the full alone is still the full
     chain.restore("incshow_del0", at=chain.layers[0])
     assert row_hashes(pg18, "incshow_del0") == chain.states[0]
@@ -234,10 +237,10 @@ def test_altered_earlier_manifest_is_xx001_naming_it(pgkeep, pg18, source, how):
         data, _ = seal(body, 3)
         manifest.write_bytes(data)
         (middle / "BACKUP_MANIFEST-CHECKSUM").write_text(hashlib.sha256(data).hexdigest())
-    e = fails(pgkeep, chain.restore_sql())
-    assert name in str(e)
-    e = fails(pgkeep, f"SHOW BACKUP FROM LATEST IN '{chain.coll}'")
-    assert name in str(e)
+    for sql in (chain.restore_sql(), f"SHOW BACKUP FROM LATEST IN '{chain.coll}'",
+                f"BACKUP DATABASE {DB} INTO LATEST IN '{chain.coll}'"):
+        e = fails(pgkeep, sql)
+        assert name in str(e), (sql, str(e))
 
 
 def test_incremental_needs_a_full(pgkeep, pg18, source):

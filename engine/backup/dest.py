@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from .. import collection
-from ..errors import AlreadyExists, BackupExists, EngineError, NotFound
+from ..errors import AlreadyExists, BackupExists, DataCorrupted, EngineError, NotFound, Unsupported
 from ..format import layout
 from ..format.envelope import open_bytes
 from ..format.manifest import ChainLink, Manifest
@@ -271,8 +271,8 @@ async def _claim_position(run) -> bool:
         try:
             await collection.read_layer(run.store, other.get("layer", ""))
             return False                     # committed: the chain moved on
-        except (NotFound, EngineError):
-            pass
+        except (NotFound, DataCorrupted, Unsupported):
+            pass     # no committed layer (a store that fails to answer is no proof: it raises)
         if await _job_live(run, other.get("job_id")):
             raise BackupLocked(
                 f"{join_uri(run.store.uri, layout.incrementals_of(p.full))} already contains a BACKUP-LOCK "
@@ -310,7 +310,7 @@ async def release_chain_claim(run) -> list[str]:
         path = _claim_name(p, generation)
         try:
             other = await _read_claim(run, path)
-        except BackupLocked:
+        except BackupLocked:      # damaged: not ours
             continue
         except (EngineError, OSError) as e:
             return [f"could not read {join_uri(run.store.uri, path)}: {getattr(e, 'message', e)}"]

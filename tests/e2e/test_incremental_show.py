@@ -49,8 +49,9 @@ def source(pgkeep, pg18):
 
 
 class Chain:
-    """A full and two layers of `source`: layer 1 rewrote a's first chunk and appended rows,
-    layer 2 changed nothing. Each layer's row hashes are kept (the source moves on)."""
+    """A full and two layers of `source`: layer 1 rewrote the chunks of a that its updates and
+    inserts touched, layer 2 changed nothing. Each layer's row hashes are kept (the source
+    moves on)."""
 
     def __init__(self, pgkeep, pg18, name: str) -> None:
         self.pgkeep, self.pg18 = pgkeep, pg18

@@ -387,6 +387,8 @@ class JobRegistry:
                     # a pausepoint (engine.pausepoints): as if PAUSE JOB had been requested now
                     await store.request(ctx.job_id, "pause-requested", "pause", reason="pausepoint")
                 where = ctx.running_status()
+                if ctx.total_bytes:   # the progress as of the pause, not as of the last report
+                    await store.progress(me, [(ctx.job_id, ctx.fraction, where)])
                 await end("paused", running_status="paused at a checkpoint"
                           + (f" ({where})" if where else ""))
             else:

@@ -33,6 +33,7 @@ __all__ = ["POINTS", "reach", "crashpoints", "parse_points"]
 
 # name -> where it is. Keep in the order a job passes them.
 POINTS: dict[str, str] = {
+    "backup.stale_claim": "an incremental found another job's chain claim stale, not yet took the next one",
     "backup.after_claim": "the subdir is claimed (lock written), no data yet",
     "backup.mid_file": "a data file is half written (its store's temporary object exists), not committed",
     "backup.after_chunk": "a chunk's files are written and checkpointed",

@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from .. import collection
-from ..errors import AlreadyExists, BackupExists, EngineError, NotFound, Unsupported
+from ..errors import AlreadyExists, BackupExists, DataCorrupted, EngineError, NotFound, Unsupported
 from ..format import layout
 from ..format.envelope import open_bytes
 from ..format.manifest import ChainLink, Manifest
@@ -27,6 +27,7 @@ __all__ = ["Destination", "resolve_destination", "check_backup", "refuse_unsuppo
 _log = logging.getLogger("pgkeep.backup")
 _CLAIM_TRIES = 1000          # subdir names tried, 10 ms apart (docs/FORMAT.md section 1)
 _CHAIN_TRIES = 10            # tips re-resolved when another layer was committed meanwhile
+_CLAIM_GENERATIONS = 100     # stale chain claims superseded on one parent
 
 
 class TargetsMismatch(EngineError):
@@ -246,46 +247,67 @@ def _claim_body(run) -> bytes:
                        "layer": run.mark.subdir}, sort_keys=True).encode()
 
 
+def _claim_name(p: ParentMark, generation: int) -> str:
+    """The chain claim on extending the parent `p`, and after `generation` stale ones:
+    `claims/<parent id>`, then `claims/<parent id>.1`, `.2`, ... (FORMAT.md 7.2)."""
+    path = layout.claim_path(p.full, p.id)
+    return f"{path}.{generation}" if generation else path
+
+
+def _is_ours(run, other: dict) -> bool:
+    return other.get("job_id") == run.spec.job_id and other.get("token") == run.mark.parent.token
+
+
+async def _read_claim(run, path: str) -> dict | None:
+    """The claim at `path` (None: there is none)."""
+    try:
+        return json.loads(await read_all(run.store, path))
+    except NotFound:
+        return None
+    except ValueError:
+        raise BackupLocked(f"{join_uri(run.store.uri, path)} is damaged") from None
+
+
 async def _claim_position(run) -> bool:
     """Create the chain claim on extending the parent (FORMAT.md 7.2). True: ours. False: a layer
     of another job was committed after the parent (resolve the tip again). Raises BackupLocked
-    while another live job holds it; a stale claim (its job ended, its layer uncommitted) is
-    replaced."""
+    while another live job holds it. A claim whose job ended without committing its layer is
+    stale: it is never deleted by another job (no store deletes conditionally, so a job deleting
+    what it read as stale could delete the claim a third job created meanwhile: two jobs would
+    extend one parent), it is superseded by the claim's next generation, which one job only
+    creates."""
     p = run.mark.parent
-    path = layout.claim_path(p.full, p.id)
-    for _ in range(3):
-        try:
-            await run.store.create(path, _claim_body(run))
-            return True
-        except AlreadyExists:
-            pass
-        try:
-            other = json.loads(await read_all(run.store, path))
-        except NotFound:
-            continue                         # deleted meanwhile (its job failed): try again
-        except ValueError:
-            raise BackupLocked(f"{join_uri(run.store.uri, path)} is damaged") from None
-        if other.get("job_id") == run.spec.job_id and other.get("token") == p.token:
+    for generation in range(_CLAIM_GENERATIONS):
+        path = _claim_name(p, generation)
+        for _ in range(3):     # its job's cleanup may delete it between our create and read
+            try:
+                await run.store.create(path, _claim_body(run))
+                return True
+            except AlreadyExists:
+                pass
+            other = await _read_claim(run, path)
+            if other is not None:
+                break
+        else:
+            raise BackupLocked(f"could not claim the layer after {p.path} in {run.store.uri}")
+        if _is_ours(run, other):
             return True
         try:
             await collection.read_layer(run.store, other.get("layer", ""))
             return False                     # committed: the chain moved on
-        except (NotFound, EngineError):
-            pass
+        except (NotFound, DataCorrupted, Unsupported):
+            pass     # no committed layer (a store that fails to answer is no proof: it raises)
         if await _job_live(run, other.get("job_id")):
             raise BackupLocked(
                 f"{join_uri(run.store.uri, layout.incrementals_of(p.full))} already contains a BACKUP-LOCK "
                 f"file for the layer after {p.path} written by job {other.get('job_id')} "
                 "(is another operation already in progress?)",
                 hint="wait for that backup job to finish (SHOW JOBS), or cancel it")
-        _log.info("backup job %d: replacing the stale chain claim of ended job %s on %s",
+        _log.info("backup job %d: the chain claim of ended job %s on %s is stale; taking the next one",
                   run.spec.job_id, other.get("job_id"), p.path)
-        try:
-            await run.store.delete(path)
-        except (EngineError, OSError) as e:
-            raise BackupLocked(f"a stale chain claim of job {other.get('job_id')} on {p.path} "
-                               f"could not be removed: {getattr(e, 'message', e)}") from None
-    raise BackupLocked(f"could not claim the layer after {p.path} in {run.store.uri}")
+        run.reach("backup.stale_claim")
+    raise BackupLocked(f"{_CLAIM_GENERATIONS} stale chain claims on the layer after {p.path} in "
+                       f"{run.store.uri}", hint="back up into a new full backup (BACKUP ... INTO the collection)")
 
 
 async def _job_live(run, job_id) -> bool:
@@ -302,21 +324,26 @@ async def _job_live(run, job_id) -> bool:
 
 async def release_chain_claim(run) -> list[str]:
     """After a failure or cancel before the commit point: delete this job's chain claim, so the
-    next incremental extends the same parent. Returns refusals (messages)."""
+    next incremental extends the same parent. Returns refusals (messages). The generations of a
+    claim are contiguous (one is created only while all before it exist, stale, and a stale
+    claim's job never deletes it again), so ours, if any, comes before the first absent one."""
     p = run.mark.parent
     if p is None:
         return []
-    path = layout.claim_path(p.full, p.id)
-    try:
-        other = json.loads(await read_all(run.store, path))
-    except (NotFound, ValueError):
-        return []
-    except (EngineError, OSError) as e:
-        return [f"could not read {join_uri(run.store.uri, path)}: {getattr(e, 'message', e)}"]
-    if other.get("job_id") != run.spec.job_id or other.get("token") != p.token:
-        return []
-    try:
-        await run.store.delete(path)
-    except (EngineError, OSError) as e:
-        return [f"could not delete {join_uri(run.store.uri, path)}: {getattr(e, 'message', e)}"]
+    for generation in range(_CLAIM_GENERATIONS):
+        path = _claim_name(p, generation)
+        try:
+            other = await _read_claim(run, path)
+        except BackupLocked:      # damaged: not ours
+            continue
+        except (EngineError, OSError) as e:
+            return [f"could not read {join_uri(run.store.uri, path)}: {getattr(e, 'message', e)}"]
+        if other is None:
+            return []
+        if _is_ours(run, other):
+            try:
+                await run.store.delete(path)
+            except (EngineError, OSError) as e:
+                return [f"could not delete {join_uri(run.store.uri, path)}: {getattr(e, 'message', e)}"]
+            return []
     return []

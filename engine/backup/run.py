@@ -117,7 +117,8 @@ async def _copy_chunks(run: BackupRun, snap: Snapshot, dbname: str, mark: Databa
                     if base.own:
                         tm.chunks[item.chunk.index] = DoneChunk(base.rows, list(base.files))
                     run.kept += 1
-                    run.job.progress(item.heap_bytes, item.chunk.rows)
+                    # the chunk is done, its rows are not moved (unless this job copied them before)
+                    run.job.progress(item.heap_bytes, base.rows if base.own else 0)
                     return
             sink = ChunkSink(run.store, run.pool, run.settings, run.mark.subdir, item, run.written,
                              over_tcp(conn), run.reach, run.attempt)
@@ -246,9 +247,19 @@ async def run_backup(spec: BackupSpec, connector: Connector, store: ObjectStore,
         manifest, uncaptured = await _claim_copy_commit(run)
     finally:
         pool.shutdown(wait=False)
-    tables = [t for d in manifest.databases for t in d.tables]
-    return BackupResult(rows=sum(t.rows for t in tables), bytes=sum(t.logical_bytes for t in tables),
-                        end_time=manifest.end_datetime, subdir=mark.subdir, uncaptured=uncaptured)
+    rows, nbytes = _moved(manifest, mark.subdir)
+    return BackupResult(rows=rows, bytes=nbytes, end_time=manifest.end_datetime, subdir=mark.subdir,
+                        uncaptured=uncaptured)
+
+
+def _moved(manifest: Manifest, subdir: str) -> tuple[int, int]:
+    """(rows, logical bytes) of the chunks whose files this backup wrote: all of a full's, and
+    of an incremental only what its layer copied, not the earlier layers' files it names
+    (CockroachDB's result row counts what that backup wrote)."""
+    own = subdir.strip("/") + "/"
+    chunks = [c for d in manifest.databases for t in d.tables for c in t.chunks
+              if c.files and c.files[0].path.startswith(own)]
+    return sum(c.rows for c in chunks), sum(f.logical_bytes for c in chunks for f in c.files)
 
 
 async def _claim_copy_commit(run: BackupRun) -> tuple[Manifest, list[str]]:

@@ -88,12 +88,11 @@ class _ShowBackup:
         subdir = None if stmt.subdir is None else literal_text(stmt.subdir, "the subdir")
         handle, schemas = await ctx.app.engine.open_backup(uri, subdir, stmt.latest)
         try:
-            m = handle.manifest
             cols = _columns(stmt)
             if stmt.details == "VALIDATE":
                 return Result(cols, [(await _validate(handle),)])
-            if o.as_json:
-                return Result(cols, [(json.dumps(asdict(m)),)])
+            if o.as_json:       # one manifest per layer, full first (CockroachDB's jsonShower)
+                return Result(cols, [(json.dumps(asdict(lm)),) for _, lm in handle.layers])
             if stmt.details == "FILES":
                 return Result(cols, [r for path, lm in handle.layers for r in _file_rows(lm, path)])
             file_bytes = await _check_files(handle) if o.check_files else None

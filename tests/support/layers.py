@@ -77,7 +77,7 @@ def through(pgkeep, sql: str, db: str = "postgres", params=None):
 
 def tip_manifest(pgkeep, coll: str) -> dict:
     """The manifest of the newest layer of the newest chain in `coll`, as JSON."""
-    (text,), = through(pgkeep, f"SHOW BACKUP FROM LATEST IN '{coll}' WITH as_json")
+    *_, (text,) = through(pgkeep, f"SHOW BACKUP FROM LATEST IN '{coll}' WITH as_json")  # the tip is last
     return json.loads(text) if isinstance(text, str) else text
 
 

@@ -43,6 +43,13 @@ def state(pg, db) -> tuple:
     return schema_dump(pg, db), row_hashes(pg, db), seqs, los
 
 
+def fresh_db(pg18, db: str, sql: str) -> str:
+    pg18.psql(f"DROP DATABASE IF EXISTS {db}")
+    pg18.psql(f"CREATE DATABASE {db}")
+    pg18.psql(sql, db)
+    return db
+
+
 def layers(pgkeep, coll, db="postgres"):
     """[(backup_type, start_time, end_time)] of the chain, one per layer."""
     rows = run(pgkeep, f"SELECT DISTINCT backup_type, start_time, end_time FROM "
@@ -110,10 +117,7 @@ CHANGES = [
 
 
 def test_chain_of_layers_restores_every_layer(pgkeep, pg18):
-    db = "inc_src"
-    pg18.psql(f"DROP DATABASE IF EXISTS {db}")
-    pg18.psql(f"CREATE DATABASE {db}")
-    pg18.psql(SETUP, db)
+    db = fresh_db(pg18, "inc_src", SETUP)
     coll = collection("chain")
     expected = []
     run(pgkeep, f"BACKUP DATABASE {db} INTO '{coll}'")
@@ -146,11 +150,8 @@ def test_chain_of_layers_restores_every_layer(pgkeep, pg18):
 
 
 def test_unchanged_layer_copies_no_rows_and_a_change_copies_its_chunk(pgkeep, pg18):
-    db = "inc_bytes"
-    pg18.psql(f"DROP DATABASE IF EXISTS {db}")
-    pg18.psql(f"CREATE DATABASE {db}")
-    pg18.psql("CREATE TABLE t (id int PRIMARY KEY, pad text);"
-              "INSERT INTO t SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, 20000) g", db)
+    db = fresh_db(pg18, "inc_bytes", "CREATE TABLE t (id int PRIMARY KEY, pad text);"
+              "INSERT INTO t SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, 20000) g")
     coll = collection("bytes")
     full = run(pgkeep, f"BACKUP DATABASE {db} INTO '{coll}'")[0]
     none = run(pgkeep, f"BACKUP DATABASE {db} INTO LATEST IN '{coll}'")[0]
@@ -170,11 +171,8 @@ def test_unchanged_layer_copies_no_rows_and_a_change_copies_its_chunk(pgkeep, pg
 
 
 def test_table_chain_and_target_mismatch(pgkeep, pg18):
-    db = "inc_tables"
-    pg18.psql(f"DROP DATABASE IF EXISTS {db}")
-    pg18.psql(f"CREATE DATABASE {db}")
-    pg18.psql("CREATE TABLE a (id int PRIMARY KEY); CREATE TABLE b (id int);"
-              "INSERT INTO a SELECT generate_series(1, 100); INSERT INTO b VALUES (1)", db)
+    db = fresh_db(pg18, "inc_tables", "CREATE TABLE a (id int PRIMARY KEY); CREATE TABLE b (id int);"
+              "INSERT INTO a SELECT generate_series(1, 100); INSERT INTO b VALUES (1)")
     coll = collection("tables")
     run(pgkeep, f"BACKUP TABLE {db}.public.a INTO '{coll}'")
     pg18.psql("INSERT INTO a VALUES (101)", db)
@@ -193,10 +191,7 @@ def test_table_chain_and_target_mismatch(pgkeep, pg18):
 
 
 def test_time_between_layers_is_crdbs_error(pgkeep, pg18):
-    db = "inc_aost"
-    pg18.psql(f"DROP DATABASE IF EXISTS {db}")
-    pg18.psql(f"CREATE DATABASE {db}")
-    pg18.psql("CREATE TABLE t (id int); INSERT INTO t VALUES (1)", db)
+    db = fresh_db(pg18, "inc_aost", "CREATE TABLE t (id int); INSERT INTO t VALUES (1)")
     coll = collection("aost")
     run(pgkeep, f"BACKUP DATABASE {db} INTO '{coll}'")
     pg18.psql("INSERT INTO t VALUES (2)", db)

@@ -2,6 +2,7 @@
 row, wait for a job to reach a state, wait for a pgkeep started with a crashpoint to die."""
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Callable
 
@@ -57,3 +58,16 @@ def wait_exit(proc, timeout: float = 60) -> int:
             return proc.proc.returncode
         time.sleep(0.1)
     raise AssertionError(f"pgkeep did not crash:\n{proc.log()[-3000:]}")
+
+
+@contextlib.contextmanager
+def cluster_settings(proc, settings: dict[str, str], also_reset: tuple[str, ...] = ("jobs.debug.pausepoints",)):
+    """SET CLUSTER SETTING each of `settings` (values as SQL literals) for the block; RESET them
+    (and `also_reset`) after it: the settings are the whole test session's."""
+    for k, v in settings.items():
+        query(proc, f"SET CLUSTER SETTING {k} = {v}")
+    try:
+        yield
+    finally:
+        for k in [*settings, *also_reset]:
+            query(proc, f"RESET CLUSTER SETTING {k}")

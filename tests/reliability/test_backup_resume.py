@@ -18,6 +18,8 @@ import pytest
 from tests.support.datasets import row_hashes
 from tests.support.pgkeep import PgkeepProcess
 
+from .jobtools import cluster_settings
+
 ROWS = 3000
 
 
@@ -59,12 +61,8 @@ def collection(name: str) -> str:
 @pytest.fixture
 def small_chunks(pgkeep):
     """8-page chunks, one reader: a table has several chunks, taken in a known order."""
-    settings = {"pgkeep.backup.chunk_size": "'64 KiB'", "pgkeep.backup.parallelism": "1"}
-    for k, v in settings.items():
-        run(pgkeep, f"SET CLUSTER SETTING {k} = {v}")
-    yield
-    for k in [*settings, "jobs.debug.pausepoints"]:
-        run(pgkeep, f"RESET CLUSTER SETTING {k}")
+    with cluster_settings(pgkeep, {"pgkeep.backup.chunk_size": "'64 KiB'", "pgkeep.backup.parallelism": "1"}):
+        yield
 
 
 def make_db(pg18, name: str, extra: str = "", t_rows: int = ROWS) -> str:

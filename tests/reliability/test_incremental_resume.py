@@ -16,19 +16,15 @@ import pytest
 from tests.support.layers import copied_chunks, read_state, tip_manifest
 from tests.support.pgkeep import PgkeepProcess
 
-from .jobtools import query, wait_done, wait_job
+from .jobtools import cluster_settings, query, wait_done, wait_job
 
 ROWS = 3000
 
 
 @pytest.fixture
 def one_reader(pgkeep):
-    settings = {"pgkeep.backup.chunk_size": "'64 KiB'", "pgkeep.backup.parallelism": "1"}
-    for k, v in settings.items():
-        query(pgkeep, f"SET CLUSTER SETTING {k} = {v}")
-    yield
-    for k in [*settings, "jobs.debug.pausepoints"]:
-        query(pgkeep, f"RESET CLUSTER SETTING {k}")
+    with cluster_settings(pgkeep, {"pgkeep.backup.chunk_size": "'64 KiB'", "pgkeep.backup.parallelism": "1"}):
+        yield
 
 
 def chain_with_a_change(pgkeep, pg18, db: str) -> tuple[str, dict]:

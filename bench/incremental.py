@@ -378,7 +378,7 @@ class Bench:
                 fail(u, "incremental", e)
             self.checkpoint()
 
-        for s in sizes:           # 5. a fresh full of the changed data
+        for s in [] if a.no_restores else sizes:    # 5. a fresh full of the changed data
             u = units[s]
             coll = self.coll(rnd, ds, scenario, s, "full")
             try:
@@ -392,7 +392,7 @@ class Bench:
                 fail(u, "fresh full", e)
             self.checkpoint()
 
-        for i, s in enumerate(sizes):     # 6. the restores, in rotating order
+        for i, s in enumerate([] if a.no_restores else sizes):     # 6. the restores, in rotating order
             u = units[s]
             kinds = ["chain", "full"] if (rnd + i) % 2 else ["full", "chain"]
             for kind in kinds:
@@ -589,6 +589,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--pgkeep-setting", action="append", default=[], metavar="NAME=VALUE",
                    help="SET CLUSTER SETTING NAME = VALUE in pgkeep before the first round")
     p.add_argument("--output", type=Path, default=RESULTS, help="JSON results file")
+    p.add_argument("--no-restores", action="store_true",
+                   help="skip the restores (and the fresh fulls they compare): to iterate on the backup side")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, data)")
     p.add_argument("--quick", action="store_true",
                    help=f"smoke test: scale 5, {REAL_ROWS_QUICK:,} rows (~50 MB), 1 round, no warm-up")
@@ -705,6 +707,7 @@ def main(argv: list[str] | None = None) -> int:
         "complete": not interrupted and not any(n.startswith("benchmark failed") for n in notes),
         "config": {"rounds": a.rounds, "scale": a.scale, "real_rows": a.real_rows, "datasets": a.datasets,
                    "scenarios": a.scenarios, "chunk_sizes": a.chunk_sizes, "quick": a.quick,
+                   "no_restores": a.no_restores,
                    "pgkeep_args": a.pgkeep_arg, "pgkeep_settings": a.pgkeep_setting},
         "host": {"cpus": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version(),
                  "loadavg": os.getloadavg(), **versions},

@@ -47,6 +47,14 @@ Before round 1 an unrecorded warm-up unit (scenario (d) of the first dataset) ru
 it. A pgkeep statement is timed from sending it to having its result, over a connection opened
 before (bench/backup_restore.py's `pgkeep_statement`).
 
+Each statement's CPU seconds are measured too, from /proc: pgkeep's process (all its threads)
+plus PostgreSQL's backends, whose time the kernel adds to the postmaster's cutime/cstime once
+they exit and are reaped (the script waits for the backends a statement started to be gone, and
+each untimed psql call waits for its own backend, so a row count or hash over millions of rows
+never lands in the next statement's figure). On a machine shared with other work, wall time
+moves with the load and CPU time much less: the CPU ratios are printed next to the targets
+(which are on wall time) to tell a real regression from a busy machine.
+
 Per dataset and chunk size it prints, as medians over the rounds, with the issue's targets:
 
     incr/full bytes   stored bytes of the layer (every file under <coll>/incrementals/, apparent
@@ -56,22 +64,28 @@ Per dataset and chunk size it prints, as medians over the rounds, with the issue
     chain/full restore  restore of the chain's tip over the restore of the fresh full; <= 1.1x
     copied            chunks the incremental copied / chunks it listed (from pgkeep's log)
 
+    CPU: incr/full, restore   the same ratios in CPU seconds (no target)
+
 (b) has no target: random updates touch nearly every chunk, and a chunk with any changed row is
 copied whole, so the layer is close to a full (docs/FORMAT.md section 7.3); the chunk-size
 sweep shows how much smaller chunks buy back. Ratios are ratios of medians; the per-round
 ratios follow (their spread is the noise). The median of each phase pgkeep's PhaseClock logs for
 the incrementals (resolve and claim, snapshot and schema, connections, data, commit) shows where
-an incremental's time goes.
+an incremental's time goes, with its CPU split between pgkeep and PostgreSQL. A second table
+gives the medians themselves: MB stored and seconds of the full, the incremental, the fresh
+full and both restores, and the CPU seconds of the full and the incremental.
 
 With several --chunk-sizes, every unit backs up and restores at every size (the fulls of one unit
 each at its own size, the order rotating), and a last table puts the ratios side by side.
 
 Options: --rounds N, --quick, --datasets pgbench,real, --scenarios range,random,insert,none,
---chunk-sizes 16MiB (a list), --scale N, --real-rows N, --op-timeout S, --pgkeep-arg ARG,
---pgkeep-setting NAME=VALUE, --output FILE (default bench/results/incremental.json), --keep.
-The JSON holds the configuration, every unit's figures (seconds, bytes, chunks, the phases of
-pgkeep's log, rows changed, errors), the medians, ratios and verdicts. Exit status 0 when every
-operation succeeded, 1 if any failed, 130 when interrupted.
+--chunk-sizes 16MiB (a list), --no-restores (skip steps 5 and 6: to iterate on the backup side),
+--scale N, --real-rows N, --op-timeout S, --pgkeep-arg ARG, --pgkeep-setting NAME=VALUE,
+--output FILE (default bench/results/incremental.json), --keep (keep the temporary directory:
+PostgreSQL's and pgkeep's logs, the loaded databases). The JSON holds the configuration, every
+unit's figures (seconds, CPU seconds, bytes, chunks, the phases of pgkeep's log, errors), each
+unit's change (rows changed, seconds of the change and of its VACUUM), the medians, ratios and
+verdicts. Exit status 0 when every operation succeeded, 1 if any failed, 130 when interrupted.
 """
 from __future__ import annotations
 

@@ -259,6 +259,12 @@ SELECT g,
                           'score', round((random() * 5)::numeric, 1))
 FROM generate_series(1, %d) AS g"""
 
+
+def real_insert(first: int, last: int) -> str:
+    """The INSERT of rows `first`..`last` of the realistic table (each row's id is its number)."""
+    return REAL_INSERT.replace("generate_series(1, %d)", f"generate_series({first:d}, {last:d})")
+
+
 REAL_POST = [f"ALTER TABLE {REAL_TABLE} ADD CONSTRAINT {REAL_TABLE}_pkey PRIMARY KEY (id)",
              f"CREATE INDEX {REAL_TABLE}_customer_id_idx ON {REAL_TABLE} (customer_id)"]
 
@@ -278,21 +284,24 @@ def make_datasets(cluster: PgCluster, a: argparse.Namespace) -> None:
         else:
             _log(f"{db}: {a.real_rows:,} rows into {REAL_TABLE}, then its primary key and an index")
             cluster.psql(REAL_DDL, db)
-            cluster.psql(REAL_INSERT % a.real_rows, db)
+            cluster.psql(real_insert(1, a.real_rows), db)
             for sql in REAL_POST:
                 cluster.psql(sql, db)
         # Freeze and set hint bits now, so the first reader of round 1 does not pay for them.
         cluster.psql("VACUUM (FREEZE, ANALYZE)", db)
-        # Read every heap page into shared_buffers (which hold both datasets): a TID range scan
-        # has no ring buffer, unlike a sequential scan. Otherwise the first reader that bypasses
-        # the ring (pgkeep's chunked scans) pays for faulting in the server's shared memory,
-        # measured here at +0.75 s of PostgreSQL CPU on pgbench, and every later run of every
-        # tool reads from shared buffers anyway.
-        for table in cluster.psql("SELECT format('%I.%I', schemaname, tablename) FROM pg_tables "
-                                  "WHERE schemaname NOT IN ('pg_catalog', 'information_schema')", db).split():
-            cluster.psql(f"SELECT count(*) FROM ONLY {table} WHERE ctid >= '(0,0)'::tid", db)
+        warm(cluster, db)   # shared_buffers hold both datasets
         _log(f"{db}: loaded in {time.monotonic() - started:.0f}s")
     cluster.psql("CHECKPOINT")
+
+
+def warm(cluster: PgCluster, db: str) -> None:
+    """Read every heap page of `db` into shared_buffers: a TID range scan has no ring buffer,
+    unlike a sequential scan. Otherwise the first reader that bypasses the ring (pgkeep's chunked
+    scans) pays for faulting in the server's shared memory, measured here at +0.75 s of
+    PostgreSQL CPU on pgbench, and every later run of every tool reads from shared buffers anyway."""
+    for table in cluster.psql("SELECT format('%I.%I', schemaname, tablename) FROM pg_tables "
+                              "WHERE schemaname NOT IN ('pg_catalog', 'information_schema')", db).split():
+        cluster.psql(f"SELECT count(*) FROM ONLY {table} WHERE ctid >= '(0,0)'::tid", db)
 
 
 def db_shape(cluster: PgCluster, db: str) -> dict:

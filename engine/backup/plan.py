@@ -57,12 +57,25 @@ async def unchanged(conn, t, base: Base) -> bool:
     return new == 0 and seen == base.rows
 
 
+# A table larger than one chunk ends in an open-ended chunk of 1/TAIL_FRACTION of a chunk: the
+# pages where PostgreSQL puts the next rows (the free space of its last pages, then new pages), so
+# a later layer that finds rows inserted or moved there copies that tail, not the whole last chunk.
+TAIL_FRACTION = 16
+
+
 def _fresh_ranges(pages: int, chunk_pages: int, start: int = 0) -> list[list]:
-    """[start, start+n), [start+n, start+2n), ..., the last open-ended."""
+    """[start, start+n), [start+n, start+2n), ..., the last open-ended; in a table of more than
+    n pages, a last range longer than two tails is cut so that the open-ended one is a tail."""
     if pages - start <= chunk_pages:
-        return [[start, None]]
-    starts = list(range(start, pages, chunk_pages))
-    return [[s, starts[i + 1] if i + 1 < len(starts) else None] for i, s in enumerate(starts)]
+        ranges = [[start, None]]
+    else:
+        starts = list(range(start, pages, chunk_pages))
+        ranges = [[s, starts[i + 1] if i + 1 < len(starts) else None] for i, s in enumerate(starts)]
+    tail = max(1, chunk_pages // TAIL_FRACTION)
+    last = ranges[-1][0]
+    if pages > chunk_pages and pages - last > 2 * tail:
+        ranges[-1:] = [[last, pages - tail], [pages - tail, None]]
+    return ranges
 
 
 def _parent_base(t, identity: str, heap: bool, fmt: str, parent: TableEntry | None) -> bool:

@@ -181,8 +181,9 @@ def clock_phases(log: str) -> dict[str, float]:
 class CpuMeter:
     """CPU seconds spent by pgkeep (its threads and any child process) and by PostgreSQL's
     backends, read from /proc: a backend's time is added to the postmaster's cutime/cstime when
-    it exits and is reaped, so a statement's backends are counted once they are gone. Unlike
-    seconds of wall time, this does not grow when other work on the machine takes the CPUs."""
+    it exits and is reaped, so a statement's backends are counted once they are gone. Other work
+    on the machine moves this far less than it moves wall time (caches and memory bandwidth are
+    still shared)."""
 
     def __init__(self, pgkeep_pid: int, postmaster_pid: int) -> None:
         self.pgkeep, self.postmaster = pgkeep_pid, postmaster_pid
@@ -676,6 +677,7 @@ def main(argv: list[str] | None = None) -> int:
         notes.append(f"benchmark failed: {_err(e)}" + (f"\n{e.stderr}" if getattr(e, "stderr", None) else ""))
         _log(notes[-1])
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)   # a second SIGTERM must not cut the clean-up short
         units = bench.units if bench else []
         if bench is not None and bench.cluster.unsettled:
             left = bench.cluster.unsettled

@@ -16,11 +16,27 @@ _OUTSIDE = re.compile(r"(?<![\w.~-])/(?:work|home|root|mnt|srv|opt|Users)/"
 _PARENTS = re.compile(r"Path\(__file__\)\.resolve\(\)\.parents\[(\d+)\]")
 
 
+def _ignored_dirs() -> tuple[set[str], set[str]]:
+    """The directories .gitignore names (anchored ones as repo-relative paths, others as names):
+    what running the tools generates there (bench/.cache's downloaded binaries, node_modules) is
+    not the repository's own text."""
+    anchored, anywhere = set(), set()
+    for line in (REPO / ".gitignore").read_text().splitlines():
+        line = line.strip()
+        if line.endswith("/") and not line.startswith("#") and "*" not in line:
+            (anchored if line.startswith("/") else anywhere).add(line.strip("/"))
+    return anchored, anywhere
+
+
 def _files():
+    anchored, anywhere = _ignored_dirs()
     for root in ROOTS:
         path = REPO / root
         candidates = [path] if path.is_file() else sorted(path.rglob("*"))
         for f in candidates:
+            rel = f.relative_to(REPO)
+            if any(str(rel).startswith(d + "/") for d in anchored) or anywhere & set(rel.parts):
+                continue
             if f.is_file() and f.suffix in TEXT and "__pycache__" not in f.parts \
                     and f != Path(__file__).resolve():
                 yield f

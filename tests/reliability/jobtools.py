@@ -8,6 +8,8 @@ from typing import Callable
 
 import psycopg
 
+from tests.support.pgkeep import PgkeepProcess
+
 __all__ = ["query", "job_row", "wait_job", "wait_until", "wait_done", "wait_exit", "ENDED"]
 
 ENDED = ("succeeded", "failed", "canceled", "paused")
@@ -71,3 +73,11 @@ def cluster_settings(proc, settings: dict[str, str], also_reset: tuple[str, ...]
     finally:
         for k in [*settings, *also_reset]:
             query(proc, f"RESET CLUSTER SETTING {k}")
+
+
+def crashing_pgkeep(pgkeep, workdir, name: str, point: str, lease: str = "2") -> PgkeepProcess:
+    """A second pgkeep beside `pgkeep` (same upstream and nodelocal root, a short job lease) that
+    exits as kill -9 would at the fault point `point` (PGKEEP_TESTING_CRASHPOINTS)."""
+    args = ["--nodelocal-root", str(pgkeep.workdir / "data" / "external"), "--job-lease", lease]
+    return PgkeepProcess(workdir / name, pgkeep.upstream, args=args,
+                         env={"PGKEEP_TESTING_CRASHPOINTS": point}).start()

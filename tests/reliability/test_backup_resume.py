@@ -18,7 +18,7 @@ import pytest
 from tests.support.datasets import row_hashes
 from tests.support.pgkeep import PgkeepProcess
 
-from .jobtools import cluster_settings
+from .jobtools import cluster_settings, crashing_pgkeep
 
 ROWS = 3000
 
@@ -147,16 +147,14 @@ def test_resumed_backup_keeps_row_of_subtransaction_open_at_first_snapshot(pgkee
 def test_adopted_backup_after_kill9_restores_rows_moved_by_vacuum_full(pgkeep, pg18, workdir, small_chunks):
     db = make_db(pg18, "rs_kill9")
     coll = collection("resume-kill9")
-    args = ["--nodelocal-root", str(pgkeep.workdir / "data" / "external"), "--job-lease", "2"]
-    a = PgkeepProcess(workdir / "resume-kill-a", pg18.dsn(), args=args,
-                      env={"PGKEEP_TESTING_CRASHPOINTS": "backup.after_chunk"}).start()
+    a = crashing_pgkeep(pgkeep, workdir, "resume-kill-a", "backup.after_chunk")
     b = None
     try:
         job_id = run(a, f"BACKUP DATABASE {db} INTO '{coll}' WITH DETACHED")[0][0]
         assert a.proc.wait(60) == 137, a.log()[-2000:]
         on_source(pg18, db, "DELETE FROM t WHERE id <= 100; VACUUM FULL t")
         expected = row_hashes(pg18, db)
-        b = PgkeepProcess(workdir / "resume-kill-b", pg18.dsn(), args=args).start()
+        b = PgkeepProcess(workdir / "resume-kill-b", pg18.dsn(), args=a.args).start()   # adopts
         wait_status(b, job_id, ("succeeded",))
         pg18.psql(f"DROP DATABASE IF EXISTS {db}_r")
         run(b, f"RESTORE DATABASE {db} FROM LATEST IN '{coll}' WITH new_db_name = '{db}_r'")

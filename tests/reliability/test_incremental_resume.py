@@ -16,7 +16,7 @@ import pytest
 from tests.support.layers import copied_chunks, read_state, tip_manifest
 from tests.support.pgkeep import PgkeepProcess
 
-from .jobtools import cluster_settings, query, wait_done, wait_job
+from .jobtools import cluster_settings, crashing_pgkeep, query, wait_done, wait_job
 
 ROWS = 3000
 
@@ -88,9 +88,7 @@ def test_killed_incremental_is_invisible_then_adopted(pgkeep, pg18, workdir, one
     db = "inc_kill"
     coll, full = chain_with_a_change(pgkeep, pg18, db)
     at_full = restored(pgkeep, pg18, db, coll, f"{db}_full")
-    args = ["--nodelocal-root", str(pgkeep.workdir / "data" / "external"), "--job-lease", "2"]
-    a = PgkeepProcess(workdir / "inc-kill-a", pg18.dsn(), args=args,
-                      env={"PGKEEP_TESTING_CRASHPOINTS": "backup.after_chunk"}).start()
+    a = crashing_pgkeep(pgkeep, workdir, "inc-kill-a", "backup.after_chunk")
     b = None
     try:
         job_id = query(a, f"BACKUP DATABASE {db} INTO LATEST IN '{coll}' WITH DETACHED")[0][0]
@@ -99,7 +97,7 @@ def test_killed_incremental_is_invisible_then_adopted(pgkeep, pg18, workdir, one
         assert restored(pgkeep, pg18, db, coll, f"{db}_dead") == at_full
         change_while_stopped(pg18, db)
         expected = read_state(pg18, db, schema=False)
-        b = PgkeepProcess(workdir / "inc-kill-b", pg18.dsn(), args=args).start()
+        b = PgkeepProcess(workdir / "inc-kill-b", pg18.dsn(), args=a.args).start()   # adopts
         assert wait_done(b, job_id) == ("succeeded", None)
         assert copied_chunks(full, tip_manifest(pgkeep, coll), db, "public.t") == [(0, 8), (8, 16)]
         assert restored(pgkeep, pg18, db, coll, f"{db}_adopted").diff(expected) == []

@@ -46,7 +46,11 @@ class ConnectionStore:
             raise UndefinedConnection(f"external connection with name {name} does not exist")
 
     async def drop(self, name: str) -> None:
+        """Drop it and every grant on it, at once (a connection created again under the name
+        starts with none)."""
         done = await self._pool.fetchval(
+            "WITH g AS (DELETE FROM pgkeep.privileges WHERE kind = 'external connection' "
+            "AND object = $1) "
             "DELETE FROM pgkeep.external_connections WHERE name = $1 RETURNING true", name)
         if not done:
             raise UndefinedConnection(f"external connection with name {name} does not exist")

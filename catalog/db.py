@@ -16,6 +16,7 @@ import asyncpg
 from .connections import ConnectionStore
 from .jobs import JobStore
 from .migrate import migrate
+from .privileges import PrivilegeStore
 from .settings import SettingsStore
 
 __all__ = ["Catalog", "QUIET_PARAMETERS"]
@@ -27,15 +28,17 @@ QUIET_PARAMETERS = {"log_parameter_max_length": "0", "log_parameter_max_length_o
 class Catalog:
     """pgkeep's durable state, stored in the upstream database named by the upstream DSN."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, admin_role: str = "admin") -> None:
         self.pool = pool
+        self.privileges = PrivilegeStore(pool, admin_role)
         self.settings = SettingsStore(pool)
         self.connections = ConnectionStore(pool)
         self.jobs = JobStore(pool)
 
     @classmethod
     async def open(cls, dsn: str, *, min_size: int = 1, max_size: int = 4,
-                   connect: Callable[..., Awaitable[asyncpg.Connection]] | None = None) -> "Catalog":
+                   connect: Callable[..., Awaitable[asyncpg.Connection]] | None = None,
+                   admin_role: str = "admin") -> "Catalog":
         """`connect` replaces asyncpg.connect for the pool (the composition root's, which applies
         the upstream DSN's TLS settings as libpq would)."""
         settings = {"application_name": "pgkeep-catalog", **QUIET_PARAMETERS}
@@ -50,7 +53,7 @@ class Catalog:
                                              server_settings={"application_name": "pgkeep-catalog"})
         async with pool.acquire() as conn:
             await migrate(conn)
-        return cls(pool)
+        return cls(pool, admin_role)
 
     async def close(self) -> None:
         await self.pool.close()

@@ -52,7 +52,7 @@ from .targets import table_name
 from .timing import PhaseClock
 from .parallel import close_quietly, run_parallel
 
-__all__ = ["run_restore", "check_restore"]
+__all__ = ["run_restore", "check_restore", "restore_target_databases"]
 
 _log = logging.getLogger("pgkeep.restore")
 _RELATION_KINDS = frozenset(("table", "foreign_table", "view", "matview", "sequence"))
@@ -243,7 +243,7 @@ async def _plan_targets(handle: BackupHandle, entries: list[DatabaseEntry], spec
         tmp = f"pgkeep_restore_{spec.job_id}_{entry.ordinal}"
         plan = schema_mod.plan_restore(
             schema, target_database=tmp, existing_roles=roles, restoring_user=spec.user,
-            skip_missing_foreign_keys=spec.skip_missing_foreign_keys,
+            grants=spec.grants, skip_missing_foreign_keys=spec.skip_missing_foreign_keys,
             skip_missing_sequences=spec.skip_missing_sequences,
             skip_missing_sequence_owners=spec.skip_missing_sequence_owners,
             skip_missing_views=spec.skip_missing_views, skip_missing_udfs=spec.skip_missing_udfs)
@@ -469,7 +469,8 @@ async def _table_targets(handle: BackupHandle, spec: RestoreSpec, admin) -> list
                                   hint="create it first, or restore into another one WITH into_db = '...'")
         plan = schema_mod.plan_restore(
             schema, target_database=target, tables=oids, existing_roles=roles,
-            restoring_user=spec.user, skip_missing_foreign_keys=spec.skip_missing_foreign_keys,
+            restoring_user=spec.user, grants=spec.grants,
+            skip_missing_foreign_keys=spec.skip_missing_foreign_keys,
             skip_missing_sequences=spec.skip_missing_sequences,
             skip_missing_sequence_owners=spec.skip_missing_sequence_owners,
             skip_missing_views=spec.skip_missing_views, skip_missing_udfs=spec.skip_missing_udfs)
@@ -632,6 +633,16 @@ async def _open(store: ObjectStore, spec: RestoreSpec) -> BackupHandle:
     """The backup. A missing, damaged or unreadable backup fails at once; an adopted job's store
     has already waited for a store that was briefly unreachable (engine/service.py)."""
     return await open_backup(store, spec.subdir, spec.latest, spec.as_of)
+
+
+async def restore_target_databases(spec: RestoreSpec, store: ObjectStore) -> list[str]:
+    """The existing databases a RESTORE TABLE of `spec` writes into (the privilege check needs
+    them before the restore is checked): `into_db`, or each named table's database in the
+    backup. Reads the manifest and the schema files of the backup's databases; writes nothing."""
+    if spec.into_db is not None:
+        return [spec.into_db]
+    handle = await _open(store, spec)
+    return list(dict.fromkeys(entry.name for entry, _, _ in await _select_tables(handle, spec)))
 
 
 async def check_restore(spec: RestoreSpec, connector: Connector, store: ObjectStore) -> None:

@@ -53,6 +53,8 @@ class RestoreSpec:
     schema_only: bool = False
     verify_backup_table_data: bool = False
     as_of: dt.datetime | None = None        # AS OF SYSTEM TIME: the layer ending then
+    grants: bool = False                    # WITH grants: original owners and GRANTs (roles that
+                                            # exist); without it the restoring user owns everything
 
 
 @dataclass

@@ -18,6 +18,7 @@ from engine.service import Engine, UpstreamConnector
 from engine.pausepoints import parse_points
 from engine.spec import EngineSettings
 
+from .audit import AuditLog
 from .config import WORKER_CONFIG_FD, Config, worker_config_bytes
 from .limits import ConnectionSlots
 from .listen import ListenError, check_listen, listen_error, lock_data_dir
@@ -63,6 +64,7 @@ class App:
         self.engine: Engine | None = None
         self.jobs: JobRegistry | None = None
         self.server: Server | None = None
+        self.audit = AuditLog(None)
         # --workers N: worker 0 is this process; it starts workers 1..N-1 as children that
         # share the listen port (SO_REUSEPORT) and the upstream, and stops them on exit.
         self.worker_index = int(os.environ.get("PGKEEP_WORKER_INDEX", "0"))
@@ -88,7 +90,8 @@ class App:
             session_dsn = await self._start_embedded()
         connect = self._open_upstream(session_dsn)
         try:
-            self.catalog = await Catalog.open(self.upstream_dsn, connect=connect)
+            self.catalog = await Catalog.open(self.upstream_dsn, connect=connect,
+                                              admin_role=cfg.admin_role)
         except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
             raise StartupError(f"cannot connect to the upstream PostgreSQL at "
                                f"{self.upstream_address.describe()}: {e}") from None
@@ -99,6 +102,7 @@ class App:
                                 max_jobs=cfg.max_jobs,
                                 placement=Placement(cfg.nodelocal_path, self.engine.resolve))
         self.jobs.start()
+        self.audit = AuditLog(cfg.audit_log)
         self.connection_slots = self._slots()
         self.server = Server(self)
         try:
@@ -195,6 +199,7 @@ class App:
             await child.wait()
         if self.catalog is not None:
             await self.catalog.close()
+        self.audit.close()
         if self.connection_slots is not None:
             self.connection_slots.close(unlink=self.worker_index == 0)
         if self.embedded is not None:

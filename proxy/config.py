@@ -63,6 +63,11 @@ OPTIONS: tuple[_Opt, ...] = (
     _Opt("max_jobs", int, 4, "BACKUP/RESTORE jobs this process runs at once; more wait as pending "
          "for any pgkeep in front of the same database", "N"),
     _Opt("log_level", str, "INFO", "DEBUG, INFO, WARNING or ERROR", "LEVEL"),
+    _Opt("admin_role", str, "admin", "members of this upstream role (and upstream superusers) are "
+         "pgkeep admins: they hold every BACKUP/RESTORE privilege (CockroachDB's admin)", "ROLE"),
+    _Opt("audit_log", str, None, "append one JSON line per BACKUP, RESTORE, grant, external "
+         "connection, job control and cluster setting statement to FILE (fsynced); '-' is stderr",
+         "FILE"),
 )
 
 
@@ -84,6 +89,8 @@ class Config:
     job_lease: float = 10.0
     max_jobs: int = 4
     log_level: str = "INFO"
+    admin_role: str = "admin"
+    audit_log: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
     # Not an option: where client sessions go when it differs from --upstream (the embedded
     # server: pgkeep uses its Unix socket, clients its password-protected TCP port). Workers get

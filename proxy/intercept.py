@@ -336,7 +336,8 @@ class Interceptor:
                               database=self.s.params.get("database") or self.s.params.get("user", ""),
                               txn_status=self.s.txn_status, notify=self._notice,
                               client_query=self._client_query,
-                              connected=lambda: self.s.state.name != "CLOSED")
+                              connected=lambda: self.s.state.name != "CLOSED",
+                              client_addr=_peer(self.s.client))
 
     async def _client_query(self, text: str) -> list[tuple]:
         """Rows of a query run upstream as the client (its privileges), not shown to it."""
@@ -381,6 +382,14 @@ class Interceptor:
         self.cancel()
         if self._worker is not None and not self._worker.done():
             self._worker.cancel()
+
+
+def _peer(transport) -> str:
+    """host:port of a TCP client, 'local' for a Unix-socket one (for the audit log)."""
+    peer = transport.get_extra_info("peername") if transport is not None else None
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"[{peer[0]}]:{peer[1]}" if ":" in str(peer[0]) else f"{peer[0]}:{peer[1]}"
+    return "local"
 
 
 def _too_long(length: int) -> errors.PgError:

@@ -122,6 +122,17 @@ def parse_azure(uri: str) -> AzureConfig:
     return AzureConfig(cu, auth, account, key, cid, secret, tenant, account_url, authority)
 
 
+def implicit_access(params: list[tuple[str, str]]) -> str | None:
+    """AUTH=implicit (azure-identity's chain of pgkeep's environment) and a custom endpoint (any
+    host pgkeep can reach) need EXTERNALIOIMPLICITACCESS. Names compare case-insensitively and
+    empty values count."""
+    if any(k.upper() == "AUTH" and v.lower() == "implicit" for k, v in params):
+        return "AUTH=implicit"
+    if any(k.upper() == "AZURE_ENDPOINT" for k, _ in params):
+        return "a custom endpoint (AZURE_ENDPOINT)"
+    return None
+
+
 def _make_container_client(cfg: AzureConfig):
     from azure.storage.blob import BlobServiceClient
 

@@ -95,6 +95,14 @@ def parse_gs(uri: str) -> GSConfig:
     return GSConfig(cu, auth, info, bearer, chain)
 
 
+def implicit_access(params: list[tuple[str, str]]) -> str | None:
+    """AUTH=implicit uses pgkeep's Application Default Credentials (EXTERNALIOIMPLICITACCESS);
+    gs:// has no endpoint parameter (the emulator is pgkeep's own environment)."""
+    if any(k.upper() == "AUTH" and v.lower() == "implicit" for k, v in params):
+        return "AUTH=implicit"
+    return None
+
+
 def emulator_host() -> str | None:
     host = os.environ.get("STORAGE_EMULATOR_HOST")
     if not host:

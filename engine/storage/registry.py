@@ -19,14 +19,7 @@ from .base import ObjectStore
 from .local import LocalStore
 from .wrappers import RetryingStore
 
-__all__ = ["StoreContext", "open_store", "join_uri", "ENDPOINT_PARAMS"]
-
-# URI parameters that point a store at a host of the user's choosing (any scheme). Whoever may
-# use them can make pgkeep connect anywhere it can reach: admins only (proxy's storage-access
-# rule). Parameters that only choose among a provider's own endpoints (AWS_REGION,
-# AZURE_ENVIRONMENT) are validated when parsed instead; gs:// has no such parameter (its
-# emulator is pgkeep's own STORAGE_EMULATOR_HOST environment).
-ENDPOINT_PARAMS = frozenset({"AWS_ENDPOINT", "AZURE_ENDPOINT"})
+__all__ = ["StoreContext", "open_store", "join_uri", "implicit_access"]
 
 
 @dataclass(frozen=True)
@@ -81,6 +74,35 @@ _SCHEMES: dict[str, Callable[[str, StoreContext], ObjectStore]] = {
     "azure-storage": _azure,
     **{s: _not_yet(s) for s in ("external", "userfile")},
 }
+
+
+def _implicit(module: str) -> Callable[[list[tuple[str, str]]], str | None]:
+    def check(params: list[tuple[str, str]]) -> str | None:
+        from importlib import import_module
+        return import_module(f"{__package__}.{module}").implicit_access(params)
+    return check
+
+
+# Per scheme: what of a URI uses pgkeep's own disk, identity or network position instead of
+# credentials the user gave (CockroachDB's EXTERNALIOIMPLICITACCESS); each cloud scheme's module
+# declares its own (`implicit_access`), on the raw query pairs, so no spelling slips past.
+_IMPLICIT: dict[str, Callable[[list[tuple[str, str]]], str | None]] = {
+    "nodelocal": lambda params: "pgkeep's own disk (nodelocal://)",
+    "userfile": lambda params: "pgkeep's own disk (userfile://)",
+    "s3": _implicit("s3"),
+    "gs": _implicit("gcs"),
+    "azure": _implicit("azure"),
+    "azure-blob": _implicit("azure"),
+    "azure-storage": _implicit("azure"),
+}
+
+
+def implicit_access(uri: str) -> str | None:
+    """Why `uri` needs implicit access (admin or EXTERNALIOIMPLICITACCESS), or None when the
+    user's own credentials carry it. Reads the URI's text only; no I/O."""
+    u = urlsplit(uri)
+    check = _IMPLICIT.get(u.scheme.lower())
+    return check(parse_qsl(u.query, keep_blank_values=True)) if check else None
 
 
 def open_store(uri: str, ctx: StoreContext) -> ObjectStore:

@@ -120,6 +120,18 @@ def parse_s3(uri: str) -> S3Config:
                     sc.upper() if sc else None, tuple(roles))
 
 
+def implicit_access(params: list[tuple[str, str]]) -> str | None:
+    """What of a URI's query `params` (raw pairs) uses pgkeep's own identity or network position
+    rather than credentials the user gave (CockroachDB's EXTERNALIOIMPLICITACCESS): AUTH=implicit
+    (boto3's chain of pgkeep's environment) and a custom endpoint (any host pgkeep can reach).
+    Names compare case-insensitively and empty values count: no spelling slips past."""
+    if any(k.upper() == "AUTH" and v.lower() == "implicit" for k, v in params):
+        return "AUTH=implicit"
+    if any(k.upper() == "AWS_ENDPOINT" for k, _ in params):
+        return "a custom endpoint (AWS_ENDPOINT)"
+    return None
+
+
 def _make_client(cfg: S3Config):
     import boto3
     from botocore.config import Config

@@ -8,10 +8,13 @@ for a syntax error.
 """
 from __future__ import annotations
 
+import asyncio
+
 from .. import errors, sql
 from .base import Command, CommandContext, Result
 from . import backup as _backup
 from . import connections as _connections
+from . import grants as _grants
 from . import jobs as _jobs
 from . import settings as _settings
 from . import show_backup as _show_backup
@@ -28,7 +31,8 @@ def _register(*commands: Command) -> None:
             _REGISTRY[t] = c
 
 
-_register(*_settings.COMMANDS, *_backup.COMMANDS, *_show_backup.COMMANDS, *_connections.COMMANDS, *_jobs.COMMANDS)
+_register(*_settings.COMMANDS, *_backup.COMMANDS, *_show_backup.COMMANDS, *_connections.COMMANDS, *_jobs.COMMANDS,
+          *_grants.COMMANDS)
 
 
 def command_for(stmt: sql.Statement) -> Command:
@@ -47,5 +51,46 @@ def describe_statement(stmt: sql.Statement):
     return cmd.describe(stmt) if cmd else None
 
 
+# current_user as UTF-8 hex: the answer comes in the client's encoding, which need not be UTF-8,
+# and a role name must arrive byte for byte.
+_CURRENT_USER = "SELECT pg_catalog.encode(pg_catalog.convert_to(current_user, 'UTF8'), 'hex')"
+
+
+async def _current_user(ctx: CommandContext) -> str:
+    """The identity every check uses: the upstream's current_user on the client's own
+    connection, so SET ROLE and SET SESSION AUTHORIZATION count exactly as PostgreSQL counts
+    them, and no name the upstream did not authenticate is ever trusted."""
+    if ctx.client_query is None:
+        return ctx.user
+    rows = await ctx.client_query(_CURRENT_USER)
+    if not rows or rows[0][0] is None:
+        raise errors.PgError("could not determine the current user", sqlstate="28000")
+    return bytes.fromhex(rows[0][0]).decode("utf-8")
+
+
+def _sqlstate(exc: BaseException | None) -> str | None:
+    if exc is None:
+        return None
+    if isinstance(exc, errors.PgkeepError):
+        return exc.sqlstate
+    if isinstance(exc, asyncio.CancelledError):
+        return "57014"
+    return getattr(exc, "sqlstate", None) or "XX000"
+
+
 async def execute_statement(ctx: CommandContext, stmt: sql.Statement) -> Result:
-    return await command_for(stmt).execute(ctx, stmt)
+    """Run `stmt` as the upstream's current user; audited statements (proxy.audit) leave one
+    line whatever the outcome."""
+    failure: BaseException | None = None
+    try:
+        command = command_for(stmt)
+        ctx.user = await _current_user(ctx)
+        return await command.execute(ctx, stmt)
+    except BaseException as e:
+        failure = e
+        raise
+    finally:
+        audit = getattr(ctx.app, "audit", None)
+        if audit is not None and audit.enabled:
+            await asyncio.shield(audit.record(stmt, user=ctx.user, client=ctx.client_addr,
+                                              error=failure, sqlstate=_sqlstate(failure)))

@@ -19,6 +19,7 @@ from engine.spec import BackupSpec, RestoreSpec, TableRef, spec_to_dict
 from .. import errors, sql
 from ..wire.messages import Column
 from ..wire.values import OID
+from . import authz
 from .base import CommandContext, Result, literal_text
 
 __all__ = ["COMMANDS", "collection_uri", "JOB_COLUMNS"]
@@ -65,10 +66,6 @@ def _as_of(expr, ctx: CommandContext) -> tuple[dt.datetime | None, str | None]:
     return resolve_as_of(text, now), text
 
 
-async def _require_admin(ctx: CommandContext, what: str) -> None:
-    await ctx.require_admin(what)
-
-
 def _in_transaction(ctx: CommandContext, what: str) -> None:
     if ctx.txn_status != b"I":
         raise errors.ActiveSqlTransaction(
@@ -77,14 +74,22 @@ def _in_transaction(ctx: CommandContext, what: str) -> None:
 
 
 async def _check(ctx: CommandContext, spec: BackupSpec | RestoreSpec) -> None:
-    """Jobs are made only for work that starts: everything that can refuse the statement
-    without doing any work (a bad URI, an unknown external connection, a missing backup, an
-    unknown target, a restore target that exists or is missing) refuses it here, before the
-    job exists. The job checks again when it runs (an adopted job must still fail cleanly)."""
+    """Jobs are made only for work that starts and that the user may do: the privilege checks
+    (authz.py) come first, on the URI's text and the catalogs, so a refused user causes no
+    storage I/O; then everything that can refuse the statement without doing any work (a bad
+    URI, an unknown external connection, a missing backup, an unknown target, a restore target
+    that exists or is missing) refuses it here, before the job exists. The job checks again when
+    it runs (an adopted job must still fail cleanly)."""
     engine = ctx.app.engine
+    restore = isinstance(spec, RestoreSpec)
+    if restore:
+        await authz.authorize_storage(ctx, spec.collection, "RESTORE from")
+    else:
+        await authz.authorize_backup(ctx, spec)
     store = await engine.store(spec.collection)   # parses the URI (an external:// name too)
     try:
-        if isinstance(spec, RestoreSpec):
+        if restore:
+            await authz.authorize_restore(ctx, spec, store)
             await check_restore(spec, engine.connector, store)
         else:
             await check_backup(spec, engine.connector, store)
@@ -159,7 +164,6 @@ class _Backup:
                            "virtual clusters or cluster monitoring metrics")
         if not o.detached:
             _in_transaction(ctx, "BACKUP")
-        await _require_admin(ctx, "BACKUP")
         scope, dbs, tables = _targets(stmt.targets)
         as_of, as_written = _as_of(stmt.as_of, ctx)
         spec = BackupSpec(job_id=new_job_id(), user=ctx.user, session_database=ctx.database,
@@ -206,11 +210,8 @@ class _Restore:
                          ("execution locality", o.execution_locality is not None)):
             if on:
                 ctx.notify(f"{name} has no effect in pgkeep: PostgreSQL has no regions or localities")
-        if o.grants:
-            ctx.notify("grants: pgkeep always restores owners and privileges for roles that exist")
         if not o.detached:
             _in_transaction(ctx, "RESTORE")
-        await _require_admin(ctx, "RESTORE")
         scope, dbs, tables = _targets(stmt.targets)
         as_of, _ = _as_of(stmt.as_of, ctx)       # a layer's end time (docs/FORMAT.md 7.4)
         spec = RestoreSpec(
@@ -225,7 +226,7 @@ class _Restore:
             skip_missing_sequence_owners=o.skip_missing_sequence_owners,
             skip_missing_views=o.skip_missing_views, skip_missing_udfs=o.skip_missing_udfs,
             schema_only=o.schema_only, verify_backup_table_data=o.verify_backup_table_data,
-            as_of=as_of)
+            as_of=as_of, grants=o.grants)
         result = await _run_job(ctx, "RESTORE", stmt, spec, o.detached)
         if result is None:
             return Result(_DETACHED_COLUMNS, [(spec.job_id,)])

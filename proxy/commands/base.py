@@ -2,12 +2,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol, Sequence
 
 from .. import errors, sql
 from ..wire.messages import Column
 
-__all__ = ["Command", "CommandContext", "Result", "literal_text"]
+if TYPE_CHECKING:
+    from catalog import Catalog
+    from engine.jobs import JobRegistry
+    from engine.service import Engine
+
+    from ..audit import AuditLog
+    from ..config import Config
+
+__all__ = ["Command", "CommandContext", "Result", "Services", "literal_text"]
 
 
 @dataclass(frozen=True)
@@ -17,61 +25,36 @@ class Result:
     tag: str = ""                           # CommandComplete tag; default "SELECT n" or "OK"
 
 
+class Services(Protocol):
+    """What commands may reach (the composition root, proxy.app.App, provides it)."""
+    config: "Config"
+    catalog: "Catalog"
+    engine: "Engine"
+    jobs: "JobRegistry"
+    audit: "AuditLog"
+
+
 @dataclass
 class CommandContext:
-    app: Any                     # the composition root (proxy.app.App): catalog, config, engine
-    user: str
+    app: Services
+    user: str                    # the upstream's current_user for this statement (see execute_statement)
     database: str
     txn_status: bytes
     notify: Callable[..., None] = field(default=lambda message, **kw: None)
     client_query: Callable[[str], Any] | None = None  # rows of SQL run as the client, upstream
     connected: Callable[[], bool] = field(default=lambda: True)  # is the client still there?
+    client_addr: str = ""        # for the audit log
 
     async def is_admin(self) -> bool:
-        """CockroachDB's `admin` is an upstream superuser here."""
-        return bool(await self.app.catalog.pool.fetchval(
-            "SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = $1", self.user))
-
-    async def require_storage_access(self, uri: str, what: str) -> None:
-        """CockroachDB's rule: pgkeep's own disk (nodelocal://), implicit credentials and custom
-        endpoints (engine.storage.registry.ENDPOINT_PARAMS: any parameter that points a store at
-        a host of the user's choosing) need admin (EXTERNALIOIMPLICITACCESS); an external
-        connection needs its owner or admin (USAGE, until grants exist). Explicit credentials in
-        the URI need nothing. Checked on the URI's text, before it is opened: no network access
-        happens for a refused user. Parameter names are compared case-insensitively and even
-        when empty, so no spelling slips past the check that the store's parser would accept."""
-        from urllib.parse import parse_qsl, urlsplit
-        from engine.storage.registry import ENDPOINT_PARAMS
-        u = urlsplit(uri)
-        scheme = u.scheme.lower()
-        pairs = parse_qsl(u.query, keep_blank_values=True)
-        params = {k.upper(): v for k, v in pairs}
-        if scheme == "external":
-            from engine.external import parse_external
-            name, _ = parse_external(uri)  # a malformed URI is 22023 before any lookup
-            conn = await self.app.catalog.connections.get(name)
-            if conn.owner != self.user and not await self.is_admin():
-                raise errors.InsufficientPrivilege(
-                    f"user {self.user} does not have USAGE privilege on external connection {name}")
-            return
-        endpoints = sorted(ENDPOINT_PARAMS & params.keys())
-        if endpoints:
-            if not await self.is_admin():
-                raise errors.InsufficientPrivilege(
-                    f"only users with the admin role are allowed to {what} {scheme}:// storage "
-                    f"with a custom endpoint ({', '.join(endpoints)})",
-                    hint="EXTERNALIOIMPLICITACCESS is granted to admins only in pgkeep")
-        elif (scheme in ("nodelocal", "userfile")
-                or any(k.upper() == "AUTH" and v.lower() == "implicit" for k, v in pairs)):
-            if not await self.is_admin():
-                raise errors.InsufficientPrivilege(
-                    f"only users with the admin role are allowed to {what} {scheme}:// storage "
-                    "with implicit access", hint="EXTERNALIOIMPLICITACCESS is granted to admins only in pgkeep")
+        """An upstream superuser or a member of --admin-role (catalog.privileges)."""
+        return await self.app.catalog.privileges.is_admin(self.user)
 
     async def require_admin(self, what: str) -> None:
         if not await self.is_admin():
-            raise errors.InsufficientPrivilege(f"only users with the admin role are allowed to {what}",
-                                               hint="admin means an upstream superuser")
+            raise errors.InsufficientPrivilege(
+                f"only users with the admin role are allowed to {what}",
+                hint=f"admins are upstream superusers and members of the role "
+                     f"{self.app.catalog.privileges.admin_role}")
 
 
 class Command(Protocol):

@@ -2,8 +2,9 @@
 
 CREATE and ALTER validate the URI by writing, reading, listing and deleting a probe object, as
 CockroachDB does. SHOW shows URIs redacted; SHOW CREATE shows them whole. Both list only the
-connections the user may use (`may_use`: owner or admin) and answer a connection the user may
-not use exactly as an unknown one (42704). Only storage connections exist in pgkeep (no KMS,
+connections the user may use (authz.may_use_connection: owner, admin or USAGE) and answer a
+connection the user may not use exactly as an unknown one (42704). CREATE needs SYSTEM
+EXTERNALCONNECTION, ALTER UPDATE, DROP DROP on the connection (its owner holds all three). Only storage connections exist in pgkeep (no KMS,
 no foreign data): others are 0A000.
 """
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import ClassVar
 from urllib.parse import urlsplit
 
 import catalog
+from catalog import Privilege
 from catalog.settings import SETTINGS
 from engine.asof import parse_duration
 from engine.redact import redact_uri
@@ -19,9 +21,10 @@ from engine.redact import redact_uri
 from .. import errors, sql
 from ..wire.messages import Column
 from ..wire.values import OID
+from . import authz
 from .base import CommandContext, Result, literal_text
 
-__all__ = ["COMMANDS", "may_use"]
+__all__ = ["COMMANDS"]
 
 _STORAGE = {"nodelocal", "s3", "gs", "azure", "azure-blob", "azure-storage", "userfile"}
 _LIST_COLUMNS = [Column("connection_name"), Column("connection_uri"), Column("connection_type")]
@@ -63,29 +66,9 @@ def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-async def may_use(ctx: CommandContext, conn: catalog.ExternalConnection, *,
-                  admin: bool | None = None) -> bool:
-    """The one visibility rule of external connections: may `ctx.user` use (and so see) `conn`?
-    The owner and admins may; the privileges issue extends this with USAGE grants. SHOW and
-    SHOW CREATE list only these, and name no other: a connection the user may not use is
-    answered exactly as an unknown one, so its existence does not leak. `admin`: whether the
-    user is an admin, when the caller knows already."""
-    return conn.owner == ctx.user or (admin if admin is not None else await ctx.is_admin())
-
-
 async def _usable_list(ctx: CommandContext) -> list[catalog.ExternalConnection]:
-    admin = await ctx.is_admin()
-    return [c for c in await ctx.app.catalog.connections.list() if await may_use(ctx, c, admin=admin)]
-
-
-async def _usable(ctx: CommandContext, name: str) -> catalog.ExternalConnection:
-    """The connection `name` if the user may use it; else the same error as an unknown name
-    (catalog.ConnectionStore.get's, field for field)."""
-    conn = await ctx.app.catalog.connections.get(name)
-    if await may_use(ctx, conn):
-        return conn
-    raise catalog.UndefinedConnection(f"external connection with name {name} does not exist",
-                                      hint="CREATE EXTERNAL CONNECTION name AS 'uri' defines one")
+    return [c for c in await ctx.app.catalog.connections.list()
+            if await authz.may_use_connection(ctx, c)]
 
 
 class _Create:
@@ -97,14 +80,18 @@ class _Create:
     async def execute(self, ctx: CommandContext, stmt) -> Result:
         altering = isinstance(stmt, sql.AlterExternalConnection)
         verb = "ALTER" if altering else "CREATE"
-        await ctx.require_admin(f"{verb} EXTERNAL CONNECTION")
         name = literal_text(stmt.name, "the connection name")
-        uri = _storage_uri(literal_text(stmt.uri, "the connection URI"))
         if altering:
-            current = await ctx.app.catalog.connections.get(name)
-            if current.owner != ctx.user and not await ctx.is_admin():
-                raise errors.InsufficientPrivilege(f"only the owner of {name} may alter it")
-        elif stmt.if_not_exists and name in {c.name for c in await ctx.app.catalog.connections.list()}:
+            await authz.require_connection(ctx, name, Privilege.UPDATE)
+        else:
+            await authz.require(ctx, Privilege.EXTERNALCONNECTION, catalog.Target.system(),
+                                f"user {ctx.user} does not have EXTERNALCONNECTION system privilege",
+                                hint="an admin may GRANT SYSTEM EXTERNALCONNECTION")
+        uri = _storage_uri(literal_text(stmt.uri, "the connection URI"))
+        # A connection lends its URI to whoever holds USAGE: wrapping pgkeep's disk or cloud
+        # identity in one needs the right to use them directly.
+        await authz.authorize_storage(ctx, uri, f"{verb} EXTERNAL CONNECTION on")
+        if not altering and stmt.if_not_exists and name in {c.name for c in await ctx.app.catalog.connections.list()}:
             return Result(tag="CREATE EXTERNAL CONNECTION")
         try:
             await ctx.app.engine.probe(uri)
@@ -130,9 +117,7 @@ class _Drop:
 
     async def execute(self, ctx: CommandContext, stmt) -> Result:
         name = literal_text(stmt.name, "the connection name")
-        current = await ctx.app.catalog.connections.get(name)
-        if current.owner != ctx.user and not await ctx.is_admin():
-            raise errors.InsufficientPrivilege(f"only the owner of {name} or an admin may drop it")
+        await authz.require_connection(ctx, name, Privilege.DROP)
         await ctx.app.catalog.connections.drop(name)
         return Result(tag="DROP EXTERNAL CONNECTION")
 
@@ -145,7 +130,8 @@ class _Show:
 
     async def execute(self, ctx: CommandContext, stmt) -> Result:
         if stmt.name:
-            conns = [await _usable(ctx, literal_text(stmt.name, "the connection name"))]
+            conns = [await authz.require_connection(ctx, literal_text(stmt.name, "the connection name"),
+                                                    Privilege.USAGE)]
         else:
             conns = await _usable_list(ctx)
         return Result(_LIST_COLUMNS, [(c.name, redact_uri(c.uri), c.connection_type) for c in conns])
@@ -159,7 +145,8 @@ class _ShowCreate:
 
     async def execute(self, ctx: CommandContext, stmt) -> Result:
         if stmt.name is not None:
-            conns = [await _usable(ctx, literal_text(stmt.name, "the connection name"))]
+            conns = [await authz.require_connection(ctx, literal_text(stmt.name, "the connection name"),
+                                                    Privilege.USAGE)]
         else:
             conns = await _usable_list(ctx)
         return Result(_CREATE_COLUMNS, [

@@ -1,9 +1,9 @@
 """SHOW [AUTOMATIC] JOB(S) [WHEN COMPLETE], PAUSE/RESUME/CANCEL JOB(S), over the catalog's jobs.
 
-Visibility (`may_see`, the one rule): an admin (upstream superuser) sees and controls every job;
-other users their own (CockroachDB's VIEWJOB/CONTROLJOB grants come with the privileges issue).
-A job the user may not see is indistinguishable from an unknown id: SHOW JOB answers no row for
-both, PAUSE/RESUME/CANCEL JOB the same 42704 for both. `<select>` forms run
+Visibility and control: authz.JobRights, the one rule (own jobs; VIEWJOB / CONTROLJOB for
+others' but never an admin's; admins everything). A job the user may not see is
+indistinguishable from an unknown id: SHOW JOB answers no row for both, PAUSE/RESUME/CANCEL JOB
+the same 42704 for both. `<select>` forms run
 the query on the client's own upstream connection, so it reads only what the client may read.
 """
 from __future__ import annotations
@@ -17,9 +17,10 @@ from catalog.jobs import UndefinedJob
 from .. import errors, sql
 from ..wire.messages import Column
 from ..wire.values import OID
+from . import authz
 from .base import CommandContext, Result, literal_text
 
-__all__ = ["COMMANDS", "JOBS_COLUMNS", "DESCRIPTION_WIDTH", "cut_description", "may_see"]
+__all__ = ["COMMANDS", "JOBS_COLUMNS", "DESCRIPTION_WIDTH", "cut_description"]
 
 _log = logging.getLogger("pgkeep.jobs")
 
@@ -72,18 +73,12 @@ async def _query_ids(ctx: CommandContext, query: sql.SelectFromShow) -> list[int
         raise errors.InvalidParameterValue("the query must return job IDs") from None
 
 
-async def may_see(ctx: CommandContext, job, *, admin: bool | None = None) -> bool:
-    """The one visibility rule of jobs: may `ctx.user` see and control `job`? Its owner and
-    admins may (the privileges issue extends this with VIEWJOB/CONTROLJOB). A job the user may
-    not see is answered exactly as an unknown id: SHOW JOB gives no row for either, PAUSE,
-    RESUME and CANCEL JOB give the same 42704 for either, so no id's existence leaks.
-    `admin`: whether the user is an admin, when the caller knows already."""
-    return job.user_name == ctx.user or (admin if admin is not None else await ctx.is_admin())
-
-
 async def _visible(ctx: CommandContext, jobs):
-    admin = await ctx.is_admin()
-    return [j for j in jobs if await may_see(ctx, j, admin=admin)]
+    """The jobs among `jobs` that ctx.user may see (authz.JobRights). A job the user may not see
+    is answered exactly as an unknown id: SHOW JOB gives no row for either, PAUSE, RESUME and
+    CANCEL JOB the same 42704 for either, so no id's existence leaks."""
+    rights = await authz.job_rights(ctx, jobs)
+    return [j for j in jobs if rights.may_see(j)]
 
 
 async def _visible_ids(ctx: CommandContext, ids: list[int]) -> list[int]:
@@ -91,12 +86,17 @@ async def _visible_ids(ctx: CommandContext, ids: list[int]) -> list[int]:
     return [j.job_id for j in await _visible(ctx, await ctx.app.catalog.jobs.list(job_ids=ids))]
 
 
-async def _controllable(ctx: CommandContext, job_id: int, admin: bool):
+async def _controllable(ctx: CommandContext, job_id: int):
     """The job if the user may control it; the catalog's 42704 for an unknown id and the very
-    same error for a job the user may not see."""
+    same error for a job the user may not see; 42501 for one it may see but not control."""
     job = await ctx.app.catalog.jobs.get(job_id)
-    if await may_see(ctx, job, admin=admin):
+    rights = await authz.job_rights(ctx, [job])
+    if rights.may_control(job):
         return job
+    if rights.may_see(job):
+        raise errors.InsufficientPrivilege(
+            f"user {ctx.user} does not have CONTROLJOB privilege to control job {job_id}",
+            hint="its owner, an admin or a holder of SYSTEM CONTROLJOB may")
     raise UndefinedJob(f"job with ID {job_id} does not exist")
 
 
@@ -163,9 +163,8 @@ class _ControlJobs:
             ids = [j.job_id for j in await _visible(ctx, await store.list(job_types=(stmt.all_type,)))
                    if j.status not in _TERMINAL]
         reason = literal_text(stmt.reason, "the reason") if getattr(stmt, "reason", None) else None
-        admin = await ctx.is_admin()
         for job_id in ids:
-            job = await _controllable(ctx, job_id, admin)
+            job = await _controllable(ctx, job_id)
             if stmt.all_type is not None or stmt.query is not None:
                 if (verb == "resume" and job.status != "paused") or (verb != "resume" and job.status in _TERMINAL):
                     continue  # the bulk forms act on the jobs they can act on

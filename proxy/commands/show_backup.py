@@ -14,6 +14,7 @@ from engine.errors import DataCorrupted, NotFound
 from .. import errors, sql
 from ..wire.messages import Column
 from ..wire.values import OID
+from . import authz
 from .backup import collection_uri
 from .base import CommandContext, Result, literal_text
 
@@ -62,7 +63,7 @@ class _ShowBackups:
             raise errors.FeatureNotSupported("SHOW BACKUPS time filters need backup IDs "
                                              "(use_backups_with_ids), which pgkeep does not have yet")
         uri = collection_uri(stmt.collection)
-        await ctx.require_storage_access(uri, "SHOW BACKUPS IN")
+        await authz.authorize_storage(ctx, uri, "SHOW BACKUPS IN")
         paths = await ctx.app.engine.list_backups(uri)
         return Result([Column("path")], [(p,) for p in paths])
 
@@ -84,7 +85,7 @@ class _ShowBackup:
             raise errors.InvalidParameterValue("SHOW BACKUP needs a backup in the collection",
                                                hint="use SHOW BACKUPS IN to list the backups of a collection")
         uri = collection_uri(stmt.collection)
-        await ctx.require_storage_access(uri, "SHOW BACKUP FROM")
+        await authz.authorize_storage(ctx, uri, "SHOW BACKUP FROM")
         subdir = None if stmt.subdir is None else literal_text(stmt.subdir, "the subdir")
         handle, schemas = await ctx.app.engine.open_backup(uri, subdir, stmt.latest)
         try:

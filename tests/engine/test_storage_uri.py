@@ -316,13 +316,20 @@ def test_valid_names_per_provider_are_accepted(uri):
     asyncio.run(open_store(uri, CTX).close())
 
 
-def test_endpoint_parameters_are_the_ones_the_parsers_read():
-    """The storage-access rule (proxy) refuses ENDPOINT_PARAMS to non-admins: every parameter a
-    parser turns into an endpoint URL must be listed there."""
-    from engine.storage.registry import ENDPOINT_PARAMS
-    s3 = parse_s3(f"s3://bucket/p?{_S3}&AWS_ENDPOINT=http://127.0.0.1:9")
-    az = parse_azure(f"azure://abc/p?AZURE_ACCOUNT_NAME=acct&{_AZ}&AZURE_ENDPOINT=http://127.0.0.1:9/a")
-    assert s3.endpoint and az.account_url == "http://127.0.0.1:9/a"
-    assert ENDPOINT_PARAMS == {"AWS_ENDPOINT", "AZURE_ENDPOINT"}
+def test_implicit_access_is_decided_by_each_schemes_parser():
+    """The storage-access rule (proxy/commands/authz.py) refuses implicit access to users without
+    EXTERNALIOIMPLICITACCESS: pgkeep's disk, its cloud identity, and any parameter a parser
+    turns into an endpoint URL, in every spelling the parser accepts."""
+    from engine.storage.registry import implicit_access
+    assert implicit_access("nodelocal://self/x")
+    assert implicit_access(f"s3://bucket/p?{_S3}") is None
+    assert implicit_access("s3://bucket/p?AUTH=implicit")
+    assert implicit_access("s3://bucket/p?auth=Implicit")        # any spelling, even one the
+    assert implicit_access(f"s3://bucket/p?{_S3}&aws_endpoint=")    # parser refuses later
+    assert "AWS_ENDPOINT" in implicit_access(f"s3://bucket/p?{_S3}&AWS_ENDPOINT=http://127.0.0.1:9")
+    az = f"azure://abc/p?AZURE_ACCOUNT_NAME=acct&{_AZ}"
+    assert implicit_access(az) is None
+    assert "AZURE_ENDPOINT" in implicit_access(az + "&AZURE_ENDPOINT=http://127.0.0.1:9/a")
+    assert implicit_access("gs://bucket/p?AUTH=implicit")
     from engine.storage.gcs import GS_PARAMS
     assert not {p for p in GS_PARAMS if "ENDPOINT" in p or "HOST" in p}

@@ -64,6 +64,7 @@ class Interceptor:
         self._worker: asyncio.Task | None = None
         self._running: asyncio.Task | None = None
         self._batch_failed = False
+        self._user: str | None = None   # the last current_user the upstream reported (_identity)
         self._draining = False  # the worker is answering: later messages must queue behind it
         self._pending: Any = None  # what classify() decided for the frame it just saw
         self.queued_bytes = 0  # size of the frames in _queue (the session bounds it)
@@ -337,7 +338,21 @@ class Interceptor:
                               txn_status=self.s.txn_status, notify=self._notice,
                               client_query=self._client_query,
                               connected=lambda: self.s.state.name != "CLOSED",
-                              client_addr=_peer(self.s.client))
+                              client_addr=_peer(self.s.client), identity=self._identity)
+
+    async def _identity(self) -> str:
+        """The upstream's current_user, asked on the client's own connection, so SET ROLE and
+        SET SESSION AUTHORIZATION count as PostgreSQL counts them and no name the upstream did
+        not authenticate is trusted. Asked only where a Query may go upstream: not inside an
+        extended-protocol batch the client left open (no Sync yet), where PostgreSQL would
+        refuse it. There the last answer stands (at first the authenticated user): a role this
+        session was in, which it may become again at will, so nothing is gained by it."""
+        if self.s.upstream_synced:
+            rows = await self._client_query(_CURRENT_USER)
+            if not rows or rows[0][0] is None:
+                raise errors.PgError("could not determine the current user", sqlstate="28000")
+            self._user = bytes.fromhex(rows[0][0]).decode("utf-8")
+        return self._user or self.s.params.get("user", "")
 
     async def _client_query(self, text: str) -> list[tuple]:
         """Rows of a query run upstream as the client (its privileges), not shown to it."""
@@ -382,6 +397,11 @@ class Interceptor:
         self.cancel()
         if self._worker is not None and not self._worker.done():
             self._worker.cancel()
+
+
+# current_user as UTF-8 hex: the answer comes in the client's encoding, which need not be UTF-8,
+# and a role name must arrive byte for byte.
+_CURRENT_USER = "SELECT pg_catalog.encode(pg_catalog.convert_to(current_user, 'UTF8'), 'hex')"
 
 
 def _peer(transport) -> str:

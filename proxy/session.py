@@ -470,6 +470,12 @@ class Session:
         if kind in _EXPECTS_ANSWER:
             self._inflight.append(kind)
 
+    @property
+    def upstream_synced(self) -> bool:
+        """No extended-protocol batch is open upstream: everything forwarded has been answered
+        and the last answer was ReadyForQuery, so a Query may be sent."""
+        return not self._inflight and self._last_upstream_type == _Z
+
     def send_internal_query(self, sql: str, *, silent: bool = False,
                             collect: bool = False) -> InternalQuery:
         q = InternalQuery(self.loop, silent, collect)
@@ -632,6 +638,7 @@ class Session:
                 raw = m.backend_key_data(*self.key)
             elif kind == _Z:
                 self.txn_status = raw[5:6]
+                self._last_upstream_type = _Z
                 self.state = State.READY
                 if self._login_timer:
                     self._login_timer.cancel()

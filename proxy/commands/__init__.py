@@ -51,23 +51,6 @@ def describe_statement(stmt: sql.Statement):
     return cmd.describe(stmt) if cmd else None
 
 
-# current_user as UTF-8 hex: the answer comes in the client's encoding, which need not be UTF-8,
-# and a role name must arrive byte for byte.
-_CURRENT_USER = "SELECT pg_catalog.encode(pg_catalog.convert_to(current_user, 'UTF8'), 'hex')"
-
-
-async def _current_user(ctx: CommandContext) -> str:
-    """The identity every check uses: the upstream's current_user on the client's own
-    connection, so SET ROLE and SET SESSION AUTHORIZATION count exactly as PostgreSQL counts
-    them, and no name the upstream did not authenticate is ever trusted."""
-    if ctx.client_query is None:
-        return ctx.user
-    rows = await ctx.client_query(_CURRENT_USER)
-    if not rows or rows[0][0] is None:
-        raise errors.PgError("could not determine the current user", sqlstate="28000")
-    return bytes.fromhex(rows[0][0]).decode("utf-8")
-
-
 def _sqlstate(exc: BaseException | None) -> str | None:
     if exc is None:
         return None
@@ -84,7 +67,8 @@ async def execute_statement(ctx: CommandContext, stmt: sql.Statement) -> Result:
     failure: BaseException | None = None
     try:
         command = command_for(stmt)
-        ctx.user = await _current_user(ctx)
+        if ctx.identity is not None:     # the upstream's current_user (proxy.intercept)
+            ctx.user = await ctx.identity()
         return await command.execute(ctx, stmt)
     except BaseException as e:
         failure = e

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, ClassVar, Protocol, Sequence
 
 from .. import errors, sql
 from ..wire.messages import Column
@@ -44,6 +44,7 @@ class CommandContext:
     client_query: Callable[[str], Any] | None = None  # rows of SQL run as the client, upstream
     connected: Callable[[], bool] = field(default=lambda: True)  # is the client still there?
     client_addr: str = ""        # for the audit log
+    identity: Callable[[], Awaitable[str]] | None = None  # the user every check uses (intercept)
 
     async def is_admin(self) -> bool:
         """An upstream superuser or a member of --admin-role (catalog.privileges)."""

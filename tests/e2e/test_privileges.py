@@ -313,3 +313,18 @@ def test_audit_log_has_one_line_per_statement_and_no_secret(env):
         ("postgres", "ok", "00000"), ("carol", "error", "42501"), ("postgres", "error", lines[2]["sqlstate"])]
     assert lines[2]["sqlstate"] != "00000" and "redacted" in lines[2]["statement"]
     assert all(r["client"].startswith("127.0.0.1:") and r["time"] for r in lines)
+
+
+def test_identity_inside_an_open_pipeline_batch(env):
+    """In a pipeline whose batch is still open upstream, pgkeep cannot ask PostgreSQL for
+    current_user (a Query there is refused): the statement still runs, as the last identity the
+    upstream reported, and the batch is not broken."""
+    q(env, "GRANT SYSTEM VIEWJOB TO bob")
+    with connect(env, "bob") as conn:
+        with conn.pipeline() as p:
+            a = conn.execute("SELECT %s::int", (1,))
+            b = conn.execute("SHOW SYSTEM GRANTS FOR bob")
+            c = conn.execute("SELECT current_user")
+            p.sync()
+        assert a.fetchall() == [(1,)] and c.fetchall() == [("bob",)]
+        assert b.fetchall() == [("bob", "VIEWJOB", False)]

@@ -45,7 +45,7 @@ def test_backup_result_row(pg18, chinook_backup):
 
 def test_database_round_trip_chinook(pgkeep, pg18, chinook_backup):
     coll, _ = chinook_backup
-    row = run(pgkeep, f"RESTORE DATABASE chinook FROM LATEST IN '{coll}' WITH new_db_name = 'chinook_r'")[0]
+    row = run(pgkeep, f"RESTORE DATABASE chinook FROM LATEST IN '{coll}' WITH grants, new_db_name = 'chinook_r'")[0]
     assert row[1] == "succeeded" and row[3] == sum(n for n, _ in row_hashes(pg18, "chinook").values())
     assert row[4] > 0  # index entries rebuilt
     assert schema_dump(pg18, "chinook_r") == schema_dump(pg18, "chinook")
@@ -56,7 +56,7 @@ def test_pagila_round_trip(pgkeep, pg18):
     load_pagila(pg18, "pagila")
     coll = collection("pagila")
     run(pgkeep, f"BACKUP DATABASE pagila INTO '{coll}'")
-    run(pgkeep, f"RESTORE DATABASE pagila FROM LATEST IN '{coll}' WITH new_db_name = 'pagila_r'")
+    run(pgkeep, f"RESTORE DATABASE pagila FROM LATEST IN '{coll}' WITH grants, new_db_name = 'pagila_r'")
     assert schema_dump(pg18, "pagila_r") == schema_dump(pg18, "pagila")
     hashes = row_hashes(pg18, "pagila")
     assert hashes["public.actor"][0] == 200
@@ -138,7 +138,7 @@ def test_table_backup_and_restore_into_other_db(pgkeep, pg18, chinook):
 def test_validation_ladder_and_corruption(pgkeep, pg18, chinook, workdir):
     coll = collection("validate")
     run(pgkeep, f"BACKUP DATABASE chinook INTO '{coll}'")
-    run(pgkeep, f"RESTORE DATABASE chinook FROM LATEST IN '{coll}' WITH schema_only, new_db_name = 'chinook_so'")
+    run(pgkeep, f"RESTORE DATABASE chinook FROM LATEST IN '{coll}' WITH schema_only, grants, new_db_name = 'chinook_so'")
     assert pg18.psql("SELECT count(*) FROM artist", "chinook_so").strip() == "0"
     assert schema_dump(pg18, "chinook_so") == schema_dump(pg18, "chinook")
     pg18.psql("DROP DATABASE chinook_so")
@@ -305,7 +305,7 @@ def test_backup_on_postgresql_15_restores_on_18(pgkeep, pg15, pg18, workdir):
         run(old, f"BACKUP DATABASE chinook15 INTO '{coll}'")
     finally:
         old.stop()
-    run(pgkeep, f"RESTORE DATABASE chinook15 FROM LATEST IN '{coll}'")
+    run(pgkeep, f"RESTORE DATABASE chinook15 FROM LATEST IN '{coll}' WITH grants")
     assert row_hashes(pg18, "chinook15") == row_hashes(pg15, "chinook15")
     pg_dump18 = pg18.bin("pg_dump")
     assert schema_dump(pg18, "chinook15", pg_dump18) == schema_dump(pg15, "chinook15", pg_dump18)
@@ -481,7 +481,7 @@ def test_large_objects_round_trip(pgkeep, pg18):
     with psycopg.connect(pgkeep.dsn(), autocommit=True) as conn:
         conn.add_notice_handler(lambda d: notices.append(d.message_primary))
         conn.execute(f"BACKUP DATABASE lobs INTO '{coll}'")
-        conn.execute(f"RESTORE DATABASE lobs FROM LATEST IN '{coll}' WITH new_db_name = 'lobs_r'")
+        conn.execute(f"RESTORE DATABASE lobs FROM LATEST IN '{coll}' WITH grants, new_db_name = 'lobs_r'")
         files = conn.execute(f"SHOW BACKUP FILES FROM LATEST IN '{coll}'").fetchall()
         [lo_row] = [r for r in conn.execute(f"SHOW BACKUP FROM LATEST IN '{coll}'").fetchall()
                     if r[3] == "large objects"]

@@ -35,6 +35,9 @@ _COLUMNS = {
     "external connection": [Column("connection_name"), *_TAIL],
     None: [Column("database_name"), Column("schema_name"), Column("object_name"),
            Column("object_type"), *_TAIL],
+    "SCHEMA": [Column("database_name"), Column("schema_name"), *_TAIL],
+    "TYPE": [Column("database_name"), Column("schema_name"), Column("type_name"), *_TAIL],
+    "ROLE": [Column("role_name"), Column("member"), Column("is_admin", **_B)],
 }
 
 
@@ -198,6 +201,8 @@ class _ShowGrants:
     def describe(self, stmt):
         if isinstance(stmt, sql.ShowSystemGrants):
             return _COLUMNS["system"]
+        if stmt.on in _UPSTREAM_ONLY:
+            return _COLUMNS[stmt.on]
         return _COLUMNS.get(_KIND.get(stmt.on) if stmt.on else None, _COLUMNS[None])
 
     async def execute(self, ctx: CommandContext, stmt) -> Result:
@@ -206,9 +211,8 @@ class _ShowGrants:
         if isinstance(stmt, sql.ShowSystemGrants):
             grants = await store.list(["system"], grantees=grantees)
             return Result(_COLUMNS["system"], [(g.grantee, g.privilege, g.grantable) for g in grants])
-        if stmt.on is not None and stmt.on not in _KIND:
-            raise errors.FeatureNotSupported(f"SHOW GRANTS ON {stmt.on} is not supported by pgkeep",
-                                             hint="ask PostgreSQL: \\dp, \\dn+ or \\du in psql")
+        if stmt.on in _UPSTREAM_ONLY:
+            return Result(_COLUMNS[stmt.on], await _upstream_only(ctx, stmt))
         kind = _KIND.get(stmt.on) if stmt.on else None
         db_names = {str(oid): name for name, oid in await ctx.app.catalog.pool.fetch(
             "SELECT datname, oid FROM pg_catalog.pg_database")}
@@ -235,6 +239,53 @@ class _ShowGrants:
             shaped.append(r if kind is None else (r[0], *tail) if kind == "database" else
                           (r[0], r[1], r[2], *tail))
         return Result(_COLUMNS[kind], shaped + rows)
+
+
+# Kinds only PostgreSQL has privileges on: its ACLs (membership for ROLE), read in the session's
+# database. $1: names (None: all), $2: grantees or members (None: all).
+_UPSTREAM_ONLY = {
+    "SCHEMA": """
+SELECT current_database(), n.nspname, COALESCE(r.rolname, 'public'), a.privilege_type, a.is_grantable
+FROM pg_catalog.pg_namespace n,
+     LATERAL pg_catalog.aclexplode(COALESCE(n.nspacl, pg_catalog.acldefault('n', n.nspowner))) a
+LEFT JOIN pg_catalog.pg_roles r ON r.oid = a.grantee
+WHERE ($1::text[] IS NULL OR n.nspname = ANY($1::text[]))
+  AND ($2::text[] IS NULL OR COALESCE(r.rolname, 'public') = ANY($2::text[]))
+  AND n.nspname NOT LIKE 'pg\\_%' AND n.nspname NOT IN ('information_schema', 'pgkeep')
+ORDER BY 2, 3, 4""",
+    "TYPE": """
+SELECT current_database(), n.nspname, t.typname, COALESCE(r.rolname, 'public'), a.privilege_type,
+       a.is_grantable
+FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace,
+     LATERAL pg_catalog.aclexplode(COALESCE(t.typacl, pg_catalog.acldefault('T', t.typowner))) a
+LEFT JOIN pg_catalog.pg_roles r ON r.oid = a.grantee
+WHERE ($1::text[] IS NULL OR t.typname = ANY($1::text[]) OR pg_catalog.format('%s.%s', n.nspname, t.typname) = ANY($1::text[]))
+  AND ($2::text[] IS NULL OR COALESCE(r.rolname, 'public') = ANY($2::text[]))
+  AND n.nspname NOT LIKE 'pg\\_%' AND n.nspname NOT IN ('information_schema', 'pgkeep')
+  AND t.typtype IN ('b', 'c', 'd', 'e', 'r', 'm') AND t.typrelid = 0 AND t.typelem = 0
+ORDER BY 2, 3, 4, 5""",
+    "ROLE": """
+SELECT g.rolname, m.rolname, a.admin_option
+FROM pg_catalog.pg_auth_members a JOIN pg_catalog.pg_roles g ON g.oid = a.roleid
+JOIN pg_catalog.pg_roles m ON m.oid = a.member
+WHERE ($1::text[] IS NULL OR g.rolname = ANY($1::text[]))
+  AND ($2::text[] IS NULL OR m.rolname = ANY($2::text[]))
+ORDER BY 1, 2""",
+}
+
+
+async def _upstream_only(ctx: CommandContext, stmt) -> list[tuple]:
+    names = None
+    if stmt.names:
+        names = [n if isinstance(n, str) else ".".join(n) for n in stmt.names]
+        if stmt.on == "SCHEMA":   # `db.schema` names a schema of the session's database only
+            names = [n.rsplit(".", 1)[-1] for n in names]
+    conn = await ctx.app.engine.connector.connect(ctx.database)
+    try:
+        rows = await conn.fetch(_UPSTREAM_ONLY[stmt.on], names, list(stmt.grantees) or None)
+    finally:
+        await conn.close()
+    return [tuple(r) for r in rows]
 
 
 async def _usable(ctx: CommandContext, name: str) -> bool:

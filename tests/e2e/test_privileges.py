@@ -400,3 +400,14 @@ def test_matrix(env, source, case, mode):
         assert outcome == "00000", outcome
     if cleanup and outcome == "00000":
         q(env, cleanup.format(n=n), db="postgres" if case == "restore-database" else db)
+
+
+def test_show_grants_on_postgresqls_own_kinds(env):
+    """SCHEMA, TYPE and ROLE have only PostgreSQL's privileges: shown with CockroachDB's columns."""
+    cluster = env[0]
+    cluster.psql("GRANT USAGE ON SCHEMA public TO carol; CREATE TYPE mood AS ENUM ('ok');"
+                 "GRANT USAGE ON TYPE mood TO carol", database="bank")
+    assert q(env, "SHOW GRANTS ON SCHEMA public FOR carol") == [("bank", "public", "carol", "USAGE", False)]
+    assert q(env, "SHOW GRANTS ON TYPE mood FOR carol") == [("bank", "public", "mood", "carol", "USAGE", False)]
+    assert q(env, "SHOW GRANTS ON ROLE team") == [("team", "bob", False)]
+    assert q(env, "SHOW GRANTS ON ROLE FOR dave") == [("admin", "dave", False)]

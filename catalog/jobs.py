@@ -143,18 +143,21 @@ class JobStore:
                                    "pause_reason), modified = now() WHERE job_id = $1", job_id, new, reason)
         return await self.get(job_id)
 
-    async def claim(self, coordinator: str, lease_seconds: float, place: str | None = None) -> Job | None:
+    async def claim(self, coordinator: str, lease_seconds: float, place: str | None = None,
+                    running: list[int] | None = None) -> Job | None:
         """Claim one running job that no live process holds (lease missing or expired) and
-        that this process's `place` may run (the job has no placement, or this one)."""
+        that this process's `place` may run (the job has no placement, or this one), other than
+        `running`: the jobs this process runs already, whose lease may have run out while a
+        starved process was late renewing it (claiming one would run it twice here)."""
         row = await self._pool.fetchrow(
             f"UPDATE pgkeep.jobs SET coordinator_id = $1, lease_expires = now() + make_interval(secs => $2), "
             f"status = CASE WHEN status = 'pending' THEN 'running' ELSE status END, "
             f"started = coalesce(started, now()), modified = now() WHERE job_id = ("
             f"  SELECT job_id FROM pgkeep.jobs WHERE status IN ('running', 'pending', 'cancel-requested', "
             f"  'reverting', 'pause-requested') AND (lease_expires IS NULL OR lease_expires < now()) "
-            f"  AND (placement IS NULL OR placement = $3) "
+            f"  AND (placement IS NULL OR placement = $3) AND job_id <> ALL($4::bigint[]) "
             f"  ORDER BY created LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING {_COLUMNS}",
-            coordinator, lease_seconds, place)
+            coordinator, lease_seconds, place, list(running or ()))
         return _job(row) if row else None
 
     async def heartbeat(self, coordinator: str, job_ids: list[int], lease_seconds: float) -> dict[int, str]:

@@ -350,7 +350,8 @@ class JobRegistry:
             await self._report_progress()
         while not self._closing and len(self._running) < self.max_jobs:
             job = await self.store.claim(self.coordinator, self.lease,
-                                         self.placement.here if self.placement is not None else None)
+                                         self.placement.here if self.placement is not None else None,
+                                         list(self._running))
             if job is None:
                 break
             _log.info("adopted job %d (%s, %s)", job.job_id, job.job_type, job.status)

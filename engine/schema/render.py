@@ -47,6 +47,8 @@ class Renderer:
                 or role.startswith("pg_"))
 
     def owner(self, obj_owner: str | None) -> str:
+        if obj_owner == "pg_database_owner":
+            return obj_owner    # whoever owns the database: the restoring user without grants
         if not self.with_grants or obj_owner is None or not self.role_exists(obj_owner):
             return self.restoring_user
         return obj_owner

@@ -179,6 +179,9 @@ def test_restore_rules_and_ownership(env):
     q(env, "GRANT SYSTEM RESTORE TO alice")
     q(env, f"RESTORE DATABASE bank FROM LATEST IN '{uri}' WITH new_db_name = 'bank2'", "alice")
     assert cluster.psql("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'bank2'").strip() == "alice"
+    # the public schema stays the database owner's (PostgreSQL 15+), which alice is now
+    assert cluster.psql("SELECT nspowner::regrole FROM pg_namespace WHERE nspname = 'public'",
+                        database="bank2").strip() == "pg_database_owner"
     q(env, f"RESTORE DATABASE bank FROM LATEST IN '{uri}' WITH new_db_name = 'bank3', grants", "alice")
     assert cluster.psql("SELECT tableowner FROM pg_tables WHERE tablename = 'accounts'",
                         database="bank3").strip() == "postgres"

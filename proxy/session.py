@@ -627,8 +627,9 @@ class Session:
                 raw = m.frame(b"R", m.strip_sasl_plus(raw[5:]))
             elif kind == ord("K"):
                 body = raw[5:]
-                self.upstream_key = (struct.unpack("!I", body[:4])[0], body[4:])
-                self.key = self.server.register_key(self, len(body) - 4)
+                pid = struct.unpack("!I", body[:4])[0]
+                self.upstream_key = (pid, body[4:])
+                self.key = (pid, self.server.register_key(self, pid, len(body) - 4))
                 raw = m.backend_key_data(*self.key)
             elif kind == _Z:
                 self.txn_status = raw[5:6]

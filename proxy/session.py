@@ -67,6 +67,13 @@ def _interesting(kind: int, frame: bytes) -> bool:
     return kind == _X or may_intercept_bytes(frame)
 
 
+def _unencrypted_after(request: str) -> errors.PgError:
+    return errors.ProtocolViolation(
+        f"received unencrypted data after {request}", severity="FATAL",
+        detail="This could be either a client-software bug or evidence of an attempted "
+               "man-in-the-middle attack.")
+
+
 class State(Enum):
     STARTUP = 1
     TLS = 2
@@ -219,7 +226,9 @@ class Session:
     def fatal(self, exc: BaseException) -> None:
         """Send one ErrorResponse and close the session."""
         if self.client and not self.client.is_closing():
-            self.client.write(m.error_response(errors.error_fields(exc)))
+            fields = errors.error_fields(exc)
+            self.client.write(exc.error_bytes(fields) if isinstance(exc, m.UnsupportedProtocol)
+                              else m.error_response(fields))
         self.close(str(exc))
 
     def close(self, reason: str = "") -> None:
@@ -275,20 +284,22 @@ class Session:
             return
         leftover = self._startup.leftover
         if isinstance(pkt, SSLRequest):
-            if leftover:
-                raise errors.ProtocolViolation("received unencrypted data after SSL request",
-                                               severity="FATAL")
+            self._startup.ssl_done = True
             ctx = self.server.tls_context
+            if ctx is not None and leftover:  # no handshake with plaintext already pending
+                raise _unencrypted_after("SSL request")
+            self.client.write(b"N" if ctx is None else b"S")
             if ctx is None:
-                self.client.write(b"N")
+                if leftover:  # as PostgreSQL: answered, then refused
+                    raise _unencrypted_after("SSL request")
                 return
-            self.client.write(b"S")
             self.state = State.TLS
             self.loop.create_task(self._start_tls(ctx))
         elif isinstance(pkt, GSSENCRequest):
+            self._startup.gss_done = True
             self.client.write(b"N")
             if leftover:
-                self._client_startup(leftover)
+                raise _unencrypted_after("GSSAPI encryption request")
         elif isinstance(pkt, DirectTLS):
             # Direct TLS (sslnegotiation=direct) needs ALPN on a raw socket; refuse it cleanly
             # rather than misread the ClientHello. libpq then reports the closed connection.
@@ -323,6 +334,7 @@ class Session:
         self.client = transport
         self.state = State.STARTUP
         self._startup = StartupReader()
+        self._startup.ssl_done = self._startup.gss_done = True
 
     async def _connect_upstream(self, startup: m.StartupMessage) -> None:
         addr = self.server.upstream_address

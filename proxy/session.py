@@ -3,6 +3,9 @@
 States: STARTUP (untyped packets: SSLRequest, GSSENCRequest, CancelRequest, StartupMessage),
 TLS (handshake in progress: any byte is a violation), CONNECTING (opening the upstream), AUTH
 (authentication relayed both ways, pgkeep knows no password), READY (forwarding), CLOSED.
+Until READY the client's frames wait in `_early`: the upstream gets one each time it asks for an
+authentication message, and whatever is left (a query pipelined behind the startup packet or the
+password) goes through the READY path, in order, once the session is ready.
 
 In READY the hot path forwards raw bytes both ways. Client frames are only decoded when they
 may concern pgkeep: every Query and Parse (to classify the SQL), and Bind/Describe/Execute/Close
@@ -157,6 +160,8 @@ class Session:
         self.txn_status = b"I"
         self._startup = StartupReader()
         self._cscan = FrameScanner(MAX_AUTH_MESSAGE)  # widened when the session is READY
+        self._early = bytearray()  # client bytes after its startup packet, before READY
+        self._auth_wanted = False  # the upstream asked for an authentication message
         self._uscan = FrameScanner(1 << 31)
         self._inflight: deque = deque()
         self._held: list[bytes] = []       # upstream bytes held while a pgkeep command runs
@@ -260,14 +265,14 @@ class Session:
             elif self.state is State.STARTUP:
                 self._client_startup(data)
             elif self.state is State.AUTH:
-                self._client_auth(data)
+                self._early += data
+                self._pump_auth()
             elif self.state is State.TLS:
                 raise errors.ProtocolViolation("received unencrypted data after SSL request",
                                                severity="FATAL")
             elif self.state is State.CONNECTING:
-                self._cscan.feed(data)  # read once the upstream is there
-                if self._cscan.pending > MAX_AUTH_MESSAGE + 5:
-                    self.close("too much data before authentication")
+                self._early += data  # read once the upstream is there
+                self._bound_early()
         except errors.PgError as e:
             self.fatal(e)
         except Exception as e:  # noqa: BLE001 - a bug must not leave the client waiting
@@ -316,8 +321,7 @@ class Session:
             self.params = pkt.params
             self.protocol_version = pkt.protocol
             self.state = State.CONNECTING
-            if leftover:
-                self._cscan.feed(leftover)
+            self._early += leftover
             self._spawn(self._connect_upstream(pkt))
 
     async def _start_tls(self, ctx: ssl.SSLContext) -> None:
@@ -355,9 +359,6 @@ class Session:
         self.upstream = transport
         self.state = State.AUTH
         transport.write(startup.raw)
-        if not self._cscan.at_boundary or self._cscan.next(ALL_TYPES) is not None:
-            # A client that pipelines past its startup packet is fine; handle what it sent.
-            self._cscan = FrameScanner(MAX_AUTH_MESSAGE)
 
     async def _upstream_tls(self, transport, proto: _UpstreamProtocol, addr):
         proto.tls_answer = self.loop.create_future()
@@ -374,24 +375,34 @@ class Session:
             raise ConnectionError(f"the upstream refused TLS and sslmode={addr.sslmode}")
         return transport
 
-    def _client_auth(self, data: bytes) -> None:
-        """Relay authentication messages; each is at most MAX_AUTH_MESSAGE long, as PostgreSQL
-        has it, which also bounds what an unauthenticated client makes pgkeep hold."""
-        self._cscan.feed(data)
-        while True:
-            try:
-                ev = self._cscan.next(ALL_TYPES)
-            except errors.PgError as e:
-                _log.info("%s during authentication", e)  # PostgreSQL closes without a word
-                self.close(str(e))
+    def _pump_auth(self) -> None:
+        """Relay the client's answer to the upstream's authentication request: the next frame
+        the client sent, whatever its type, once the upstream asked for one (the upstream judges
+        it, as PostgreSQL would). Every other frame the client sent early (a query pipelined
+        behind its startup or password message) stays in `_early` until the session is READY,
+        then goes through the interceptor in order. Each authentication message is at most
+        MAX_AUTH_MESSAGE long, as PostgreSQL has it."""
+        buf = self._early
+        while self._auth_wanted and len(buf) >= 5:
+            length = int.from_bytes(buf[1:5], "big")
+            if length < 4 or length > MAX_AUTH_MESSAGE:
+                _log.info("invalid message length %d during authentication", length)
+                self.close("invalid message during authentication")  # PostgreSQL: no word
                 return
-            if ev is None:
-                return
-            kind, raw, _ = ev
-            if kind == _X:
-                self.close("terminated during authentication")
-                return
-            self.upstream.write(raw)
+            if len(buf) <= length:
+                break
+            self._auth_wanted = False
+            self.upstream.write(bytes(buf[:1 + length]))
+            del buf[:1 + length]
+        self._bound_early()
+
+    def _bound_early(self) -> None:
+        """Stop reading a client that sent more than INSPECT_LIMIT before it is READY (PostgreSQL
+        would not read it either); read on once pgkeep holds less."""
+        paused = len(self._early) > INSPECT_LIMIT
+        if paused != self._hold_paused:
+            self._hold_paused = paused
+            self._update_client_reading()
 
     def _client_ready(self, data: bytes) -> None:
         scan = self._cscan
@@ -635,8 +646,17 @@ class Session:
         scan.feed(data)
         while (ev := scan.next(ALL_TYPES)) is not None:
             kind, raw, _ = ev
-            if kind == ord("R") and m.auth_code(raw[5:]) == 10:
-                raw = m.frame(b"R", m.strip_sasl_plus(raw[5:]))
+            if kind == ord("R"):
+                code = m.auth_code(raw[5:])
+                if code == 10:
+                    raw = m.frame(b"R", m.strip_sasl_plus(raw[5:]))
+                if code not in (0, 12):  # not AuthenticationOk/SASLFinal: an answer is due
+                    self.write(raw)
+                    self._auth_wanted = True
+                    self._pump_auth()
+                    if self.state is State.CLOSED:
+                        return
+                    continue
             elif kind == ord("K"):
                 body = raw[5:]
                 pid = struct.unpack("!I", body[:4])[0]
@@ -651,8 +671,10 @@ class Session:
                 self._cscan.max_size = self.server.config.max_message_size
                 self._cscan.stream_over = INSPECT_LIMIT
                 self.write(raw)
-                if not self._cscan.at_boundary or self._cscan.pending:
-                    self._client_ready(b"")
+                early, self._early = bytes(self._early), bytearray()
+                self._bound_early()
+                if early:
+                    self._client_ready(early)
                 continue
             elif kind == _ERR:
                 self.write(raw)

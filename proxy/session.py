@@ -77,6 +77,12 @@ def _unencrypted_after(request: str) -> errors.PgError:
                "man-in-the-middle attack.")
 
 
+def _tls_required(user: str) -> errors.PgError:
+    return errors.PgError(f'pgkeep requires TLS (--require-tls): connection for user "{user}" '
+                          "without encryption refused", sqlstate="28000", severity="FATAL",
+                          hint="Connect with sslmode=require, verify-ca or verify-full.")
+
+
 class State(Enum):
     STARTUP = 1
     TLS = 2
@@ -158,6 +164,7 @@ class Session:
         self.key: tuple[int, bytes] | None = None          # what the client got from pgkeep
         self.upstream_key: tuple[int, bytes] | None = None  # what pgkeep got from the upstream
         self.txn_status = b"I"
+        self.tls = False  # the client's connection is encrypted
         self._startup = StartupReader()
         self._cscan = FrameScanner(MAX_AUTH_MESSAGE)  # widened when the session is READY
         self._early = bytearray()  # client bytes after its startup packet, before READY
@@ -315,6 +322,8 @@ class Session:
             self.close("cancel request")
         else:
             self._startup_timer.cancel()
+            if self.server.config.require_tls and not self.tls:
+                raise _tls_required(pkt.params.get("user", ""))
             if not self.server.admit(self):
                 raise errors.too_many_connections(self.server.config.max_connections)
             self._counted = True
@@ -336,6 +345,7 @@ class Session:
             transport.close()
             return
         self.client = transport
+        self.tls = True
         self.state = State.STARTUP
         self._startup = StartupReader()
         self._startup.ssl_done = self._startup.gss_done = True

@@ -15,8 +15,8 @@ from tests.support.pgkeep import PgkeepProcess
 from tests.support.tls import make_cert
 
 from .helpers import assert_alive, psql as _psql
-from .rawpg import (RawConn, error_fields, gssenc_request, query, read_all_until_eof, ssl_request,
-                    startup_packet)
+from .rawpg import (RawConn, cancel_request, error_fields, gssenc_request, query, read_all_until_eof,
+                    ssl_request, startup_packet)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -292,3 +292,56 @@ def test_many_tls_clients_at_once(tls_pgkeep):
         t.join(30)
     assert errors == []
 
+
+
+# ---- --require-tls ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def require_tls_pgkeep(workdir, pg18, cert):
+    cert_path, key_path = cert
+    proc = PgkeepProcess(workdir / "pgkeep-require-tls", pg18.dsn(),
+                         args=["--tls-cert", str(cert_path), "--tls-key", str(key_path),
+                               "--require-tls"]).start()
+    yield proc
+    proc.stop()
+
+
+def test_require_tls_refuses_a_plaintext_startup(require_tls_pgkeep):
+    with RawConn(require_tls_pgkeep.port) as c:
+        c.send(startup_packet())
+        data = read_all_until_eof(c.sock)
+    assert data[:1] == b"E", data
+    fields = error_fields(data[5:])
+    assert (fields["S"], fields["C"]) == ("FATAL", "28000")
+    assert "requires TLS" in fields["M"] and "sslmode=require" in fields["H"]
+    with pytest.raises(psycopg.OperationalError, match="requires TLS"):
+        psycopg.connect(_info(require_tls_pgkeep, sslmode="disable"))
+    assert_alive(require_tls_pgkeep)
+
+
+@pytest.mark.parametrize("sslmode", ["prefer", "require"])
+def test_require_tls_serves_tls_clients(require_tls_pgkeep, sslmode):
+    with psycopg.connect(_info(require_tls_pgkeep, sslmode=sslmode), autocommit=True) as conn:
+        assert conn.pgconn.ssl_in_use
+        assert conn.execute("SELECT 'over TLS'").fetchone() == ("over TLS",)
+
+
+def test_require_tls_still_takes_cancel_requests(require_tls_pgkeep):
+    """A CancelRequest carries no query and no credentials: PostgreSQL takes it without TLS, so
+    does pgkeep (libpq sends it the way the session was opened)."""
+    with psycopg.connect(_info(require_tls_pgkeep, sslmode="require"), autocommit=True) as conn:
+        t = threading.Timer(0.5, lambda: conn.cancel_safe(timeout=5))
+        t.start()
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            conn.execute("SELECT pg_sleep(20)")
+        t.join()
+        with RawConn(require_tls_pgkeep.port) as raw:  # and one in plaintext: no answer, no harm
+            raw.send(cancel_request(conn.info.backend_pid, b"\0\0\0\0"))
+            assert read_all_until_eof(raw.sock) == b""
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_require_tls_needs_a_certificate(workdir, pg18):
+    proc = PgkeepProcess(workdir / "pgkeep-require-tls-nocert", pg18.dsn(), args=["--require-tls"])
+    with pytest.raises(RuntimeError, match="--require-tls needs --tls-cert and --tls-key"):
+        proc.start()

@@ -100,7 +100,9 @@ class App:
                                 placement=Placement(cfg.nodelocal_path, self.engine.resolve))
         self.jobs.start()
         self.connection_slots = self._slots()
-        self.server = Server(self)
+        self.server = Server(cfg, upstream=self.session_address, upstream_tls=self.upstream_tls,
+                             slots=self.connection_slots, worker_index=self.worker_index,
+                             commands=self)
         try:
             await self.server.start()
         except OSError as e:   # taken between the check and now

@@ -19,13 +19,13 @@ import socket
 import ssl
 import struct
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from . import errors
-from .session import Session, State
-
-if TYPE_CHECKING:
-    from .app import App
+from .config import Config
+from .limits import ConnectionSlots
+from .session import Session, SessionHost, State
+from .upstream import UpstreamAddress
 
 __all__ = ["Server"]
 
@@ -33,18 +33,26 @@ _log = logging.getLogger("pgkeep.server")
 
 
 class Server:
-    def __init__(self, app: "App") -> None:
-        self.app = app
-        self.config = app.config
-        self.upstream_address = app.session_address
+    """Built by the app with what it needs; it knows nothing of the app, and hands each session
+    a SessionHost: the session never reaches back here."""
+
+    def __init__(self, config: Config, *, upstream: UpstreamAddress, upstream_tls: ssl.SSLContext | None,
+                 slots: ConnectionSlots, worker_index: int, commands: Any) -> None:
+        self.config = config
+        self.upstream_address = upstream
         self.tls_context = self._tls_context()
+        self.slots = slots
         self.sessions: set[Session] = set()
         self._admitted: set[Session] = set()
         self._keys: dict[int, tuple[bytes, Session]] = {}
         self._server: asyncio.base_events.Server | None = None
         self.port: int | None = None
-        self.worker_index = app.worker_index
+        self.worker_index = worker_index
         self._relay: asyncio.DatagramTransport | None = None
+        self._host = SessionHost(config=config, upstream=upstream, upstream_tls=upstream_tls,
+                                 client_tls=self.tls_context, commands=commands, admit=self.admit,
+                                 register_key=self.register_key, cancel=self.cancel,
+                                 closed=self.session_closed)
 
     def _tls_context(self) -> ssl.SSLContext | None:
         if not self.config.tls_cert:
@@ -57,7 +65,7 @@ class Server:
         loop = asyncio.get_running_loop()
 
         def factory():
-            session = Session(self)
+            session = Session(self._host)
             self.sessions.add(session)
             return session.protocol()
 
@@ -88,7 +96,7 @@ class Server:
     def admit(self, session: Session) -> bool:
         """--max-connections counts the sessions of every worker (proxy/limits.py)."""
         if len(self._admitted) >= self.config.max_connections or \
-                not self.app.connection_slots.acquire(session):
+                not self.slots.acquire(session):
             return False
         self._admitted.add(session)
         return True
@@ -96,7 +104,7 @@ class Server:
     def session_closed(self, session: Session) -> None:
         self.sessions.discard(session)
         self._admitted.discard(session)
-        self.app.connection_slots.release(session)
+        self.slots.release(session)
         if session.key and self._keys.get(session.key[0], (None, None))[1] is session:
             del self._keys[session.key[0]]
 

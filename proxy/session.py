@@ -29,20 +29,20 @@ import logging
 import ssl
 import struct
 from collections import deque
+from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import Any, Awaitable, Callable
 
 from . import errors
+from .config import Config
+from .intercept import INSPECT_LIMIT, Interceptor
 from .sql import may_intercept_bytes
-from .upstream import tls_first, tls_required
+from .upstream import UpstreamAddress, send_cancel, tls_first, tls_required
 from .wire import messages as m
 from .wire.framing import (DISCARD, MAX_AUTH_MESSAGE, PASS, STREAM, DirectTLS, FrameScanner,
                            GSSENCRequest, SSLRequest, StartupLengthError, StartupReader)
 
-if TYPE_CHECKING:
-    from .server import Server
-
-__all__ = ["Session", "State"]
+__all__ = ["Session", "SessionHost", "State", "INSPECT_LIMIT"]
 
 _log = logging.getLogger("pgkeep.session")
 
@@ -58,11 +58,6 @@ _EXPECTS_ANSWER = frozenset(_TERMINALS) | _SYNCING
 _Z, _ERR, _DATAROW = ord("Z"), ord("E"), ord("D")
 _FLUSH = m.frame(b"H")
 _NOTHING: frozenset[int] = frozenset()
-# Per-client memory bound once authenticated: a Query, Parse or Bind longer than this is not held
-# (Interceptor.streamed decides on its first bytes: streamed upstream, or refused), and while the
-# interceptor holds the client's messages at most about this much is queued before pgkeep stops
-# reading the client.
-INSPECT_LIMIT = 1 << 20
 
 
 def _interesting(kind: int, frame: bytes) -> bool:
@@ -150,11 +145,27 @@ class _UpstreamProtocol(asyncio.Protocol):
         self.s.upstream_full(False)
 
 
+@dataclass(frozen=True)
+class SessionHost:
+    """Everything a session needs from the server that accepted it, handed down at creation:
+    the session never reaches back into the server or the app (tests/test_layering.py)."""
+
+    config: Config
+    upstream: UpstreamAddress                 # where the session's own backend is
+    upstream_tls: ssl.SSLContext | None       # toward it (upstream.session_ssl_context)
+    client_tls: ssl.SSLContext | None         # toward the client (--tls-cert), None: answer 'N'
+    commands: Any                             # what pgkeep's commands run against (CommandContext)
+    admit: Callable[["Session"], bool]        # take a --max-connections slot
+    register_key: Callable[["Session", int, int], bytes]  # (session, pid, length) -> secret
+    cancel: Callable[[int, bytes], Awaitable[None]]       # a CancelRequest's (pid, secret)
+    closed: Callable[["Session"], None]       # give back the slot and the key
+
+
 class Session:
     """Per-client state; created by the server for each accepted connection."""
 
-    def __init__(self, server: "Server") -> None:
-        self.server = server
+    def __init__(self, host: SessionHost) -> None:
+        self.host = host
         self.loop = asyncio.get_running_loop()
         self.state = State.STARTUP
         self.client: asyncio.Transport | None = None
@@ -180,10 +191,13 @@ class Session:
         self._upstream_full = False    # client reads stopped: the upstream cannot keep up
         self._last_upstream_type = 0
         self._counted = False
-        from .intercept import Interceptor
-        self.interceptor = Interceptor(self)
+        self.interceptor = Interceptor(self, host.commands)
 
     # ---- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self.state is State.CLOSED
 
     @property
     def busy(self) -> bool:
@@ -195,7 +209,7 @@ class Session:
 
     def client_connected(self, transport: asyncio.Transport) -> None:
         self.client = transport
-        config = self.server.config
+        config = self.host.config
         self._startup_timer = self.loop.call_later(config.startup_timeout, self._startup_expired)
         self._login_timer = self.loop.call_later(config.client_login_timeout, self._login_expired)
 
@@ -209,7 +223,7 @@ class Session:
         protocol allows: not in the middle of a TLS handshake."""
         if self.state in (State.READY, State.CLOSED):
             return
-        timeout = self.server.config.client_login_timeout
+        timeout = self.host.config.client_login_timeout
         _log.info("closed a client not authenticated within %gs", timeout)
         if self.state is State.TLS:
             self.close("login timeout")
@@ -261,7 +275,7 @@ class Session:
             self._drained.set_exception(ConnectionError("session closed"))
         if self._internal and not self._internal.done.done():
             self._internal.done.set_exception(ConnectionError("session closed"))
-        self.server.session_closed(self)
+        self.host.closed(self)
 
     # ---- client side -----------------------------------------------------------------------
 
@@ -297,7 +311,7 @@ class Session:
         leftover = self._startup.leftover
         if isinstance(pkt, SSLRequest):
             self._startup.ssl_done = True
-            ctx = self.server.tls_context
+            ctx = self.host.client_tls
             if ctx is not None and leftover:  # no handshake with plaintext already pending
                 raise _unencrypted_after("SSL request")
             self.client.write(b"N" if ctx is None else b"S")
@@ -318,14 +332,14 @@ class Session:
             _log.info("refused a direct TLS connection (use sslnegotiation=postgres)")
             self.close("direct TLS refused")
         elif isinstance(pkt, m.CancelRequest):
-            self.loop.create_task(self.server.cancel(pkt.pid, pkt.secret))
+            self.loop.create_task(self.host.cancel(pkt.pid, pkt.secret))
             self.close("cancel request")
         else:
             self._startup_timer.cancel()
-            if self.server.config.require_tls and not self.tls:
+            if self.host.config.require_tls and not self.tls:
                 raise _tls_required(pkt.params.get("user", ""))
-            if not self.server.admit(self):
-                raise errors.too_many_connections(self.server.config.max_connections)
+            if not self.host.admit(self):
+                raise errors.too_many_connections(self.host.config.max_connections)
             self._counted = True
             self.params = pkt.params
             self.protocol_version = pkt.protocol
@@ -337,7 +351,7 @@ class Session:
         try:
             transport = await self.loop.start_tls(self.client, self.client.get_protocol(), ctx,
                                                   server_side=True,
-                                                  ssl_handshake_timeout=self.server.config.startup_timeout)
+                                                  ssl_handshake_timeout=self.host.config.startup_timeout)
         except (OSError, ssl.SSLError, asyncio.TimeoutError, ConnectionError) as e:
             self.close(f"TLS handshake failed: {e}")
             return
@@ -351,7 +365,7 @@ class Session:
         self._startup.ssl_done = self._startup.gss_done = True
 
     async def _connect_upstream(self, startup: m.StartupMessage) -> None:
-        addr = self.server.upstream_address
+        addr = self.host.upstream
         proto = _UpstreamProtocol(self)
         try:
             if addr.unix_path:
@@ -377,7 +391,7 @@ class Session:
         proto.tls_answer = None
         if answer[:1] == b"S" and len(answer) == 1:
             # libpq's sslmode semantics, built once by upstream.session_ssl_context
-            return await self.loop.start_tls(transport, proto, self.server.app.upstream_tls,
+            return await self.loop.start_tls(transport, proto, self.host.upstream_tls,
                                              server_hostname=addr.server_hostname)
         if answer[:1] == b"S":  # bytes before the handshake (CVE-2021-23222): never read them
             raise ConnectionError("received unencrypted data after SSL response")
@@ -671,14 +685,14 @@ class Session:
                 body = raw[5:]
                 pid = struct.unpack("!I", body[:4])[0]
                 self.upstream_key = (pid, body[4:])
-                self.key = (pid, self.server.register_key(self, pid, len(body) - 4))
+                self.key = (pid, self.host.register_key(self, pid, len(body) - 4))
                 raw = m.backend_key_data(*self.key)
             elif kind == _Z:
                 self.txn_status = raw[5:6]
                 self.state = State.READY
                 if self._login_timer:
                     self._login_timer.cancel()
-                self._cscan.max_size = self.server.config.max_message_size
+                self._cscan.max_size = self.host.config.max_message_size
                 self._cscan.stream_over = INSPECT_LIMIT
                 self.write(raw)
                 early, self._early = bytes(self._early), bytearray()
@@ -712,5 +726,4 @@ class Session:
         idle backend would land, a moment later, on the client's next query."""
         self.interceptor.cancel()
         if self.upstream_key and self._inflight:
-            from .upstream import send_cancel
-            await send_cancel(self.server.upstream_address, *self.upstream_key)
+            await send_cancel(self.host.upstream, *self.upstream_key)

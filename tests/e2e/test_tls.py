@@ -345,3 +345,21 @@ def test_require_tls_needs_a_certificate(workdir, pg18):
     proc = PgkeepProcess(workdir / "pgkeep-require-tls-nocert", pg18.dsn(), args=["--require-tls"])
     with pytest.raises(RuntimeError, match="--require-tls needs --tls-cert and --tls-key"):
         proc.start()
+
+
+def test_require_tls_set_by_flag_environment_or_file(tmp_path, cert):
+    import argparse
+
+    from proxy.config import ConfigError, add_serve_arguments, load_config
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    base = ["--tls-cert", str(cert[0]), "--tls-key", str(cert[1])]
+    toml = tmp_path / "require.toml"
+    toml.write_text("require_tls = true\n")
+    assert load_config(parser.parse_args(base + ["--require-tls"]), {}).require_tls is True
+    assert load_config(parser.parse_args(base), {"PGKEEP_REQUIRE_TLS": "on"}).require_tls is True
+    assert load_config(parser.parse_args(base), {"PGKEEP_REQUIRE_TLS": "0"}).require_tls is False
+    assert load_config(parser.parse_args(base + ["--config", str(toml)]), {}).require_tls is True
+    assert load_config(parser.parse_args(base), {}).require_tls is False
+    with pytest.raises(ConfigError, match="require_tls"):
+        load_config(parser.parse_args(base), {"PGKEEP_REQUIRE_TLS": "maybe"})

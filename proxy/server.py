@@ -59,6 +59,7 @@ class Server:
             return None
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx.load_cert_chain(self.config.tls_cert, self.config.tls_key)
+        ctx.set_alpn_protocols(["postgresql"])  # as PostgreSQL 17+; direct TLS requires it
         return ctx
 
     async def start(self) -> None:

@@ -65,6 +65,18 @@ def _interesting(kind: int, frame: bytes) -> bool:
     return kind == _X or may_intercept_bytes(frame)
 
 
+def _feed(transport: asyncio.Transport, data: bytes) -> None:
+    """Hand bytes already read from `transport` to the protocol it now has (start_tls's)."""
+    proto = transport.get_protocol()
+    view = memoryview(data)
+    while view:
+        buf = proto.get_buffer(len(view))
+        n = min(len(buf), len(view))
+        buf[:n] = view[:n]
+        proto.buffer_updated(n)
+        view = view[n:]
+
+
 def _unencrypted_after(request: str) -> errors.PgError:
     return errors.ProtocolViolation(
         f"received unencrypted data after {request}", severity="FATAL",
@@ -179,6 +191,7 @@ class Session:
         self._startup = StartupReader()
         self._cscan = FrameScanner(MAX_AUTH_MESSAGE)  # widened when the session is READY
         self._early = bytearray()  # client bytes after its startup packet, before READY
+        self._tls_pending = bytearray()  # decrypted bytes that came before the handshake returned
         self._auth_wanted = False  # the upstream asked for an authentication message
         self._uscan = FrameScanner(1 << 31)
         self._inflight: deque = deque()
@@ -289,8 +302,9 @@ class Session:
                 self._early += data
                 self._pump_auth()
             elif self.state is State.TLS:
-                raise errors.ProtocolViolation("received unencrypted data after SSL request",
-                                               severity="FATAL")
+                # Decrypted bytes that the TLS layer delivers before _start_tls resumes (reading
+                # plaintext stopped at the request, so nothing else can come here)
+                self._tls_pending += data
             elif self.state is State.CONNECTING:
                 self._early += data  # read once the upstream is there
                 self._bound_early()
@@ -320,6 +334,7 @@ class Session:
                     raise _unencrypted_after("SSL request")
                 return
             self.state = State.TLS
+            self.client.pause_reading()  # the ClientHello is the TLS layer's
             self.loop.create_task(self._start_tls(ctx))
         elif isinstance(pkt, GSSENCRequest):
             self._startup.gss_done = True
@@ -327,10 +342,14 @@ class Session:
             if leftover:
                 raise _unencrypted_after("GSSAPI encryption request")
         elif isinstance(pkt, DirectTLS):
-            # Direct TLS (sslnegotiation=direct) needs ALPN on a raw socket; refuse it cleanly
-            # rather than misread the ClientHello. libpq then reports the closed connection.
-            _log.info("refused a direct TLS connection (use sslnegotiation=postgres)")
-            self.close("direct TLS refused")
+            ctx = self.host.client_tls
+            if ctx is None:  # as PostgreSQL without ssl=on: closed, never misread as a packet
+                _log.info("refused a direct TLS connection: pgkeep has no --tls-cert")
+                self.close("direct TLS refused")
+                return
+            self.state = State.TLS
+            self.client.pause_reading()  # the rest of the ClientHello is the TLS layer's
+            self.loop.create_task(self._start_tls(ctx, pkt.hello))
         elif isinstance(pkt, m.CancelRequest):
             self.loop.create_task(self.host.cancel(pkt.pid, pkt.secret))
             self.close("cancel request")
@@ -347,22 +366,42 @@ class Session:
             self._early += leftover
             self._spawn(self._connect_upstream(pkt))
 
-    async def _start_tls(self, ctx: ssl.SSLContext) -> None:
+    async def _start_tls(self, ctx: ssl.SSLContext, hello: bytes = b"") -> None:
+        """The TLS handshake, after an SSLRequest or (direct TLS, sslnegotiation=direct) on the
+        ClientHello whose first bytes `hello` were already read as a would-be startup packet."""
+        raw = self.client
+        handshake = self.loop.create_task(self.loop.start_tls(
+            raw, raw.get_protocol(), ctx, server_side=True,
+            ssl_handshake_timeout=self.host.config.startup_timeout))
+        if hello:
+            # start_tls pauses reading and schedules its protocol's connection_made and then
+            # resume_reading; bytes fed right after those (same loop turn, before the socket is
+            # polled again) reach the TLS layer first, in order.
+            await asyncio.sleep(0)
+            self.loop.call_soon(_feed, raw, hello)
         try:
-            transport = await self.loop.start_tls(self.client, self.client.get_protocol(), ctx,
-                                                  server_side=True,
-                                                  ssl_handshake_timeout=self.host.config.startup_timeout)
+            transport = await handshake
         except (OSError, ssl.SSLError, asyncio.TimeoutError, ConnectionError) as e:
             self.close(f"TLS handshake failed: {e}")
             return
         if self.state is State.CLOSED:
             transport.close()
             return
+        if hello and transport.get_extra_info("ssl_object").selected_alpn_protocol() != "postgresql":
+            # PostgreSQL's rule: direct TLS only with ALPN "postgresql", so a TLS client of another
+            # protocol cannot be confused into talking to it
+            _log.info("refused a direct TLS connection without ALPN postgresql")
+            transport.close()
+            self.close("direct TLS without ALPN")
+            return
         self.client = transport
         self.tls = True
         self.state = State.STARTUP
         self._startup = StartupReader()
         self._startup.ssl_done = self._startup.gss_done = True
+        if self._tls_pending:
+            pending, self._tls_pending = bytes(self._tls_pending), bytearray()
+            self.client_data(pending)
 
     async def _connect_upstream(self, startup: m.StartupMessage) -> None:
         addr = self.host.upstream

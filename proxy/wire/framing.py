@@ -247,6 +247,7 @@ class GSSENCRequest:
 @dataclass(frozen=True)
 class DirectTLS:
     """A TLS ClientHello as the first bytes (libpq's sslnegotiation=direct)."""
+    hello: bytes = b""  # the bytes read so far, to hand to the TLS layer
 
 
 StartupPacket = Union[SSLRequest, GSSENCRequest, CancelRequest, StartupMessage, DirectTLS]
@@ -274,7 +275,7 @@ class StartupReader:
         buf = self._buf = self._buf + data
         if buf[:1] == b"\x16":
             self._buf = b""
-            return DirectTLS()
+            return DirectTLS(buf)
         if len(buf) < 4:
             return None
         length = int.from_bytes(buf[:4], "big")

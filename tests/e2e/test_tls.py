@@ -1,6 +1,7 @@
 """TLS between clients and pgkeep: SSLRequest answered 'S' with a certificate and 'N' without,
 verify-full against the certificate, no plaintext accepted after SSLRequest (CVE-2021-23214
-class), GSSENCRequest answered 'N', and a direct TLS ClientHello refused cleanly."""
+class), GSSENCRequest answered 'N', direct TLS (ALPN "postgresql") served with a certificate and
+refused cleanly without one, and --require-tls."""
 from __future__ import annotations
 
 import socket
@@ -227,36 +228,68 @@ def test_gssenc_then_ssl_request(tls_pgkeep):
 
 # ---- direct TLS (no SSLRequest) --------------------------------------------------------------
 
-@pytest.mark.parametrize("which", ["with_cert", "without_cert"])
-def test_direct_tls_refused_cleanly_by_libpq(which, tls_pgkeep, pgkeep, cert):
-    proc = tls_pgkeep if which == "with_cert" else pgkeep
+def test_direct_tls_refused_cleanly_without_a_certificate(pgkeep):
+    """Without --tls-cert a ClientHello is never misread as a packet: the connection closes."""
     if psycopg.pq.version() < 170000:
         pytest.fail("libpq 17+ is needed for sslnegotiation=direct")
-    info = _info(proc, sslmode="require", sslnegotiation="direct", connect_timeout=5)
     with pytest.raises(psycopg.OperationalError):
-        psycopg.connect(info)
-    assert_alive(proc)
-    _works(proc, _info(proc, sslmode="disable"))
+        psycopg.connect(_info(pgkeep, sslmode="require", sslnegotiation="direct", connect_timeout=5))
+    assert_alive(pgkeep)
+    _works(pgkeep, _info(pgkeep, sslmode="disable"))
 
 
-@pytest.mark.parametrize("which", ["with_cert", "without_cert"])
-def test_direct_tls_raw_client_hello(which, tls_pgkeep, pgkeep):
-    proc = tls_pgkeep if which == "with_cert" else pgkeep
+@pytest.mark.parametrize("mode", ["require", "verify-full"])
+def test_direct_tls_served_by_libpq(mode, tls_pgkeep, cert):
+    """sslnegotiation=direct (libpq 17+): TLS from the first byte, ALPN "postgresql"."""
+    if psycopg.pq.version() < 170000:
+        pytest.fail("libpq 17+ is needed for sslnegotiation=direct")
+    info = _info(tls_pgkeep, sslmode=mode, sslnegotiation="direct", host="localhost",
+                 hostaddr="127.0.0.1", sslrootcert=cert[0])
+    with psycopg.connect(info, autocommit=True) as conn:
+        assert conn.pgconn.ssl_in_use
+        assert conn.execute("SELECT 'direct'").fetchone() == ("direct",)
+    assert_alive(tls_pgkeep)
+
+
+def test_direct_tls_needs_alpn(tls_pgkeep):
+    """As PostgreSQL: a direct TLS client that does not negotiate ALPN "postgresql" is closed
+    after the handshake, before anything is read from it."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    sock = socket.create_connection(("127.0.0.1", tls_pgkeep.port), timeout=5)
+    try:
+        with ctx.wrap_socket(sock, server_hostname="localhost") as tls:
+            tls.sendall(startup_packet())
+            assert tls.recv(1) == b""
+    except (ssl.SSLError, ConnectionError):
+        pass
+    finally:
+        sock.close()
+    assert_alive(tls_pgkeep)
+
+
+def test_direct_tls_raw_client_hello_with_alpn(tls_pgkeep):
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     ctx.set_alpn_protocols(["postgresql"])
-    sock = socket.create_connection(("127.0.0.1", proc.port), timeout=5)
-    try:
-        with pytest.raises((ssl.SSLError, ConnectionError, OSError)) as err:
-            tls = ctx.wrap_socket(sock, server_hostname="localhost")
+    with socket.create_connection(("127.0.0.1", tls_pgkeep.port), timeout=5) as sock:
+        with ctx.wrap_socket(sock, server_hostname="localhost") as tls:
+            assert tls.selected_alpn_protocol() == "postgresql"
             tls.sendall(startup_packet())
-            tls.recv(1)
-        assert not isinstance(err.value, socket.timeout), "pgkeep hung on a ClientHello"
-    finally:
-        sock.close()
-    assert_alive(proc)
-    _works(proc, _info(proc, sslmode="disable"))
+            data = b""
+            while not data.endswith(b"Z\0\0\0\x05I"):
+                chunk = tls.recv(65536)
+                assert chunk, data
+                data += chunk
+            assert data.startswith(AUTH_OK)
+
+
+def test_require_tls_serves_direct_tls(require_tls_pgkeep):
+    with psycopg.connect(_info(require_tls_pgkeep, sslmode="require", sslnegotiation="direct"),
+                         autocommit=True) as conn:
+        assert conn.pgconn.ssl_in_use and conn.execute("SELECT 1").fetchone() == (1,)
 
 
 def test_client_hello_bytes_never_read_as_startup(pgkeep):

@@ -15,7 +15,8 @@ from ..errors import ProtocolViolation
 
 __all__ = [
     "SSL_REQUEST_CODE", "GSSENC_REQUEST_CODE", "CANCEL_REQUEST_CODE", "PROTOCOL_3_0", "PROTOCOL_3_2",
-    "StartupMessage", "CancelRequest", "UnsupportedProtocol", "Query", "Parse", "Bind", "Describe", "Execute", "Close",
+    "StartupMessage", "CancelRequest", "UnsupportedProtocol", "Query", "Parse", "Bind", "Describe",
+    "Execute", "Close",
     "decode_startup", "decode_cancel", "decode_query", "decode_parse", "decode_bind",
     "decode_describe", "decode_execute", "decode_close",
     "Column", "frame", "error_response", "notice_response", "ready_for_query", "row_description",

@@ -73,8 +73,8 @@ def _messages(data: bytes) -> list:
             out.append(data[:1].decode())
             data = data[1:]
             continue
-        if data[:1] == b"E" and len(data) >= 5:
-            length = int.from_bytes(data[1:5], "big")
+        length = int.from_bytes(data[1:5], "big")
+        if data[:1] == b"E" and len(data) >= 5 and length < len(data):  # else protocol 2's
             fields = error_fields(data[5:1 + length])
             out.append({k: fields.get(k) for k in "SVCM"})
             data = data[1 + length:]

@@ -104,7 +104,9 @@ class App:
         self.jobs.start()
         self.audit = AuditLog(cfg.audit_log)
         self.connection_slots = self._slots()
-        self.server = Server(self)
+        self.server = Server(cfg, upstream=self.session_address, upstream_tls=self.upstream_tls,
+                             slots=self.connection_slots, worker_index=self.worker_index,
+                             commands=self)
         try:
             await self.server.start()
         except OSError as e:   # taken between the check and now

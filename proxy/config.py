@@ -47,6 +47,8 @@ OPTIONS: tuple[_Opt, ...] = (
     _Opt("nodelocal_root", str, None, "where nodelocal:// URIs land (default DATA_DIR/external)", "DIR"),
     _Opt("tls_cert", str, None, "PEM certificate; with --tls-key, clients may use TLS", "FILE"),
     _Opt("tls_key", str, None, "PEM private key for --tls-cert", "FILE"),
+    _Opt("require_tls", bool, False, "refuse clients that do not use TLS (SQLSTATE 28000); needs "
+         "--tls-cert and --tls-key"),
     _Opt("max_connections", int, 100, "client connections accepted at once; beyond it clients get "
          "SQLSTATE 53300", "N"),
     _Opt("workers", int, 1, "serving processes sharing the listen port (SO_REUSEPORT)", "N"),
@@ -79,6 +81,7 @@ class Config:
     nodelocal_root: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
+    require_tls: bool = False
     max_connections: int = 100
     workers: int = 1
     max_message_size: int = 1 << 30
@@ -120,6 +123,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     for opt in OPTIONS:
         flag = "--" + opt.name.replace("_", "-")
         env = "PGKEEP_" + opt.name.upper()
+        if opt.type is bool:  # a switch: the flag alone turns it on
+            parser.add_argument(flag, dest=opt.name, default=None, action="store_const", const=True,
+                                help=f"{opt.help} [env {env}=1; default off]")
+            continue
         parser.add_argument(flag, dest=opt.name, default=None, metavar=opt.metavar,
                             help=f"{opt.help} [env {env}; default {opt.default}]")
 
@@ -127,6 +134,15 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
 def _coerce(opt: _Opt, value: Any, source: str) -> Any:
     if value is None:
         return None
+    if opt.type is bool:
+        if isinstance(value, bool):
+            return value
+        word = str(value).strip().lower()
+        if word in ("1", "true", "yes", "on"):
+            return True
+        if word in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{source}: invalid value {value!r} for {opt.name} (true or false)")
     try:
         if opt.type is int and isinstance(value, str):
             return int(value, 0)
@@ -170,6 +186,8 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"--listen must be HOST:PORT, got {cfg.listen!r}")
     if bool(cfg.tls_cert) != bool(cfg.tls_key):
         raise ConfigError("--tls-cert and --tls-key go together")
+    if cfg.require_tls and not cfg.tls_cert:
+        raise ConfigError("--require-tls needs --tls-cert and --tls-key")
     if cfg.max_connections < 1 or cfg.workers < 1:
         raise ConfigError("--max-connections and --workers must be at least 1")
     for name in ("startup_timeout", "client_login_timeout", "job_lease"):

@@ -19,7 +19,7 @@ import asyncio
 import logging
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from . import errors, sql
 from .commands import CommandContext, Result, describe_statement, execute_statement
@@ -28,14 +28,58 @@ from .sql.parser import _handler as _leading_words_handler  # the parser's own d
 from .wire import messages as m
 from .wire.values import OID, decode_text_param, encode_value
 
-if TYPE_CHECKING:
-    from .session import Session
-
-__all__ = ["Interceptor"]
+__all__ = ["Interceptor", "Channel", "INSPECT_LIMIT"]
 
 _log = logging.getLogger("pgkeep.intercept")
 _Q, _P, _B, _D, _E, _C, _S, _H = (ord(c) for c in "QPBDECSH")
 _EXTENDED = frozenset((_P, _B, _D, _E, _C))
+# Per-client memory bound once authenticated: a Query, Parse or Bind longer than this is not held
+# (Interceptor.streamed decides on its first bytes: streamed upstream, or refused), and while the
+# interceptor holds the client's messages at most about this much is queued before the session
+# stops reading the client.
+INSPECT_LIMIT = 1 << 20
+
+
+class Channel(Protocol):
+    """What the interceptor needs of its session (proxy.session.Session is one): the interceptor
+    knows nothing else of it, and imports nothing of the session, the server or the app."""
+
+    loop: asyncio.AbstractEventLoop
+    params: dict[str, str]      # the client's startup parameters
+    txn_status: bytes           # the last ReadyForQuery status
+
+    @property
+    def closed(self) -> bool: ...
+
+    @property
+    def upstream_synced(self) -> bool:
+        """No extended-protocol batch is open upstream: a Query may be sent."""
+
+    @property
+    def peer(self) -> str:
+        """The client's address, host:port ('local' for a Unix socket), for the audit log."""
+
+    def write(self, data: bytes) -> None:
+        """Send bytes to the client."""
+
+    def forward(self, kind: int, raw: bytes) -> None:
+        """Send one client frame upstream, its answer relayed to the client."""
+
+    async def wait_drained(self) -> None:
+        """Return once the upstream answered everything forwarded so far."""
+
+    def send_internal_query(self, sql: str, *, silent: bool = False, collect: bool = False) -> Any:
+        """Run `sql` upstream as a Query; the result has `done` (a future of whether it failed),
+        `rows` (with collect) and `error` (the fields of its ErrorResponse)."""
+
+    async def abort_transaction(self) -> None:
+        """Fail the upstream's open transaction block, as an error inside it would."""
+
+    def hold_released(self) -> None:
+        """The held queue shrank: the session may read the client again."""
+
+    def task_done(self, task: asyncio.Task) -> None:
+        """A task of the interceptor ended: an exception it let out closes the session."""
 
 
 @dataclass
@@ -56,8 +100,9 @@ class _LocalPortal:
 
 
 class Interceptor:
-    def __init__(self, session: "Session") -> None:
-        self.s = session
+    def __init__(self, channel: Channel, commands: Any) -> None:
+        self.s = channel
+        self._commands = commands  # what proxy.commands run against (CommandContext's app)
         self._stmts: dict[str, _LocalStatement] = {}
         self._portals: dict[str, _LocalPortal] = {}
         self._queue: deque[tuple[int, bytes, Any]] = deque()
@@ -326,19 +371,19 @@ class Interceptor:
         except asyncio.CancelledError:
             raise
         except BaseException as e:  # noqa: BLE001 - every error ends in ErrorResponse + ReadyForQuery
-            if self.s.state.name == "CLOSED":
+            if self.s.closed:
                 raise
             self.s.write(m.error_response(errors.error_fields(e)))
             await self.s.abort_transaction()
         self.s.write(m.ready_for_query(self.s.txn_status))
 
     def _context(self) -> CommandContext:
-        return CommandContext(self.s.server.app, user=self.s.params.get("user", ""),
+        return CommandContext(self._commands, user=self.s.params.get("user", ""),
                               database=self.s.params.get("database") or self.s.params.get("user", ""),
                               txn_status=self.s.txn_status, notify=self._notice,
                               client_query=self._client_query,
-                              connected=lambda: self.s.state.name != "CLOSED",
-                              client_addr=_peer(self.s.client), identity=self._identity)
+                              connected=lambda: not self.s.closed,
+                              client_addr=self.s.peer, identity=self._identity)
 
     async def _identity(self) -> str:
         """The upstream's current_user, asked on the client's own connection, so SET ROLE and
@@ -378,7 +423,7 @@ class Interceptor:
         try:
             return await self._running
         except asyncio.CancelledError:
-            if self.s.state.name == "CLOSED":
+            if self.s.closed:
                 raise
             raise errors.QueryCanceled("canceling statement due to user request") from None
         finally:
@@ -404,16 +449,7 @@ class Interceptor:
 _CURRENT_USER = "SELECT pg_catalog.encode(pg_catalog.convert_to(current_user, 'UTF8'), 'hex')"
 
 
-def _peer(transport) -> str:
-    """host:port of a TCP client, 'local' for a Unix-socket one (for the audit log)."""
-    peer = transport.get_extra_info("peername") if transport is not None else None
-    if isinstance(peer, tuple) and len(peer) >= 2:
-        return f"[{peer[0]}]:{peer[1]}" if ":" in str(peer[0]) else f"{peer[0]}:{peer[1]}"
-    return "local"
-
-
 def _too_long(length: int) -> errors.PgError:
-    from .session import INSPECT_LIMIT
     return errors.PgError(
         f"statement too long: {length} bytes, pgkeep reads at most {INSPECT_LIMIT} bytes of "
         f"its own statements", sqlstate="54000")

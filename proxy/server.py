@@ -1,10 +1,12 @@
 """The listener: accepts clients, owns the session registry, the cancel-key map, the connection
 limit, TLS and graceful shutdown.
 
-Cancel keys: each session gets pgkeep's own (pid, secret), never the upstream's; a CancelRequest
-is matched in constant time and an unknown key does nothing. With --workers N the pid's low bits
-name the worker process that owns the session: SO_REUSEPORT may hand the cancel connection to
-another worker, which relays the packet to the owner over a Unix datagram socket. Shutdown: stop accepting, close idle
+Cancel keys: each session's client gets the upstream backend's real pid (so pg_cancel_backend,
+pg_stat_activity and NOTIFY's sender pid agree with what its driver reports) and pgkeep's own
+random secret, as long as the upstream's; a CancelRequest is matched in constant time and an
+unknown key does nothing. With --workers N, SO_REUSEPORT may hand the cancel connection to a
+worker that does not hold the session: it relays the packet to the other workers over Unix
+datagram sockets, and only the one holding the pid acts. Shutdown: stop accepting, close idle
 sessions at once, let busy ones finish within the timeout, then close the rest with 57P01.
 """
 from __future__ import annotations
@@ -17,13 +19,13 @@ import socket
 import ssl
 import struct
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from . import errors
-from .session import Session, State
-
-if TYPE_CHECKING:
-    from .app import App
+from .config import Config
+from .limits import ConnectionSlots
+from .session import Session, SessionHost, State
+from .upstream import UpstreamAddress
 
 __all__ = ["Server"]
 
@@ -31,31 +33,40 @@ _log = logging.getLogger("pgkeep.server")
 
 
 class Server:
-    def __init__(self, app: "App") -> None:
-        self.app = app
-        self.config = app.config
-        self.upstream_address = app.session_address
+    """Built by the app with what it needs; it knows nothing of the app, and hands each session
+    a SessionHost: the session never reaches back here."""
+
+    def __init__(self, config: Config, *, upstream: UpstreamAddress, upstream_tls: ssl.SSLContext | None,
+                 slots: ConnectionSlots, worker_index: int, commands: Any) -> None:
+        self.config = config
+        self.upstream_address = upstream
         self.tls_context = self._tls_context()
+        self.slots = slots
         self.sessions: set[Session] = set()
         self._admitted: set[Session] = set()
         self._keys: dict[int, tuple[bytes, Session]] = {}
         self._server: asyncio.base_events.Server | None = None
         self.port: int | None = None
-        self.worker_index = app.worker_index
+        self.worker_index = worker_index
         self._relay: asyncio.DatagramTransport | None = None
+        self._host = SessionHost(config=config, upstream=upstream, upstream_tls=upstream_tls,
+                                 client_tls=self.tls_context, commands=commands, admit=self.admit,
+                                 register_key=self.register_key, cancel=self.cancel,
+                                 closed=self.session_closed)
 
     def _tls_context(self) -> ssl.SSLContext | None:
         if not self.config.tls_cert:
             return None
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx.load_cert_chain(self.config.tls_cert, self.config.tls_key)
+        ctx.set_alpn_protocols(["postgresql"])  # as PostgreSQL 17+; direct TLS requires it
         return ctx
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
 
         def factory():
-            session = Session(self)
+            session = Session(self._host)
             self.sessions.add(session)
             return session.protocol()
 
@@ -86,7 +97,7 @@ class Server:
     def admit(self, session: Session) -> bool:
         """--max-connections counts the sessions of every worker (proxy/limits.py)."""
         if len(self._admitted) >= self.config.max_connections or \
-                not self.app.connection_slots.acquire(session):
+                not self.slots.acquire(session):
             return False
         self._admitted.add(session)
         return True
@@ -94,35 +105,39 @@ class Server:
     def session_closed(self, session: Session) -> None:
         self.sessions.discard(session)
         self._admitted.discard(session)
-        self.app.connection_slots.release(session)
+        self.slots.release(session)
         if session.key and self._keys.get(session.key[0], (None, None))[1] is session:
             del self._keys[session.key[0]]
 
-    def register_key(self, session: Session, secret_len: int) -> tuple[int, bytes]:
-        workers = self.config.workers
-        while True:
-            pid = (secrets.randbits(27) * 16 + self.worker_index) if workers > 1 else secrets.randbits(31)
-            if pid and pid not in self._keys:
-                break
+    def register_key(self, session: Session, pid: int, secret_len: int) -> bytes:
+        """The secret pgkeep gives the client with the upstream's real backend `pid`: random, as
+        long as the upstream's own (4 bytes in protocol 3.0, longer in 3.2), never less than 4."""
         secret = secrets.token_bytes(max(4, secret_len))
         self._keys[pid] = (secret, session)
-        return pid, secret
+        return secret
 
     async def cancel(self, pid: int, secret: bytes, relayed: bool = False) -> None:
-        owner = pid % 16
-        if self.config.workers > 1 and owner != self.worker_index and not relayed:
-            if owner < self.config.workers:
-                with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-                    try:
-                        s.sendto(struct.pack("!I", pid) + secret, str(self._relay_path(owner)))
-                    except OSError:
-                        _log.info("could not relay a cancel request to worker %d", owner)
-            return
         entry = self._keys.get(pid)
+        if entry is None and self.config.workers > 1 and not relayed:
+            self._relay_cancel(pid, secret)
+            return
         if entry is None or not hmac.compare_digest(entry[0], secret):
             _log.info("ignored a cancel request with an unknown key")
             return
         await entry[1].cancel()
+
+    def _relay_cancel(self, pid: int, secret: bytes) -> None:
+        """SO_REUSEPORT handed a cancel for a session this worker does not hold to this worker:
+        the key carries no worker number (all its bits are secret), so every other worker gets
+        it and only the owner, whose map holds the pid, checks the secret."""
+        packet = struct.pack("!I", pid) + secret
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            for index in range(self.config.workers):
+                if index != self.worker_index:
+                    try:
+                        s.sendto(packet, str(self._relay_path(index)))
+                    except OSError:
+                        _log.info("could not relay a cancel request to worker %d", index)
 
     # ---- shutdown --------------------------------------------------------------------------
 

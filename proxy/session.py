@@ -3,6 +3,9 @@
 States: STARTUP (untyped packets: SSLRequest, GSSENCRequest, CancelRequest, StartupMessage),
 TLS (handshake in progress: any byte is a violation), CONNECTING (opening the upstream), AUTH
 (authentication relayed both ways, pgkeep knows no password), READY (forwarding), CLOSED.
+Until READY the client's frames wait in `_early`: the upstream gets one each time it asks for an
+authentication message, and whatever is left (a query pipelined behind the startup packet or the
+password) goes through the READY path, in order, once the session is ready.
 
 In READY the hot path forwards raw bytes both ways. Client frames are only decoded when they
 may concern pgkeep: every Query and Parse (to classify the SQL), and Bind/Describe/Execute/Close
@@ -26,20 +29,20 @@ import logging
 import ssl
 import struct
 from collections import deque
+from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import Any, Awaitable, Callable
 
 from . import errors
+from .config import Config
+from .intercept import INSPECT_LIMIT, Interceptor
 from .sql import may_intercept_bytes
-from .upstream import tls_first, tls_required
+from .upstream import UpstreamAddress, send_cancel, tls_first, tls_required
 from .wire import messages as m
 from .wire.framing import (DISCARD, MAX_AUTH_MESSAGE, PASS, STREAM, DirectTLS, FrameScanner,
                            GSSENCRequest, SSLRequest, StartupLengthError, StartupReader)
 
-if TYPE_CHECKING:
-    from .server import Server
-
-__all__ = ["Session", "State"]
+__all__ = ["Session", "SessionHost", "State", "INSPECT_LIMIT"]
 
 _log = logging.getLogger("pgkeep.session")
 
@@ -55,16 +58,36 @@ _EXPECTS_ANSWER = frozenset(_TERMINALS) | _SYNCING
 _Z, _ERR, _DATAROW = ord("Z"), ord("E"), ord("D")
 _FLUSH = m.frame(b"H")
 _NOTHING: frozenset[int] = frozenset()
-# Per-client memory bound once authenticated: a Query, Parse or Bind longer than this is not held
-# (Interceptor.streamed decides on its first bytes: streamed upstream, or refused), and while the
-# interceptor holds the client's messages at most about this much is queued before pgkeep stops
-# reading the client.
-INSPECT_LIMIT = 1 << 20
 
 
 def _interesting(kind: int, frame: bytes) -> bool:
     """Could this Query or Parse be pgkeep's? A Terminate always is (the session must close)."""
     return kind == _X or may_intercept_bytes(frame)
+
+
+def _feed(transport: asyncio.Transport, data: bytes) -> None:
+    """Hand bytes already read from `transport` to the protocol it now has (start_tls's)."""
+    proto = transport.get_protocol()
+    view = memoryview(data)
+    while view:
+        buf = proto.get_buffer(len(view))
+        n = min(len(buf), len(view))
+        buf[:n] = view[:n]
+        proto.buffer_updated(n)
+        view = view[n:]
+
+
+def _unencrypted_after(request: str) -> errors.PgError:
+    return errors.ProtocolViolation(
+        f"received unencrypted data after {request}", severity="FATAL",
+        detail="This could be either a client-software bug or evidence of an attempted "
+               "man-in-the-middle attack.")
+
+
+def _tls_required(user: str) -> errors.PgError:
+    return errors.PgError(f'pgkeep requires TLS (--require-tls): connection for user "{user}" '
+                          "without encryption refused", sqlstate="28000", severity="FATAL",
+                          hint="Connect with sslmode=require, verify-ca or verify-full.")
 
 
 class State(Enum):
@@ -134,11 +157,27 @@ class _UpstreamProtocol(asyncio.Protocol):
         self.s.upstream_full(False)
 
 
+@dataclass(frozen=True)
+class SessionHost:
+    """Everything a session needs from the server that accepted it, handed down at creation:
+    the session never reaches back into the server or the app (tests/test_layering.py)."""
+
+    config: Config
+    upstream: UpstreamAddress                 # where the session's own backend is
+    upstream_tls: ssl.SSLContext | None       # toward it (upstream.session_ssl_context)
+    client_tls: ssl.SSLContext | None         # toward the client (--tls-cert), None: answer 'N'
+    commands: Any                             # what pgkeep's commands run against (CommandContext)
+    admit: Callable[["Session"], bool]        # take a --max-connections slot
+    register_key: Callable[["Session", int, int], bytes]  # (session, pid, length) -> secret
+    cancel: Callable[[int, bytes], Awaitable[None]]       # a CancelRequest's (pid, secret)
+    closed: Callable[["Session"], None]       # give back the slot and the key
+
+
 class Session:
     """Per-client state; created by the server for each accepted connection."""
 
-    def __init__(self, server: "Server") -> None:
-        self.server = server
+    def __init__(self, host: SessionHost) -> None:
+        self.host = host
         self.loop = asyncio.get_running_loop()
         self.state = State.STARTUP
         self.client: asyncio.Transport | None = None
@@ -148,8 +187,12 @@ class Session:
         self.key: tuple[int, bytes] | None = None          # what the client got from pgkeep
         self.upstream_key: tuple[int, bytes] | None = None  # what pgkeep got from the upstream
         self.txn_status = b"I"
+        self.tls = False  # the client's connection is encrypted
         self._startup = StartupReader()
         self._cscan = FrameScanner(MAX_AUTH_MESSAGE)  # widened when the session is READY
+        self._early = bytearray()  # client bytes after its startup packet, before READY
+        self._tls_pending = bytearray()  # decrypted bytes that came before the handshake returned
+        self._auth_wanted = False  # the upstream asked for an authentication message
         self._uscan = FrameScanner(1 << 31)
         self._inflight: deque = deque()
         self._held: list[bytes] = []       # upstream bytes held while a pgkeep command runs
@@ -161,10 +204,21 @@ class Session:
         self._upstream_full = False    # client reads stopped: the upstream cannot keep up
         self._last_upstream_type = 0
         self._counted = False
-        from .intercept import Interceptor
-        self.interceptor = Interceptor(self)
+        self.interceptor = Interceptor(self, host.commands)
 
     # ---- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self.state is State.CLOSED
+
+    @property
+    def peer(self) -> str:
+        """host:port of a TCP client, 'local' for a Unix-socket one (the audit log's)."""
+        peer = self.client.get_extra_info("peername") if self.client is not None else None
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            return f"[{peer[0]}]:{peer[1]}" if ":" in str(peer[0]) else f"{peer[0]}:{peer[1]}"
+        return "local"
 
     @property
     def busy(self) -> bool:
@@ -176,7 +230,7 @@ class Session:
 
     def client_connected(self, transport: asyncio.Transport) -> None:
         self.client = transport
-        config = self.server.config
+        config = self.host.config
         self._startup_timer = self.loop.call_later(config.startup_timeout, self._startup_expired)
         self._login_timer = self.loop.call_later(config.client_login_timeout, self._login_expired)
 
@@ -190,7 +244,7 @@ class Session:
         protocol allows: not in the middle of a TLS handshake."""
         if self.state in (State.READY, State.CLOSED):
             return
-        timeout = self.server.config.client_login_timeout
+        timeout = self.host.config.client_login_timeout
         _log.info("closed a client not authenticated within %gs", timeout)
         if self.state is State.TLS:
             self.close("login timeout")
@@ -219,7 +273,9 @@ class Session:
     def fatal(self, exc: BaseException) -> None:
         """Send one ErrorResponse and close the session."""
         if self.client and not self.client.is_closing():
-            self.client.write(m.error_response(errors.error_fields(exc)))
+            fields = errors.error_fields(exc)
+            self.client.write(exc.error_bytes(fields) if isinstance(exc, m.UnsupportedProtocol)
+                              else m.error_response(fields))
         self.close(str(exc))
 
     def close(self, reason: str = "") -> None:
@@ -240,7 +296,7 @@ class Session:
             self._drained.set_exception(ConnectionError("session closed"))
         if self._internal and not self._internal.done.done():
             self._internal.done.set_exception(ConnectionError("session closed"))
-        self.server.session_closed(self)
+        self.host.closed(self)
 
     # ---- client side -----------------------------------------------------------------------
 
@@ -251,14 +307,15 @@ class Session:
             elif self.state is State.STARTUP:
                 self._client_startup(data)
             elif self.state is State.AUTH:
-                self._client_auth(data)
+                self._early += data
+                self._pump_auth()
             elif self.state is State.TLS:
-                raise errors.ProtocolViolation("received unencrypted data after SSL request",
-                                               severity="FATAL")
+                # Decrypted bytes that the TLS layer delivers before _start_tls resumes (reading
+                # plaintext stopped at the request, so nothing else can come here)
+                self._tls_pending += data
             elif self.state is State.CONNECTING:
-                self._cscan.feed(data)  # read once the upstream is there
-                if self._cscan.pending > MAX_AUTH_MESSAGE + 5:
-                    self.close("too much data before authentication")
+                self._early += data  # read once the upstream is there
+                self._bound_early()
         except errors.PgError as e:
             self.fatal(e)
         except Exception as e:  # noqa: BLE001 - a bug must not leave the client waiting
@@ -275,57 +332,87 @@ class Session:
             return
         leftover = self._startup.leftover
         if isinstance(pkt, SSLRequest):
-            if leftover:
-                raise errors.ProtocolViolation("received unencrypted data after SSL request",
-                                               severity="FATAL")
-            ctx = self.server.tls_context
+            self._startup.ssl_done = True
+            ctx = self.host.client_tls
+            if ctx is not None and leftover:  # no handshake with plaintext already pending
+                raise _unencrypted_after("SSL request")
+            self.client.write(b"N" if ctx is None else b"S")
             if ctx is None:
-                self.client.write(b"N")
+                if leftover:  # as PostgreSQL: answered, then refused
+                    raise _unencrypted_after("SSL request")
                 return
-            self.client.write(b"S")
             self.state = State.TLS
+            self.client.pause_reading()  # the ClientHello is the TLS layer's
             self.loop.create_task(self._start_tls(ctx))
         elif isinstance(pkt, GSSENCRequest):
+            self._startup.gss_done = True
             self.client.write(b"N")
             if leftover:
-                self._client_startup(leftover)
+                raise _unencrypted_after("GSSAPI encryption request")
         elif isinstance(pkt, DirectTLS):
-            # Direct TLS (sslnegotiation=direct) needs ALPN on a raw socket; refuse it cleanly
-            # rather than misread the ClientHello. libpq then reports the closed connection.
-            _log.info("refused a direct TLS connection (use sslnegotiation=postgres)")
-            self.close("direct TLS refused")
+            ctx = self.host.client_tls
+            if ctx is None:  # as PostgreSQL without ssl=on: closed, never misread as a packet
+                _log.info("refused a direct TLS connection: pgkeep has no --tls-cert")
+                self.close("direct TLS refused")
+                return
+            self.state = State.TLS
+            self.client.pause_reading()  # the rest of the ClientHello is the TLS layer's
+            self.loop.create_task(self._start_tls(ctx, pkt.hello))
         elif isinstance(pkt, m.CancelRequest):
-            self.loop.create_task(self.server.cancel(pkt.pid, pkt.secret))
+            self.loop.create_task(self.host.cancel(pkt.pid, pkt.secret))
             self.close("cancel request")
         else:
             self._startup_timer.cancel()
-            if not self.server.admit(self):
-                raise errors.too_many_connections(self.server.config.max_connections)
+            if self.host.config.require_tls and not self.tls:
+                raise _tls_required(pkt.params.get("user", ""))
+            if not self.host.admit(self):
+                raise errors.too_many_connections(self.host.config.max_connections)
             self._counted = True
             self.params = pkt.params
             self.protocol_version = pkt.protocol
             self.state = State.CONNECTING
-            if leftover:
-                self._cscan.feed(leftover)
+            self._early += leftover
             self._spawn(self._connect_upstream(pkt))
 
-    async def _start_tls(self, ctx: ssl.SSLContext) -> None:
+    async def _start_tls(self, ctx: ssl.SSLContext, hello: bytes = b"") -> None:
+        """The TLS handshake, after an SSLRequest or (direct TLS, sslnegotiation=direct) on the
+        ClientHello whose first bytes `hello` were already read as a would-be startup packet."""
+        raw = self.client
+        handshake = self.loop.create_task(self.loop.start_tls(
+            raw, raw.get_protocol(), ctx, server_side=True,
+            ssl_handshake_timeout=self.host.config.startup_timeout))
+        if hello:
+            # start_tls pauses reading and schedules its protocol's connection_made and then
+            # resume_reading; bytes fed right after those (same loop turn, before the socket is
+            # polled again) reach the TLS layer first, in order.
+            await asyncio.sleep(0)
+            self.loop.call_soon(_feed, raw, hello)
         try:
-            transport = await self.loop.start_tls(self.client, self.client.get_protocol(), ctx,
-                                                  server_side=True,
-                                                  ssl_handshake_timeout=self.server.config.startup_timeout)
+            transport = await handshake
         except (OSError, ssl.SSLError, asyncio.TimeoutError, ConnectionError) as e:
             self.close(f"TLS handshake failed: {e}")
             return
         if self.state is State.CLOSED:
             transport.close()
             return
+        if hello and transport.get_extra_info("ssl_object").selected_alpn_protocol() != "postgresql":
+            # PostgreSQL's rule: direct TLS only with ALPN "postgresql", so a TLS client of another
+            # protocol cannot be confused into talking to it
+            _log.info("refused a direct TLS connection without ALPN postgresql")
+            transport.close()
+            self.close("direct TLS without ALPN")
+            return
         self.client = transport
+        self.tls = True
         self.state = State.STARTUP
         self._startup = StartupReader()
+        self._startup.ssl_done = self._startup.gss_done = True
+        if self._tls_pending:
+            pending, self._tls_pending = bytes(self._tls_pending), bytearray()
+            self.client_data(pending)
 
     async def _connect_upstream(self, startup: m.StartupMessage) -> None:
-        addr = self.server.upstream_address
+        addr = self.host.upstream
         proto = _UpstreamProtocol(self)
         try:
             if addr.unix_path:
@@ -343,9 +430,6 @@ class Session:
         self.upstream = transport
         self.state = State.AUTH
         transport.write(startup.raw)
-        if not self._cscan.at_boundary or self._cscan.next(ALL_TYPES) is not None:
-            # A client that pipelines past its startup packet is fine; handle what it sent.
-            self._cscan = FrameScanner(MAX_AUTH_MESSAGE)
 
     async def _upstream_tls(self, transport, proto: _UpstreamProtocol, addr):
         proto.tls_answer = self.loop.create_future()
@@ -354,7 +438,7 @@ class Session:
         proto.tls_answer = None
         if answer[:1] == b"S" and len(answer) == 1:
             # libpq's sslmode semantics, built once by upstream.session_ssl_context
-            return await self.loop.start_tls(transport, proto, self.server.app.upstream_tls,
+            return await self.loop.start_tls(transport, proto, self.host.upstream_tls,
                                              server_hostname=addr.server_hostname)
         if answer[:1] == b"S":  # bytes before the handshake (CVE-2021-23222): never read them
             raise ConnectionError("received unencrypted data after SSL response")
@@ -362,24 +446,34 @@ class Session:
             raise ConnectionError(f"the upstream refused TLS and sslmode={addr.sslmode}")
         return transport
 
-    def _client_auth(self, data: bytes) -> None:
-        """Relay authentication messages; each is at most MAX_AUTH_MESSAGE long, as PostgreSQL
-        has it, which also bounds what an unauthenticated client makes pgkeep hold."""
-        self._cscan.feed(data)
-        while True:
-            try:
-                ev = self._cscan.next(ALL_TYPES)
-            except errors.PgError as e:
-                _log.info("%s during authentication", e)  # PostgreSQL closes without a word
-                self.close(str(e))
+    def _pump_auth(self) -> None:
+        """Relay the client's answer to the upstream's authentication request: the next frame
+        the client sent, whatever its type, once the upstream asked for one (the upstream judges
+        it, as PostgreSQL would). Every other frame the client sent early (a query pipelined
+        behind its startup or password message) stays in `_early` until the session is READY,
+        then goes through the interceptor in order. Each authentication message is at most
+        MAX_AUTH_MESSAGE long, as PostgreSQL has it."""
+        buf = self._early
+        while self._auth_wanted and len(buf) >= 5:
+            length = int.from_bytes(buf[1:5], "big")
+            if length < 4 or length > MAX_AUTH_MESSAGE:
+                _log.info("invalid message length %d during authentication", length)
+                self.close("invalid message during authentication")  # PostgreSQL: no word
                 return
-            if ev is None:
-                return
-            kind, raw, _ = ev
-            if kind == _X:
-                self.close("terminated during authentication")
-                return
-            self.upstream.write(raw)
+            if len(buf) <= length:
+                break
+            self._auth_wanted = False
+            self.upstream.write(bytes(buf[:1 + length]))
+            del buf[:1 + length]
+        self._bound_early()
+
+    def _bound_early(self) -> None:
+        """Stop reading a client that sent more than INSPECT_LIMIT before it is READY (PostgreSQL
+        would not read it either); read on once pgkeep holds less."""
+        paused = len(self._early) > INSPECT_LIMIT
+        if paused != self._hold_paused:
+            self._hold_paused = paused
+            self._update_client_reading()
 
     def _client_ready(self, data: bytes) -> None:
         scan = self._cscan
@@ -629,12 +723,22 @@ class Session:
         scan.feed(data)
         while (ev := scan.next(ALL_TYPES)) is not None:
             kind, raw, _ = ev
-            if kind == ord("R") and m.auth_code(raw[5:]) == 10:
-                raw = m.frame(b"R", m.strip_sasl_plus(raw[5:]))
+            if kind == ord("R"):
+                code = m.auth_code(raw[5:])
+                if code == 10:
+                    raw = m.frame(b"R", m.strip_sasl_plus(raw[5:]))
+                if code not in (0, 12):  # not AuthenticationOk/SASLFinal: an answer is due
+                    self.write(raw)
+                    self._auth_wanted = True
+                    self._pump_auth()
+                    if self.state is State.CLOSED:
+                        return
+                    continue
             elif kind == ord("K"):
                 body = raw[5:]
-                self.upstream_key = (struct.unpack("!I", body[:4])[0], body[4:])
-                self.key = self.server.register_key(self, len(body) - 4)
+                pid = struct.unpack("!I", body[:4])[0]
+                self.upstream_key = (pid, body[4:])
+                self.key = (pid, self.host.register_key(self, pid, len(body) - 4))
                 raw = m.backend_key_data(*self.key)
             elif kind == _Z:
                 self.txn_status = raw[5:6]
@@ -642,11 +746,13 @@ class Session:
                 self.state = State.READY
                 if self._login_timer:
                     self._login_timer.cancel()
-                self._cscan.max_size = self.server.config.max_message_size
+                self._cscan.max_size = self.host.config.max_message_size
                 self._cscan.stream_over = INSPECT_LIMIT
                 self.write(raw)
-                if not self._cscan.at_boundary or self._cscan.pending:
-                    self._client_ready(b"")
+                early, self._early = bytes(self._early), bytearray()
+                self._bound_early()
+                if early:
+                    self._client_ready(early)
                 continue
             elif kind == _ERR:
                 self.write(raw)
@@ -674,5 +780,4 @@ class Session:
         idle backend would land, a moment later, on the client's next query."""
         self.interceptor.cancel()
         if self.upstream_key and self._inflight:
-            from .upstream import send_cancel
-            await send_cancel(self.server.upstream_address, *self.upstream_key)
+            await send_cancel(self.host.upstream, *self.upstream_key)

@@ -136,6 +136,51 @@ def test_the_walk_sees_the_known_edges():
     assert any(i.file == "proxy/session.py" and i.module == "proxy.wire" for i in imports["proxy"])
 
 
+# The proxy's serving modules in one direction: the app builds the server, the server builds
+# sessions (handing each a SessionHost), a session builds its interceptor (which sees it only as
+# an intercept.Channel). None imports one above it, not even for type checking, so each reads on
+# its own.
+PROXY_ORDER = ("proxy.app", "proxy.server", "proxy.session", "proxy.intercept")
+
+
+def proxy_upward_imports(imports: list[Import]) -> list[str]:
+    """Edges from a serving module to one at or above it, and from any other proxy module
+    (commands, wire, sql, config, ...: they sit below them all) to a serving module; only
+    proxy/__main__.py starts the app."""
+    bad = []
+    for imp in imports:
+        name = module_name(REPO / imp.file, REPO)[0]
+        target = next((m for m in PROXY_ORDER if imp.module == m or imp.module.startswith(m + ".")),
+                      None)
+        if target is None or target == name or name == "proxy.__main__":
+            continue
+        if name in PROXY_ORDER and PROXY_ORDER.index(target) > PROXY_ORDER.index(name):
+            continue  # downward
+        bad.append(f"{imp.file}:{imp.line}: {name} must not import {target}")
+    return bad
+
+
+def test_proxy_serving_modules_import_one_way():
+    assert proxy_upward_imports(all_imports()["proxy"]) == []
+
+
+def test_proxy_one_way_rule_catches_a_cycle():
+    fake = (imports_of("from .server import Server\n", "proxy.session", False, "proxy/session.py")
+            + imports_of("if TYPE_CHECKING:\n    from .session import Session\n", "proxy.intercept",
+                         False, "proxy/intercept.py")
+            + imports_of("from ..session import State\n", "proxy.commands.x", False,
+                         "proxy/commands/x.py")
+            + imports_of("from .app import App\n", "proxy.limits", False, "proxy/limits.py")
+            + imports_of("from .intercept import Interceptor\n", "proxy.session", False,
+                         "proxy/session.py"))
+    found = proxy_upward_imports(fake)
+    assert len(found) == 4, found
+    assert any("proxy.session must not import proxy.server" in f for f in found)
+    assert any("proxy.intercept must not import proxy.session" in f for f in found)
+    assert any("proxy.commands.x must not import proxy.session" in f for f in found)
+    assert any("proxy.limits must not import proxy.app" in f for f in found)
+
+
 # ---- the checker itself --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("module,is_pkg,source,expected", [

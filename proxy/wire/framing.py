@@ -247,44 +247,52 @@ class GSSENCRequest:
 @dataclass(frozen=True)
 class DirectTLS:
     """A TLS ClientHello as the first bytes (libpq's sslnegotiation=direct)."""
+    hello: bytes = b""  # the bytes read so far, to hand to the TLS layer
 
 
 StartupPacket = Union[SSLRequest, GSSENCRequest, CancelRequest, StartupMessage, DirectTLS]
 
 
 class StartupReader:
-    """Reads the untyped packets of the startup phase, one at a time.
+    """Reads the untyped packets of the startup phase, one at a time, as PostgreSQL's
+    ProcessStartupPacket does.
 
     `feed(data)` returns the next complete packet or None; `leftover` holds bytes received after
-    it (which, after an SSLRequest, must be empty: see the CVE-2021-23214 class of bug).
+    it (which, after an SSLRequest, must be empty: see the CVE-2021-23214 class of bug). The
+    length word is judged as soon as its 4 bytes are in (so a Terminate sent before the startup
+    packet is an impossible length at once). `ssl_done`/`gss_done`: that negotiation already
+    took place, so another request of its kind is read as a startup packet (and refused).
     """
 
     def __init__(self, max_size: int = MAX_STARTUP_PACKET) -> None:
         self.max_size = max_size
         self._buf = b""
         self.leftover = b""
+        self.ssl_done = False
+        self.gss_done = False
 
     def feed(self, data: bytes) -> StartupPacket | None:
         buf = self._buf = self._buf + data
         if buf[:1] == b"\x16":
             self._buf = b""
-            return DirectTLS()
-        if len(buf) < 8:
+            return DirectTLS(buf)
+        if len(buf) < 4:
             return None
         length = int.from_bytes(buf[:4], "big")
-        if length < 8 or length > self.max_size:
+        if length < 8 or length - 4 > self.max_size:  # PostgreSQL's limit is on the body
             raise StartupLengthError(f"invalid length of startup packet ({length} bytes, at most "
-                                     f"{self.max_size})", sqlstate="08P01", severity="FATAL")
+                                     f"{self.max_size + 4})", sqlstate="08P01", severity="FATAL")
         if len(buf) < length:
             return None
         packet, self.leftover, self._buf = buf[:length], buf[length:], b""
         code = int.from_bytes(packet[4:8], "big")
-        if code == SSL_REQUEST_CODE and length == 8:
-            return SSLRequest()
-        if code == GSSENC_REQUEST_CODE and length == 8:
-            return GSSENCRequest()
         if code == CANCEL_REQUEST_CODE:
-            if length < 16:
-                raise errors.ProtocolViolation("invalid length of cancel request", severity="FATAL")
+            if not 16 <= length <= 12 + 256:  # a key of 4 (protocol 3.0) to 256 bytes (3.2)
+                raise StartupLengthError("invalid length of cancel request packet",
+                                         sqlstate="08P01", severity="FATAL")
             return decode_cancel(packet)
+        if code == SSL_REQUEST_CODE and not self.ssl_done:
+            return SSLRequest()
+        if code == GSSENC_REQUEST_CODE and not self.gss_done:
+            return GSSENCRequest()
         return decode_startup(packet)

@@ -15,7 +15,8 @@ from ..errors import ProtocolViolation
 
 __all__ = [
     "SSL_REQUEST_CODE", "GSSENC_REQUEST_CODE", "CANCEL_REQUEST_CODE", "PROTOCOL_3_0", "PROTOCOL_3_2",
-    "StartupMessage", "CancelRequest", "Query", "Parse", "Bind", "Describe", "Execute", "Close",
+    "StartupMessage", "CancelRequest", "UnsupportedProtocol", "Query", "Parse", "Bind", "Describe",
+    "Execute", "Close",
     "decode_startup", "decode_cancel", "decode_query", "decode_parse", "decode_bind",
     "decode_describe", "decode_execute", "decode_close",
     "Column", "frame", "error_response", "notice_response", "ready_for_query", "row_description",
@@ -95,19 +96,45 @@ class CancelRequest:
     secret: bytes
 
 
+class UnsupportedProtocol(ProtocolViolation):
+    """A startup packet asking for a protocol major version other than 3. PostgreSQL answers a
+    client that asked for 2.x in that version's format: `error_bytes` is what it sends."""
+
+    def __init__(self, protocol: int) -> None:
+        super().__init__(f"unsupported frontend protocol {protocol >> 16}.{protocol & 0xFFFF}: "
+                         "server supports 3.0 to 3.2", sqlstate="0A000", severity="FATAL")
+        self.protocol = protocol
+
+    def error_bytes(self, fields: dict[str, str]) -> bytes:
+        if self.protocol >> 16 >= 3:
+            return error_response(fields)
+        return b"E" + f"FATAL:  {fields['M']}\n".encode() + b"\0"  # protocol 2's ErrorResponse
+
+
 def decode_startup(packet: bytes) -> StartupMessage:
-    r = _Reader(packet, 4)
-    protocol = r.int32()
+    """A StartupMessage read as PostgreSQL's ProcessStartupPacket reads it (same checks, same
+    order, same errors): name/value pairs up to a terminator that must be the last byte."""
+    protocol = int.from_bytes(packet[4:8], "big")
     if protocol >> 16 != 3:
-        raise ProtocolViolation(f"unsupported frontend protocol {protocol >> 16}.{protocol & 0xFFFF}: "
-                                "server supports 3.0 to 3.2", sqlstate="0A000", severity="FATAL")
+        raise UnsupportedProtocol(protocol)
+    buf = bytes(packet[4:]) + b"\0"  # as PostgreSQL: every string in the packet is terminated
+    size = len(buf) - 1
     params: dict[str, str] = {}
-    while True:
-        key = r.cstring()
-        if not key:
-            break
-        params[key] = r.cstring()
-    if "user" not in params:
+    offset = 4
+    while offset < size:
+        if buf[offset] == 0:
+            break  # the terminator
+        value_at = buf.index(b"\0", offset) + 1
+        if value_at >= size:
+            break  # a name without a value: refused below
+        value_end = buf.index(b"\0", value_at)
+        params[buf[offset:value_at - 1].decode("utf-8", "replace")] = \
+            buf[value_at:value_end].decode("utf-8", "replace")
+        offset = value_end + 1
+    if offset != size - 1:
+        raise ProtocolViolation("invalid startup packet layout: expected terminator as last byte",
+                                severity="FATAL")
+    if not params.get("user"):
         raise ProtocolViolation("no PostgreSQL user name specified in startup packet",
                                 sqlstate="28000", severity="FATAL")
     return StartupMessage(protocol, params, bytes(packet))

@@ -1,6 +1,6 @@
-"""CancelRequest through pgkeep: clients get pgkeep's own BackendKeyData, mapped to the
-upstream's; a cancel with the right key stops the running upstream query with 57014; a wrong
-or unknown key does nothing."""
+"""CancelRequest through pgkeep: clients get BackendKeyData with the upstream backend's real pid
+and pgkeep's own secret, mapped to the upstream's; a cancel with the right key stops the running
+upstream query with 57014; a wrong or unknown key does nothing."""
 from __future__ import annotations
 
 import asyncio
@@ -12,8 +12,10 @@ import asyncpg
 import psycopg
 import pytest
 
+from proxy.wire import messages as m
+
 from .helpers import assert_alive, wait_for
-from .rawpg import RawConn, cancel_request, error_fields, query, read_all_until_eof
+from .rawpg import RawConn, cancel_request, error_fields, query, read_all_until_eof, startup_packet
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -133,14 +135,19 @@ def test_wrong_secret_does_not_cancel(pgkeep):
     assert_alive(pgkeep)
 
 
-def test_upstream_key_does_not_cancel_through_pgkeep(pgkeep):
-    """The upstream's pid (what pg_backend_pid() says) is not a key pgkeep accepts."""
-    with RawConn(pgkeep.port) as c:
+def test_upstream_secret_is_not_what_the_client_gets(pgkeep):
+    """The pid is the upstream's, the secret pgkeep's own: a cancel with the right pid and any
+    other secret does nothing (the same holds for a guessed one: 32 random bits, as PostgreSQL)."""
+    with RawConn(pgkeep.port) as c, RawConn(pgkeep.port) as other:
         c.login()
+        other.login()
         upstream_pid = int(c.scalar("SELECT pg_backend_pid()"))
+        assert c.key[0] == upstream_pid and len(c.key[1]) == 4
         c.send(query("SELECT pg_sleep(1), 'not cancelled'"))
         time.sleep(0.3)
-        assert _send_raw(pgkeep.port, cancel_request(upstream_pid, c.key[1])) == b""
+        # another client's secret with this pid, and the secret with the other client's pid
+        assert _send_raw(pgkeep.port, cancel_request(upstream_pid, other.key[1])) == b""
+        assert _send_raw(pgkeep.port, cancel_request(other.key[0], c.key[1])) == b""
         msgs = c.read_until(b"Z")
         assert [k for k, _ in msgs] == [b"T", b"D", b"C", b"Z"]
 
@@ -169,16 +176,25 @@ def test_cancel_of_idle_session_is_harmless(pgkeep):
         assert c.scalar("SELECT 'fine'") == "fine"
 
 
-def test_client_sees_pgkeeps_pid_not_upstreams(pgkeep, pg18_admin):
+def test_client_sees_the_upstreams_real_pid(pgkeep, pg18_admin):
+    """BackendKeyData carries the upstream backend's pid: what psycopg and asyncpg report is
+    pg_backend_pid(), so pg_stat_activity, pg_cancel_backend and pg_terminate_backend on it
+    reach the session's backend."""
     with _connect(pgkeep) as conn:
-        client_pid = conn.info.backend_pid
-        upstream_pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
-        assert client_pid != upstream_pid
-        # the upstream pid is a real backend of pg18; pgkeep's is not
+        pid = conn.info.backend_pid
+        assert conn.execute("SELECT pg_backend_pid()").fetchone() == (pid,)
         assert pg18_admin.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s",
-                                  (upstream_pid,)).fetchone() == (1,)
-        assert pg18_admin.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s",
-                                  (client_pid,)).fetchone() == (0,)
+                                  (pid,)).fetchone() == (1,)
+        t = threading.Thread(target=lambda: (wait_for(lambda: _active_sleeps(pg18_admin, pid), 10),
+                                             pg18_admin.execute("SELECT pg_cancel_backend(%s)", (pid,))))
+        t.start()
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            conn.execute("SELECT pg_sleep(30)")
+        t.join(10)
+        assert conn.execute("SELECT 'usable'").fetchone() == ("usable",)
+        assert pg18_admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone() == (True,)
+        with pytest.raises(psycopg.OperationalError):
+            conn.execute("SELECT 1")
 
     async def main():
         conn = await asyncpg.connect(pgkeep.dsn(), timeout=10)
@@ -188,7 +204,39 @@ def test_client_sees_pgkeeps_pid_not_upstreams(pgkeep, pg18_admin):
             await conn.close()
 
     apg_client_pid, apg_upstream_pid = asyncio.run(asyncio.wait_for(main(), 20))
-    assert apg_client_pid != apg_upstream_pid
+    assert apg_client_pid == apg_upstream_pid
+    assert_alive(pgkeep)
+
+
+def test_notify_to_self_names_the_listeners_own_pid(pgkeep):
+    """NotificationResponse's sender pid is the upstream's: a session that notifies itself sees
+    its own backend pid, as libpq clients use to ignore their own notifications."""
+    with _connect(pgkeep) as conn:
+        conn.execute("LISTEN pgkeep_self")
+        conn.execute("NOTIFY pgkeep_self, 'hello'")
+        note = next(conn.notifies(timeout=5))
+        assert (note.channel, note.payload, note.pid) == ("pgkeep_self", "hello", conn.info.backend_pid)
+
+
+def test_protocol_3_2_gets_a_long_secret_that_cancels(pgkeep):
+    """A client that negotiates protocol 3.2 gets a secret as long as PostgreSQL 18's (32 bytes),
+    and a CancelRequest carrying it stops the running query; the same secret cut to 4 bytes
+    does nothing."""
+    with RawConn(pgkeep.port) as c:
+        c.send(startup_packet(protocol=m.PROTOCOL_3_2))
+        for kind, body in c.read_until(b"Z"):
+            assert kind != b"E", error_fields(body)
+            if kind == b"K":
+                c.key = (struct.unpack("!I", body[:4])[0], body[4:])
+        pid, secret = c.key
+        assert len(secret) == 32 and pid == int(c.scalar("SELECT pg_backend_pid()"))
+        c.send(query("SELECT pg_sleep(30)"))
+        time.sleep(0.3)
+        assert _send_raw(pgkeep.port, cancel_request(pid, secret[:4])) == b""
+        time.sleep(0.3)
+        assert _send_raw(pgkeep.port, cancel_request(pid, secret)) == b""
+        msgs = c.read_until(b"Z")
+        assert [error_fields(body)["C"] for kind, body in msgs if kind == b"E"] == ["57014"]
 
 
 def test_every_client_gets_a_distinct_key(pgkeep):

@@ -258,7 +258,7 @@ def test_precedence_flag_env_toml(tmp_path):
 
 
 def test_every_option_settable_three_ways(tmp_path):
-    samples = {str: "x", int: 3, float: 1.5}
+    samples = {str: "x", int: 3, float: 1.5, bool: None}  # switches: tests/e2e/test_tls.py
     special = {"listen": "127.0.0.1:7777", "upstream": "postgresql://u@h:1/d", "log_level": "WARNING",
                "tls_cert": None, "tls_key": None}
     for opt in OPTIONS:

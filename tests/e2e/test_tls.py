@@ -1,6 +1,7 @@
 """TLS between clients and pgkeep: SSLRequest answered 'S' with a certificate and 'N' without,
 verify-full against the certificate, no plaintext accepted after SSLRequest (CVE-2021-23214
-class), GSSENCRequest answered 'N', and a direct TLS ClientHello refused cleanly."""
+class), GSSENCRequest answered 'N', direct TLS (ALPN "postgresql") served with a certificate and
+refused cleanly without one, and --require-tls."""
 from __future__ import annotations
 
 import socket
@@ -15,8 +16,8 @@ from tests.support.pgkeep import PgkeepProcess
 from tests.support.tls import make_cert
 
 from .helpers import assert_alive, psql as _psql
-from .rawpg import (RawConn, error_fields, gssenc_request, query, read_all_until_eof, ssl_request,
-                    startup_packet)
+from .rawpg import (RawConn, cancel_request, error_fields, gssenc_request, query, read_all_until_eof,
+                    ssl_request, startup_packet)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -155,6 +156,9 @@ def test_plaintext_in_same_packet_as_ssl_request_is_refused(which, tls_pgkeep, p
     assert b"injected" not in data
     assert AUTH_OK not in data
     assert not data.startswith(b"S"), data
+    if which == "without_cert":  # as PostgreSQL without TLS: 'N', then the refusal
+        assert data[:1] == b"N", data
+        data = data[1:]
     # pgkeep answers with a protocol-violation ErrorResponse (or just closes)
     if data:
         assert data[:1] == b"E", data
@@ -224,36 +228,68 @@ def test_gssenc_then_ssl_request(tls_pgkeep):
 
 # ---- direct TLS (no SSLRequest) --------------------------------------------------------------
 
-@pytest.mark.parametrize("which", ["with_cert", "without_cert"])
-def test_direct_tls_refused_cleanly_by_libpq(which, tls_pgkeep, pgkeep, cert):
-    proc = tls_pgkeep if which == "with_cert" else pgkeep
+def test_direct_tls_refused_cleanly_without_a_certificate(pgkeep):
+    """Without --tls-cert a ClientHello is never misread as a packet: the connection closes."""
     if psycopg.pq.version() < 170000:
         pytest.fail("libpq 17+ is needed for sslnegotiation=direct")
-    info = _info(proc, sslmode="require", sslnegotiation="direct", connect_timeout=5)
     with pytest.raises(psycopg.OperationalError):
-        psycopg.connect(info)
-    assert_alive(proc)
-    _works(proc, _info(proc, sslmode="disable"))
+        psycopg.connect(_info(pgkeep, sslmode="require", sslnegotiation="direct", connect_timeout=5))
+    assert_alive(pgkeep)
+    _works(pgkeep, _info(pgkeep, sslmode="disable"))
 
 
-@pytest.mark.parametrize("which", ["with_cert", "without_cert"])
-def test_direct_tls_raw_client_hello(which, tls_pgkeep, pgkeep):
-    proc = tls_pgkeep if which == "with_cert" else pgkeep
+@pytest.mark.parametrize("mode", ["require", "verify-full"])
+def test_direct_tls_served_by_libpq(mode, tls_pgkeep, cert):
+    """sslnegotiation=direct (libpq 17+): TLS from the first byte, ALPN "postgresql"."""
+    if psycopg.pq.version() < 170000:
+        pytest.fail("libpq 17+ is needed for sslnegotiation=direct")
+    info = _info(tls_pgkeep, sslmode=mode, sslnegotiation="direct", host="localhost",
+                 hostaddr="127.0.0.1", sslrootcert=cert[0])
+    with psycopg.connect(info, autocommit=True) as conn:
+        assert conn.pgconn.ssl_in_use
+        assert conn.execute("SELECT 'direct'").fetchone() == ("direct",)
+    assert_alive(tls_pgkeep)
+
+
+def test_direct_tls_needs_alpn(tls_pgkeep):
+    """As PostgreSQL: a direct TLS client that does not negotiate ALPN "postgresql" is closed
+    after the handshake, before anything is read from it."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    sock = socket.create_connection(("127.0.0.1", tls_pgkeep.port), timeout=5)
+    try:
+        with ctx.wrap_socket(sock, server_hostname="localhost") as tls:
+            tls.sendall(startup_packet())
+            assert tls.recv(1) == b""
+    except (ssl.SSLError, ConnectionError):
+        pass
+    finally:
+        sock.close()
+    assert_alive(tls_pgkeep)
+
+
+def test_direct_tls_raw_client_hello_with_alpn(tls_pgkeep):
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     ctx.set_alpn_protocols(["postgresql"])
-    sock = socket.create_connection(("127.0.0.1", proc.port), timeout=5)
-    try:
-        with pytest.raises((ssl.SSLError, ConnectionError, OSError)) as err:
-            tls = ctx.wrap_socket(sock, server_hostname="localhost")
+    with socket.create_connection(("127.0.0.1", tls_pgkeep.port), timeout=5) as sock:
+        with ctx.wrap_socket(sock, server_hostname="localhost") as tls:
+            assert tls.selected_alpn_protocol() == "postgresql"
             tls.sendall(startup_packet())
-            tls.recv(1)
-        assert not isinstance(err.value, socket.timeout), "pgkeep hung on a ClientHello"
-    finally:
-        sock.close()
-    assert_alive(proc)
-    _works(proc, _info(proc, sslmode="disable"))
+            data = b""
+            while not data.endswith(b"Z\0\0\0\x05I"):
+                chunk = tls.recv(65536)
+                assert chunk, data
+                data += chunk
+            assert data.startswith(AUTH_OK)
+
+
+def test_require_tls_serves_direct_tls(require_tls_pgkeep):
+    with psycopg.connect(_info(require_tls_pgkeep, sslmode="require", sslnegotiation="direct"),
+                         autocommit=True) as conn:
+        assert conn.pgconn.ssl_in_use and conn.execute("SELECT 1").fetchone() == (1,)
 
 
 def test_client_hello_bytes_never_read_as_startup(pgkeep):
@@ -289,3 +325,74 @@ def test_many_tls_clients_at_once(tls_pgkeep):
         t.join(30)
     assert errors == []
 
+
+
+# ---- --require-tls ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def require_tls_pgkeep(workdir, pg18, cert):
+    cert_path, key_path = cert
+    proc = PgkeepProcess(workdir / "pgkeep-require-tls", pg18.dsn(),
+                         args=["--tls-cert", str(cert_path), "--tls-key", str(key_path),
+                               "--require-tls"]).start()
+    yield proc
+    proc.stop()
+
+
+def test_require_tls_refuses_a_plaintext_startup(require_tls_pgkeep):
+    with RawConn(require_tls_pgkeep.port) as c:
+        c.send(startup_packet())
+        data = read_all_until_eof(c.sock)
+    assert data[:1] == b"E", data
+    fields = error_fields(data[5:])
+    assert (fields["S"], fields["C"]) == ("FATAL", "28000")
+    assert "requires TLS" in fields["M"] and "sslmode=require" in fields["H"]
+    with pytest.raises(psycopg.OperationalError, match="requires TLS"):
+        psycopg.connect(_info(require_tls_pgkeep, sslmode="disable"))
+    assert_alive(require_tls_pgkeep)
+
+
+@pytest.mark.parametrize("sslmode", ["prefer", "require"])
+def test_require_tls_serves_tls_clients(require_tls_pgkeep, sslmode):
+    with psycopg.connect(_info(require_tls_pgkeep, sslmode=sslmode), autocommit=True) as conn:
+        assert conn.pgconn.ssl_in_use
+        assert conn.execute("SELECT 'over TLS'").fetchone() == ("over TLS",)
+
+
+def test_require_tls_still_takes_cancel_requests(require_tls_pgkeep):
+    """A CancelRequest carries no query and no credentials: PostgreSQL takes it without TLS, so
+    does pgkeep (libpq sends it the way the session was opened)."""
+    with psycopg.connect(_info(require_tls_pgkeep, sslmode="require"), autocommit=True) as conn:
+        t = threading.Timer(0.5, lambda: conn.cancel_safe(timeout=5))
+        t.start()
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            conn.execute("SELECT pg_sleep(20)")
+        t.join()
+        with RawConn(require_tls_pgkeep.port) as raw:  # and one in plaintext: no answer, no harm
+            raw.send(cancel_request(conn.info.backend_pid, b"\0\0\0\0"))
+            assert read_all_until_eof(raw.sock) == b""
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_require_tls_needs_a_certificate(workdir, pg18):
+    proc = PgkeepProcess(workdir / "pgkeep-require-tls-nocert", pg18.dsn(), args=["--require-tls"])
+    with pytest.raises(RuntimeError, match="--require-tls needs --tls-cert and --tls-key"):
+        proc.start()
+
+
+def test_require_tls_set_by_flag_environment_or_file(tmp_path, cert):
+    import argparse
+
+    from proxy.config import ConfigError, add_serve_arguments, load_config
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    base = ["--tls-cert", str(cert[0]), "--tls-key", str(cert[1])]
+    toml = tmp_path / "require.toml"
+    toml.write_text("require_tls = true\n")
+    assert load_config(parser.parse_args(base + ["--require-tls"]), {}).require_tls is True
+    assert load_config(parser.parse_args(base), {"PGKEEP_REQUIRE_TLS": "on"}).require_tls is True
+    assert load_config(parser.parse_args(base), {"PGKEEP_REQUIRE_TLS": "0"}).require_tls is False
+    assert load_config(parser.parse_args(base + ["--config", str(toml)]), {}).require_tls is True
+    assert load_config(parser.parse_args(base), {}).require_tls is False
+    with pytest.raises(ConfigError, match="require_tls"):
+        load_config(parser.parse_args(base), {"PGKEEP_REQUIRE_TLS": "maybe"})

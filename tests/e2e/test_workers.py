@@ -8,6 +8,7 @@ import psycopg
 import pytest
 
 from tests.support.pgkeep import PgkeepProcess
+from tests.support.workers import worker_of
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,7 @@ def test_connections_spread_over_workers_and_cancel_reaches_each(pgkeep_workers)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         c = psycopg.connect(pgkeep_workers.dsn(), autocommit=True)
-        mine = by_worker.setdefault(c.info.backend_pid % 16, [])
+        mine = by_worker.setdefault(worker_of(pgkeep_workers, c), [])
         if len(mine) < 2:
             mine.append(c)
         else:
@@ -59,6 +60,37 @@ def test_connections_spread_over_workers_and_cancel_reaches_each(pgkeep_workers)
         assert time.monotonic() - started < 10
         assert all(isinstance(results[i], psycopg.errors.QueryCanceled) for i in range(len(conns))), results
         assert all(c.execute("SELECT 1").fetchone() == (1,) for c in conns)
+    finally:
+        for c in conns:
+            c.close()
+
+
+def test_wrong_secret_relayed_to_every_worker_cancels_nothing(pgkeep_workers):
+    """A cancel for another worker's session goes to every worker; only the right secret acts."""
+    from .rawpg import cancel_request, read_all_until_eof
+    conns = [psycopg.connect(pgkeep_workers.dsn(), autocommit=True) for _ in range(8)]
+    try:
+        assert len({worker_of(pgkeep_workers, c) for c in conns}) > 1
+        results: dict[int, object] = {}
+
+        def run(i, c):
+            try:
+                results[i] = c.execute("SELECT pg_sleep(1.5), 'finished'").fetchone()
+            except BaseException as e:  # noqa: BLE001
+                results[i] = e
+
+        threads = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate(conns)]
+        for t in threads:
+            t.start()
+        time.sleep(0.3)
+        for c in conns:
+            for _ in range(3):  # each lands on whichever worker the kernel picks
+                with pgkeep_workers.connect_raw() as s:
+                    s.sendall(cancel_request(c.info.backend_pid, b"\0\0\0\0"))
+                    assert read_all_until_eof(s) == b""
+        for t in threads:
+            t.join(15)
+        assert all(results[i] == ("", "finished") for i in range(len(conns))), results
     finally:
         for c in conns:
             c.close()

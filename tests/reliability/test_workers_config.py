@@ -16,6 +16,7 @@ import pytest
 
 from tests.support.pgkeep import PgkeepProcess
 from tests.support.tls import make_cert
+from tests.support.workers import worker_of
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -48,8 +49,8 @@ def _connect(proc, **kw) -> psycopg.Connection:
     return psycopg.connect(proc.dsn(), autocommit=True, connect_timeout=10, **kw)
 
 
-def _worker(conn: psycopg.Connection) -> int:
-    return conn.info.backend_pid % 16
+def _worker(proc, conn: psycopg.Connection) -> int:
+    return worker_of(proc, conn)
 
 
 def _one_per_worker(proc, **kw) -> dict[int, psycopg.Connection]:
@@ -57,10 +58,10 @@ def _one_per_worker(proc, **kw) -> dict[int, psycopg.Connection]:
     found: dict[int, psycopg.Connection] = {}
     for _ in range(60):
         c = _connect(proc, **kw)
-        if _worker(c) in found:
+        if _worker(proc, c) in found:
             c.close()
         else:
-            found[_worker(c)] = c
+            found[_worker(proc, c)] = c
         if len(found) == 2:
             return found
     for c in found.values():
@@ -74,7 +75,7 @@ def test_children_serve_plaintext_without_tls_flags(workers):
     for _ in range(40):
         with _connect(workers, sslmode="require") as c:
             assert c.pgconn.ssl_in_use
-            seen.add(_worker(c))
+            seen.add(_worker(workers, c))
         if seen == {0, 1}:
             break
     assert seen == {0, 1}
@@ -158,7 +159,7 @@ def test_killed_worker_leaks_connection_slots(workdir, pg18):
         conns.pop(1).close()
         admitted = _connect(proc)   # only worker 0 listens now; worker 1's slot is free
         try:
-            assert _worker(admitted) == 0
+            assert _worker(proc, admitted) == 0
             with pytest.raises(psycopg.OperationalError, match="too many clients"):
                 _connect(proc).close()
         finally:

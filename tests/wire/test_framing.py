@@ -121,6 +121,58 @@ def test_startup_limits():
     assert e.value.sqlstate == "0A000"
 
 
+def test_startup_length_word_judged_alone_as_postgresql():
+    """PostgreSQL reads the 4-byte length word and judges it at once: at least 8, at most 10000
+    bytes after the word. A Terminate sent before the startup packet is an impossible length."""
+    from proxy.wire.framing import StartupLengthError
+    for head in (b"X\0\0\0", struct.pack("!i", 7), struct.pack("!i", 10005), b"\xff\xff\xff\xff"):
+        with pytest.raises(StartupLengthError):
+            StartupReader().feed(head)
+    assert StartupReader().feed(struct.pack("!i", 10004)) is None  # the largest: wait for it
+    assert StartupReader().feed(b"\0\0\0") is None
+
+
+@pytest.mark.parametrize("key_len,ok", [(0, False), (4, True), (32, True), (256, True), (257, False)])
+def test_cancel_request_key_lengths(key_len, ok):
+    from proxy.wire.framing import StartupLengthError
+    packet = struct.pack("!iiI", 12 + key_len, m.CANCEL_REQUEST_CODE, 7) + b"k" * key_len
+    if ok:
+        assert StartupReader().feed(packet) == m.CancelRequest(7, b"k" * key_len)
+    else:
+        with pytest.raises(StartupLengthError):
+            StartupReader().feed(packet)
+
+
+def test_a_negotiation_request_already_answered_is_a_startup_packet():
+    r = StartupReader()
+    r.ssl_done = True
+    with pytest.raises(m.UnsupportedProtocol) as e:
+        r.feed(struct.pack("!ii", 8, m.SSL_REQUEST_CODE))
+    assert e.value.message == "unsupported frontend protocol 1234.5679: server supports 3.0 to 3.2"
+    assert isinstance(r.feed(struct.pack("!ii", 8, m.GSSENC_REQUEST_CODE)), GSSENCRequest)
+
+
+@pytest.mark.parametrize("body,message", [
+    (b"user\0x\0", "invalid startup packet layout: expected terminator as last byte"),
+    (b"user\0x", "invalid startup packet layout: expected terminator as last byte"),
+    (b"user\0", "invalid startup packet layout: expected terminator as last byte"),
+    (b"user\0x\0\0\0", "invalid startup packet layout: expected terminator as last byte"),
+    (b"user\0\0\0", "no PostgreSQL user name specified in startup packet"),
+    (b"\0", "no PostgreSQL user name specified in startup packet"),
+])
+def test_startup_layout_as_postgresql(body, message):
+    packet = struct.pack("!ii", 8 + len(body), m.PROTOCOL_3_0) + body
+    with pytest.raises(PgError) as e:
+        StartupReader().feed(packet)
+    assert e.value.message == message
+
+
+def test_protocol_2_refusal_in_protocol_2_format():
+    e = m.UnsupportedProtocol(2 << 16)
+    assert e.error_bytes({"M": e.message}) == (
+        b"EFATAL:  unsupported frontend protocol 2.0: server supports 3.0 to 3.2\n\0")
+
+
 @pytest.mark.parametrize("interesting_q", [False, True])
 def test_pass_all_fast_path_matches_next_at_every_split(interesting_q):
     """pass_all either consumes a chunk whole (no interesting frame starts in it) or nothing,

@@ -43,7 +43,8 @@ TARGETS = ("direct", "pgkeep", "pgbouncer")
 OPTIONAL_TARGETS = ("pyrelay",)  # bench/pyrelay.py: the floor of any Python (uvloop) proxy
 MODES = ("simple", "prepared")
 RESULTS = REPO / "bench" / "results" / "proxy_overhead.json"
-TARGET_RATIO = 1.0   # issue 2: pgkeep at least matches PgBouncer at -M prepared
+TARGET_RATIO = 1.0   # issue 18: pgkeep at least matches PgBouncer at -M prepared and -M simple
+TARGET_MODES = ("prepared", "simple")  # ... with no more CPU per transaction than PgBouncer
 
 
 @dataclass
@@ -58,6 +59,7 @@ class Run:
     seconds: float
     error: str | None = None
     cpu_us_per_txn: float | None = None  # the proxy process's own CPU (user+system) per transaction
+    load1: float | None = None  # the machine's 1-minute load average when the run ended
 
 
 # -- the servers ----------------------------------------------------------------------------------
@@ -205,7 +207,7 @@ def measure(bin_dir: Path, port: int, mode: str, a: argparse.Namespace, rnd: int
         error = f"pgbench exit {cp.returncode}: " + (cp.stderr.strip() or cp.stdout.strip())[-1500:]
     return Run(rnd, mode, target, float(m.group(1)) if m and not error else None,
                int(txns.group(1)) if txns else None, int(failed.group(1)) if failed else None,
-               float(lat.group(1)) if lat else None, round(elapsed, 2), error)
+               float(lat.group(1)) if lat else None, round(elapsed, 2), error, load1=os.getloadavg()[0])
 
 
 # -- reporting ------------------------------------------------------------------------------------
@@ -229,7 +231,26 @@ def summarize(runs: list[Run], targets: list[str], modes: list[str]) -> dict:
                         "pgkeep/pgbouncer": ratio("pgkeep", "pgbouncer"),
                         "pgbouncer/direct": ratio("pgbouncer", "direct"),
                         "pyrelay/pgbouncer": ratio("pyrelay", "pgbouncer")}
-    return {"median_tps": medians, "ratios": ratios}
+    cpu = {mode: {t: statistics.median(v) if (v := [r.cpu_us_per_txn for r in runs if r.mode == mode
+                                                         and r.target == t and r.cpu_us_per_txn]) else None
+                  for t in targets if t != "direct"} for mode in modes}
+    return {"median_tps": medians, "ratios": ratios, "cpu_us_per_txn": cpu}
+
+
+def verdicts(summary: dict) -> list[tuple[str, float | None, float | None, bool]]:
+    """(what, value, limit, met) for each target of issue 18 that this run measured."""
+    out = []
+    for mode in TARGET_MODES:
+        if mode not in summary["ratios"]:
+            continue
+        ratio = summary["ratios"][mode]["pgkeep/pgbouncer"]
+        out.append((f"pgkeep/pgbouncer at -M {mode} >= {TARGET_RATIO}", ratio, TARGET_RATIO,
+                    ratio is not None and ratio >= TARGET_RATIO))
+        cpu = summary["cpu_us_per_txn"][mode]
+        mine, theirs = cpu.get("pgkeep"), cpu.get("pgbouncer")
+        out.append((f"pgkeep CPU per transaction at -M {mode} <= PgBouncer's", mine, theirs,
+                    mine is not None and theirs is not None and mine <= theirs))
+    return out
 
 
 def table(summary: dict, runs: list[Run], targets: list[str], modes: list[str]) -> str:
@@ -248,9 +269,9 @@ def table(summary: dict, runs: list[Run], targets: list[str], modes: list[str]) 
     lines.append("")
     for mode in modes:
         for t in ("pgkeep", "pgbouncer", "pyrelay"):
-            cpu = [r.cpu_us_per_txn for r in runs if r.mode == mode and r.target == t and r.cpu_us_per_txn]
-            if cpu:
-                lines.append(f"{t} CPU per transaction, -M {mode}: {statistics.median(cpu):.1f} us (median)")
+            cpu = summary["cpu_us_per_txn"][mode].get(t)
+            if cpu is not None:
+                lines.append(f"{t} CPU per transaction, -M {mode}: {cpu:.1f} us (median)")
     for mode in modes:
         if summary["ratios"][mode].get("pyrelay/pgbouncer") is not None:
             lines.append(f"pyrelay/pgbouncer, -M {mode}: {summary['ratios'][mode]['pyrelay/pgbouncer']:.3f} "
@@ -282,6 +303,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--targets", default=",".join(TARGETS), help="subset of direct,pgkeep,pgbouncer,pyrelay (pyrelay: a uvloop byte relay, "
                    "the floor of a Python proxy; not run by default)")
     p.add_argument("--pgkeep-workers", type=int, default=1, help="passed to pgkeep serve --workers")
+    p.add_argument("--pgkeep-pure", action="store_true",
+                   help="run pgkeep's pure-Python relay (PGKEEP_PURE_PYTHON=1) instead of the compiled one")
     p.add_argument("--pgkeep-arg", action="append", default=[], metavar="ARG",
                    help="extra argument for pgkeep serve (repeatable), e.g. --pgkeep-arg=--log-level=WARNING")
     p.add_argument("--output", type=Path, default=RESULTS, help="JSON results file")
@@ -335,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     pgkeep: PgkeepProcess | None = None
     bouncer: PgBouncer | None = None
     relay: subprocess.Popen | None = None
+    relay_path: str | None = None   # pgkeep's relay: "compiled" or "pure-python"
     procs: dict[str, subprocess.Popen] = {}   # the process behind each proxy target
     runs: list[Run] = []
     notes: list[str] = []
@@ -354,8 +378,11 @@ def main(argv: list[str] | None = None) -> int:
             raise RuntimeError(f"pgbench -i failed:\n{init.stderr}")
         cluster.psql("VACUUM ANALYZE")
         if "pgkeep" in a.targets:
-            pgkeep = PgkeepProcess(tmp / "pgkeep", cluster.dsn(),
+            env = {"PGKEEP_PURE_PYTHON": "1" if a.pgkeep_pure else ""}
+            pgkeep = PgkeepProcess(tmp / "pgkeep", cluster.dsn(), env=env,
                                    args=["--workers", str(a.pgkeep_workers), *a.pgkeep_arg])
+            relay_path = _pgkeep_relay(env)
+            _log(f"pgkeep relay: {relay_path}")
             _log(f"starting pgkeep: {' '.join(pgkeep.command())}")
             try:
                 pgkeep.start()
@@ -433,13 +460,20 @@ def main(argv: list[str] | None = None) -> int:
 
     summary = summarize(runs, a.targets, a.modes)
     print()
+    loads = [r.load1 for r in runs if r.load1 is not None]
     print(f"pgbench -S, scale {a.scale}, -c {a.clients} -j {a.threads}, {a.duration} s runs, "
-          f"{a.rounds} round(s), median TPS; pgkeep --workers {a.pgkeep_workers}")
+          f"{a.rounds} round(s), median TPS; pgkeep --workers {a.pgkeep_workers}, {relay_path} relay"
+          + (f"; load average {min(loads):.1f}-{max(loads):.1f}" if loads else ""))
     print(table(summary, runs, a.targets, a.modes))
-    prepared = summary["ratios"].get("prepared", {}).get("pgkeep/pgbouncer")
-    if prepared is not None:
-        verdict = "met" if prepared >= TARGET_RATIO else "NOT met"
-        print(f"\ntarget pgkeep/pgbouncer >= {TARGET_RATIO} at -M prepared: {prepared:.3f} ({verdict})")
+    checks = verdicts(summary)
+    if checks:
+        print()
+    for what, value, limit, met in checks:
+        if "CPU" not in what:
+            shown = "n/a" if value is None else f"{value:.3f}"
+        else:
+            shown = " vs ".join("n/a" if v is None else f"{v:.1f} us" for v in (value, limit))
+        print(f"target {what}: {shown} ({'met' if met else 'NOT met'})")
     for note in notes:
         print(f"\nnote: {note}")
     for r in runs:
@@ -457,12 +491,13 @@ def main(argv: list[str] | None = None) -> int:
         "config": {"scale": a.scale, "clients": a.clients, "threads": a.threads,
                    "duration_s": a.duration, "rounds": a.rounds, "warmup_s": a.warmup,
                    "modes": a.modes, "targets": a.targets, "pgkeep_workers": a.pgkeep_workers,
-                   "pgkeep_args": a.pgkeep_arg},
+                   "pgkeep_args": a.pgkeep_arg, "pgkeep_pure": a.pgkeep_pure},
         "host": {"cpus": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version(),
                  "pgbench": _version(bin_dir / "pgbench"),
                  "pgbouncer": bouncer.version() if bouncer else None},
         **summary,
-        "target": {"ratio": "pgkeep/pgbouncer at -M prepared", "min": TARGET_RATIO, "value": prepared},
+        "pgkeep_relay": relay_path,
+        "targets": [{"what": w, "value": v, "limit": lim, "met": ok} for w, v, lim, ok in checks],
         "runs": [asdict(r) for r in runs],
         "notes": notes,
     }, indent=2) + "\n")
@@ -470,6 +505,13 @@ def main(argv: list[str] | None = None) -> int:
     if interrupted:
         return 130
     return 1 if any(r.error for r in runs) or not runs else 0
+
+
+def _pgkeep_relay(env: dict[str, str]) -> str:
+    """Which relay pgkeep runs with this environment (proxy.wire.framing.RELAY)."""
+    cp = subprocess.run([sys.executable, "-c", "from proxy.wire.framing import RELAY; print(RELAY)"],
+                        capture_output=True, text=True, cwd=REPO, env={**os.environ, **env})
+    return cp.stdout.strip() or f"unknown ({cp.stderr.strip()[-200:]})"
 
 
 def _version(binary: Path) -> str:

@@ -694,6 +694,7 @@ class Session:
                 self._fast_ok = False
                 return
             self._fast = fast_relay.FastRelay(self, _TERMINAL_SETS)
+            _log.debug("session steady state: compiled relay")
             self._fast_fds = [sock.fileno() for sock in socks]
         client.pause_reading()
         upstream.pause_reading()

@@ -64,7 +64,7 @@ INSPECT_LIMIT = 1 << 20
 
 
 if fast_relay is not None:
-    fast_relay.set_intercept_words(_INTERCEPT_BYTES)
+    fast_relay.configure(_INTERCEPT_BYTES, _TERMINAL_SETS, _SYNCING, _EXPECTS_ANSWER)
 
 
 def _interesting(kind: int, frame: bytes) -> bool:
@@ -693,7 +693,7 @@ class Session:
             if any(t.get_extra_info("ssl_object") is not None for t in (client, upstream)) or None in socks:
                 self._fast_ok = False
                 return
-            self._fast = fast_relay.FastRelay(self, _TERMINAL_SETS)
+            self._fast = fast_relay.FastRelay(self)
             _log.debug("session steady state: compiled relay")
             self._fast_fds = [sock.fileno() for sock in socks]
         client.pause_reading()

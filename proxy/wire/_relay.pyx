@@ -2,12 +2,13 @@
 """The compiled steady-state relay of a session (pgkeep's hot path; see proxy/session.py).
 
 While nothing a client sends may be pgkeep's, a session hands both of its sockets to a
-`FastRelay`: the event loop calls it when a socket is readable (loop.add_reader on a dup of
-each socket, the transports paused), and it reads, walks frame headers and sends the bytes on
-with one recv and one send each, with no Python object per read or per message. It does the
-same bookkeeping as the Python hot path (FrameScanner.pass_all): every client message that
-expects an answer is appended to the session's `_inflight` deque, every answer pops it, and
-ReadyForQuery's status becomes `txn_status`.
+`FastRelay` (dups of them, the transports paused). All relays of the process share one epoll
+set, which the event loop watches as a single reader: one wake-up of the loop serves every
+socket that became readable, each with one recv and one send, with no Python call and no Python
+object per read or per message. A relay does the same bookkeeping as the Python hot path
+(FrameScanner.pass_all): every client message that expects an answer is appended to the
+session's `_inflight` deque, every answer pops it, and ReadyForQuery's status becomes
+`txn_status`.
 
 It gives the session back (`session._fast_handback(client, unsent, rest)`) at the first byte it
 may not decide on: a Query or Parse that `may_intercept_bytes` would flag (the same words, the
@@ -22,7 +23,8 @@ PGKEEP_PURE_PYTHON=1; both must behave the same on the wire.
 """
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.mem cimport PyMem_Realloc
-from libc.string cimport memcpy
+from libc.stdint cimport uint32_t, uint64_t, uintptr_t
+from libc.string cimport memcpy, memset
 from libc.errno cimport errno, EAGAIN, EINTR
 
 cdef extern from "<sys/socket.h>" nogil:
@@ -35,29 +37,122 @@ cdef extern from "<unistd.h>" nogil:
     int dup(int fd)
     int close(int fd)
 
+cdef extern from "<sys/epoll.h>" nogil:
+    ctypedef union epoll_data_t:
+        uint64_t u64
+    cdef struct epoll_event:
+        uint32_t events
+        epoll_data_t data
+    int epoll_create1(int flags)
+    int epoll_ctl(int epfd, int op, int fd, epoll_event *event)
+    int epoll_wait(int epfd, epoll_event *events, int maxevents, int timeout)
+    int EPOLL_CTL_ADD, EPOLL_CTL_DEL, EPOLLIN, EPOLL_CLOEXEC
+
 cdef extern from "<string.h>" nogil:
     void *memmem(const void *haystack, size_t hlen, const void *needle, size_t nlen)
 
 cdef enum:
     BUFSIZE = 262144
     HEADROOM = 8           # room before the read to put back a held partial header
+    MAXEVENTS = 128
 
 cdef unsigned char _buf[HEADROOM + BUFSIZE]   # one loop thread: every callback finishes with it
 cdef unsigned char *_lower = NULL             # scratch for the lowercased frame of may_intercept
 cdef size_t _lower_size = 0
 cdef list _words = []                         # the intercept words, lowercase bytes
 cdef object _STATUS = {73: b"I", 84: b"T", 69: b"E"}
-
-# client message types: Query, Parse, Terminate are inspected; these expect an answer
+# The protocol tables of proxy/session.py, given by configure(): client message types that
+# expect an answer, those answered by ReadyForQuery, and the upstream types that end the
+# answer to each other one.
 cdef unsigned char _EXPECTS[256]
-for _c in (80, 66, 67, 68, 69, 83, 81, 70):  # P B C D E S Q F
-    _EXPECTS[_c] = 1
+cdef unsigned char _SYNCING[256]
+cdef unsigned char _TERMINAL[256][256]
 
 
-def set_intercept_words(words):
-    """The words of proxy.sql.may_intercept_bytes, lowercase bytes (one source of truth)."""
+def configure(words, terminals, syncing, expects):
+    """`words`: those of proxy.sql.may_intercept_bytes (lowercase bytes); `terminals`: client
+    type -> upstream types ending its answer; `syncing`, `expects`: sets of client types."""
     global _words
     _words = [bytes(w) for w in words]
+    memset(_EXPECTS, 0, sizeof(_EXPECTS))
+    memset(_SYNCING, 0, sizeof(_SYNCING))
+    memset(_TERMINAL, 0, sizeof(_TERMINAL))
+    for c in expects:
+        _EXPECTS[c] = 1
+    for c in syncing:
+        _SYNCING[c] = 1
+    for c, ends in terminals.items():
+        for t in ends:
+            _TERMINAL[c][t] = 1
+
+
+cdef class _Poller:
+    """The epoll set of every active relay, one reader of the event loop."""
+    cdef int epfd
+    cdef object loop
+    cdef set live      # the registered relays (an epoll event holds a borrowed pointer)
+    cdef list retired  # relays stopped during a dispatch: kept alive until it ends
+    cdef epoll_event events[MAXEVENTS]
+
+    def __cinit__(self, loop):
+        self.epfd = epoll_create1(EPOLL_CLOEXEC)
+        if self.epfd < 0:
+            raise OSError(errno, "epoll_create1")
+        self.loop = loop
+        self.live = set()
+        self.retired = []
+        loop.add_reader(self.epfd, self.dispatch)
+
+    cdef int add(self, FastRelay relay) except -1:
+        cdef epoll_event ev
+        ev.events = EPOLLIN
+        ev.data.u64 = <uint64_t><uintptr_t><void *>relay
+        if epoll_ctl(self.epfd, EPOLL_CTL_ADD, relay.cfd, &ev) < 0:
+            raise OSError(errno, "epoll_ctl")
+        ev.data.u64 |= 1   # the upstream side: objects are aligned, the low bit is free
+        if epoll_ctl(self.epfd, EPOLL_CTL_ADD, relay.ufd, &ev) < 0:
+            epoll_ctl(self.epfd, EPOLL_CTL_DEL, relay.cfd, NULL)
+            raise OSError(errno, "epoll_ctl")
+        self.live.add(relay)
+        return 0
+
+    cdef void remove(self, FastRelay relay):
+        epoll_ctl(self.epfd, EPOLL_CTL_DEL, relay.cfd, NULL)
+        epoll_ctl(self.epfd, EPOLL_CTL_DEL, relay.ufd, NULL)
+        self.live.discard(relay)
+        self.retired.append(relay)
+
+    def dispatch(self):
+        cdef int n, i
+        cdef uint64_t u
+        cdef FastRelay relay
+        while True:
+            n = epoll_wait(self.epfd, self.events, MAXEVENTS, 0)
+            for i in range(n):
+                u = self.events[i].data.u64
+                relay = <FastRelay><void *><uintptr_t>(u & ~(<uint64_t>1))
+                if not relay.active:
+                    continue
+                try:
+                    if u & 1:
+                        relay.upstream_readable()
+                    else:
+                        relay.client_readable()
+                except BaseException as e:  # a bug in the session's Python path: report it, go on
+                    self.loop.call_exception_handler({"message": "pgkeep relay", "exception": e})
+            if n < MAXEVENTS:
+                break
+        self.retired.clear()
+
+
+cdef _Poller _poller = None
+
+
+cdef _Poller _poller_for(loop):
+    global _poller
+    if _poller is None or _poller.loop is not loop:
+        _poller = _Poller(loop)
+    return _poller
 
 
 cdef bint _may_intercept(const unsigned char *p, Py_ssize_t n):
@@ -87,7 +182,8 @@ cdef inline unsigned int _be32(const unsigned char *p):
 cdef class FastRelay:
     """One session's two sockets while the session is in steady state (see the module doc)."""
 
-    cdef object session, loop, inflight, append, popleft, terminals
+    cdef object session, loop, inflight, append, popleft
+    cdef _Poller poller
     cdef int cfd, ufd
     cdef public bint active
     # client -> upstream: bytes left of a frame being passed, its type, a held partial header
@@ -107,11 +203,9 @@ cdef class FastRelay:
         self.cfd = -1
         self.ufd = -1
 
-    def __init__(self, session, terminals):
-        """`terminals`: client type -> frozenset of the upstream types that end its answer."""
+    def __init__(self, session):
         self.session = session
         self.loop = session.loop
-        self.terminals = terminals
 
     def start(self, int client_fd, int upstream_fd, long long max_size, long long stream_over,
               long long cpass, int cptype, long long upass, int uptype, int status, int last_type):
@@ -131,9 +225,15 @@ cdef class FastRelay:
         self.inflight = self.session._inflight
         self.append = self.inflight.append
         self.popleft = self.inflight.popleft
+        self.poller = _poller_for(self.loop)
+        try:
+            self.poller.add(self)
+        except OSError:
+            close(self.cfd)
+            close(self.ufd)
+            self.cfd = self.ufd = -1
+            raise
         self.active = True
-        self.loop.add_reader(self.cfd, self.client_readable)
-        self.loop.add_reader(self.ufd, self.upstream_readable)
 
     def stop(self):
         """Give the sockets back. Returns the held partial headers (client, upstream): bytes
@@ -141,8 +241,7 @@ cdef class FastRelay:
         if not self.active:
             return b"", b""
         self.active = False
-        self.loop.remove_reader(self.cfd)
-        self.loop.remove_reader(self.ufd)
+        self.poller.remove(self)
         close(self.cfd)
         close(self.ufd)
         self.cfd = self.ufd = -1
@@ -174,7 +273,7 @@ cdef class FastRelay:
             n += hl[0]
         return n
 
-    def client_readable(self):
+    cdef client_readable(self):
         cdef Py_ssize_t n = self._read(self.cfd, self.chdr, &self.chl)
         if n < 0 and (errno == EAGAIN or errno == EINTR):
             return
@@ -215,7 +314,7 @@ cdef class FastRelay:
             pos = end
         self._send(True, data, n - self.chl, n)
 
-    def upstream_readable(self):
+    cdef upstream_readable(self):
         cdef Py_ssize_t n = self._read(self.ufd, self.uhdr, &self.uhl)
         if n < 0 and (errno == EAGAIN or errno == EINTR):
             return
@@ -264,14 +363,15 @@ cdef class FastRelay:
         self.last_type = t
         if not self.inflight:
             return
+        cdef object head
         if t == 90:  # ReadyForQuery: the batch up to the first Sync/Query/FunctionCall is done
             while self.inflight:
                 head = self.popleft()
-                if head == 83 or head == 81 or head == 70:
+                if type(head) is int and _SYNCING[<unsigned char>(<long>head & 255)]:
                     break
             return
-        terminals = self.terminals.get(self.inflight[0])
-        if terminals is not None and t in terminals:
+        head = self.inflight[0]
+        if type(head) is int and _TERMINAL[<unsigned char>(<long>head & 255)][t]:
             self.popleft()
 
     cdef inline void _publish(self, int status0, int last0) except *:

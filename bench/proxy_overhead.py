@@ -7,8 +7,9 @@ PgBouncer in session mode (the anchor a pass-through proxy is measured against).
 Everything is started here and stopped at the end (also on Ctrl-C or an error): a throw-away
 PostgreSQL 18 (PgCluster), pgkeep (`python -m proxy serve`) and PgBouncer (installed with apt-get
 when missing). Targets are interleaved within each round, in a rotating order, so drift in the
-machine's speed spreads over all of them. Prints median TPS per target and query mode and the
-ratios pgkeep/direct and pgkeep/PgBouncer; writes every run to bench/results/proxy_overhead.json.
+machine's speed spreads over all of them. Prints median TPS per target and query mode, the ratios
+pgkeep/direct and pgkeep/PgBouncer, each proxy's CPU per transaction and issue 18's targets;
+writes every run to bench/results/proxy_overhead.json.
 """
 from __future__ import annotations
 
@@ -275,7 +276,7 @@ def table(summary: dict, runs: list[Run], targets: list[str], modes: list[str]) 
     for mode in modes:
         if summary["ratios"][mode].get("pyrelay/pgbouncer") is not None:
             lines.append(f"pyrelay/pgbouncer, -M {mode}: {summary['ratios'][mode]['pyrelay/pgbouncer']:.3f} "
-                         "(a uvloop relay with no protocol work: the floor of a Python proxy)")
+                         "(a uvloop transport relay with no protocol work: the floor of a pure-Python proxy)")
     lines.append("")
     lines.append("per-run tps (round: " + ", ".join(targets) + "):")
     for mode in modes:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 from . import errors
 from .sql import may_intercept_bytes
-from .sql.parser import _INTERCEPT_BYTES
+from .sql.parser import INTERCEPT_WORDS
 from .upstream import tls_first, tls_required
 from .wire import messages as m
 from .wire.framing import (DISCARD, MAX_AUTH_MESSAGE, PASS, STREAM, DirectTLS, FrameScanner,
@@ -64,7 +64,7 @@ INSPECT_LIMIT = 1 << 20
 
 
 if fast_relay is not None:
-    fast_relay.configure(_INTERCEPT_BYTES, _TERMINAL_SETS, _SYNCING, _EXPECTS_ANSWER)
+    fast_relay.configure([w.encode() for w in INTERCEPT_WORDS], _TERMINAL_SETS, _SYNCING, _EXPECTS_ANSWER)
 
 
 def _interesting(kind: int, frame: bytes) -> bool:
@@ -665,7 +665,7 @@ class Session:
     # (_fast_handback) at the first byte it may not decide on. Without the compiled module (or
     # with PGKEEP_PURE_PYTHON=1) `_fast_ok` is False and none of this runs.
 
-    _fast_ok = fast_relay is not None   # False for good once the session is found unfit (TLS)
+    _fast_ok = fast_relay is not None   # False for good once unfit (TLS) or at EOF
     _fast: "fast_relay.FastRelay | None" = None
     _fast_soon = False
 
@@ -678,7 +678,7 @@ class Session:
     def _enter_fast(self) -> None:
         self._fast_soon = False
         client, upstream, icpt = self.client, self.upstream, self.interceptor
-        if (self.state is not State.READY or icpt.holding or icpt.has_local or self._hold_paused
+        if (not self._fast_ok or self.state is not State.READY or icpt.holding or icpt.has_local or self._hold_paused
                 or self._upstream_full or self._internal is not None or self._held
                 or (self._drained is not None and not self._drained.done())
                 or self._command_running() is not None
@@ -698,8 +698,14 @@ class Session:
             self._fast_fds = [sock.fileno() for sock in socks]
         client.pause_reading()
         upstream.pause_reading()
-        self._fast.start(*self._fast_fds, self._cscan.max_size, self._cscan.stream_over, *chand, *uhand,
-                         self.txn_status[0], self._last_upstream_type)
+        try:
+            self._fast.start(*self._fast_fds, self._cscan.max_size, self._cscan.stream_over, *chand, *uhand,
+                             self.txn_status[0], self._last_upstream_type)
+        except OSError as e:  # out of file descriptors (dup): stay on the Python path
+            _log.warning("compiled relay unavailable for a session: %s", e)
+            self._fast_ok = False
+            upstream.resume_reading()
+            self._update_client_reading()
 
     def _fast_handback(self, from_client: bool, unsent: bytes, rest: bytes) -> None:
         """The compiled relay stops: `unsent` is due to the other side of `from_client`'s

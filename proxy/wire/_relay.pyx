@@ -28,10 +28,22 @@ from libc.string cimport memcpy, memset
 from libc.errno cimport errno, EAGAIN, EINTR
 
 cdef extern from "<sys/socket.h>" nogil:
-    ssize_t recv(int fd, void *buf, size_t n, int flags)
-    ssize_t send(int fd, const void *buf, size_t n, int flags)
     int MSG_NOSIGNAL
     int MSG_DONTWAIT
+
+# recv and send as bare system calls: libc's wrappers are cancellation points, which costs two
+# calls (pthread cancel state) around each; this thread is never cancelled.
+cdef extern from "<sys/syscall.h>" nogil:
+    long SYS_recvfrom, SYS_sendto
+
+cdef extern from "<unistd.h>" nogil:
+    long syscall(long number, ...)
+
+cdef inline ssize_t recv(int fd, void *buf, size_t n, int flags) nogil:
+    return syscall(SYS_recvfrom, fd, buf, n, flags, NULL, NULL)
+
+cdef inline ssize_t send(int fd, const void *buf, size_t n, int flags) nogil:
+    return syscall(SYS_sendto, fd, buf, n, flags, NULL, 0)
 
 cdef extern from "<unistd.h>" nogil:
     int dup(int fd)

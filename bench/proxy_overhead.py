@@ -61,6 +61,7 @@ class Run:
     error: str | None = None
     cpu_us_per_txn: float | None = None  # the proxy process's own CPU (user+system) per transaction
     load1: float | None = None  # the machine's 1-minute load average when the run ended
+    wakeups_per_txn: float | None = None  # the proxy's voluntary context switches per transaction
 
 
 # -- the servers ----------------------------------------------------------------------------------
@@ -271,8 +272,10 @@ def table(summary: dict, runs: list[Run], targets: list[str], modes: list[str]) 
     for mode in modes:
         for t in ("pgkeep", "pgbouncer", "pyrelay"):
             cpu = summary["cpu_us_per_txn"][mode].get(t)
+            wake = [r.wakeups_per_txn for r in runs if r.mode == mode and r.target == t and r.wakeups_per_txn]
             if cpu is not None:
-                lines.append(f"{t} CPU per transaction, -M {mode}: {cpu:.1f} us (median)")
+                lines.append(f"{t} CPU per transaction, -M {mode}: {cpu:.1f} us (median)"
+                             + (f", {statistics.median(wake):.2f} wake-ups" if wake else ""))
     for mode in modes:
         if summary["ratios"][mode].get("pyrelay/pgbouncer") is not None:
             lines.append(f"pyrelay/pgbouncer, -M {mode}: {summary['ratios'][mode]['pyrelay/pgbouncer']:.3f} "
@@ -322,14 +325,17 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     return a
 
 
-def _cpu_seconds(proc) -> float | None:
-    """User+system CPU seconds of a process and its children (pgkeep's --workers)."""
+def _usage(proc) -> tuple[float, int] | None:
+    """(user+system CPU seconds, voluntary context switches: the times it slept waiting for
+    work) of a process and its children (pgkeep's --workers)."""
     if proc is None:
         return None
     try:
         import psutil
         root = psutil.Process(proc.pid)
-        return sum(sum(p.cpu_times()[:2]) for p in [root, *root.children(recursive=True)])
+        procs = [root, *root.children(recursive=True)]
+        return (sum(sum(p.cpu_times()[:2]) for p in procs),
+                sum(p.num_ctx_switches().voluntary for p in procs))
     except Exception:  # noqa: BLE001 - psutil missing or the process gone: no figure
         return None
 
@@ -430,11 +436,12 @@ def main(argv: list[str] | None = None) -> int:
                         runs.append(Run(rnd, mode, t, None, None, None, None, 0.0, error=dead))
                         continue
                     proc = procs.get(t)
-                    cpu0 = _cpu_seconds(proc)
+                    use0 = _usage(proc)
                     run = measure(bin_dir, ports[t], mode, a, rnd, t)
-                    cpu1 = _cpu_seconds(proc)
-                    if cpu0 is not None and cpu1 is not None and run.transactions:
-                        run.cpu_us_per_txn = (cpu1 - cpu0) / run.transactions * 1e6
+                    use1 = _usage(proc)
+                    if use0 is not None and use1 is not None and run.transactions:
+                        run.cpu_us_per_txn = (use1[0] - use0[0]) / run.transactions * 1e6
+                        run.wakeups_per_txn = (use1[1] - use0[1]) / run.transactions
                     runs.append(run)
                     status = f"{run.tps:,.0f} tps" if run.error is None else f"ERROR {run.error}"
                     _log(f"round {rnd}/{a.rounds} -M {mode:<8} {t:<9} {status}")

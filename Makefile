@@ -13,11 +13,12 @@ VENV_BROKEN := $(if $(shell $(PY) -c '' 2>/dev/null && echo ok),,venv-broken)
 
 .PHONY: run test deps install bench-proxy bench-backup bench-storage venv-broken
 
-$(VENV)/.installed: pyproject.toml scripts/venv.sh $(VENV_BROKEN)
+# setup.py and the .pyx: the compiled relay is built by the install (in place, for -e).
+$(VENV)/.installed: pyproject.toml setup.py proxy/wire/_relay.pyx scripts/venv.sh $(VENV_BROKEN)
 	PYTHON=$(PYTHON) ./scripts/venv.sh $(VENV)
 	touch $@
 
-$(VENV)/.installed-test: pyproject.toml scripts/venv.sh $(VENV_BROKEN)
+$(VENV)/.installed-test: pyproject.toml setup.py proxy/wire/_relay.pyx scripts/venv.sh $(VENV_BROKEN)
 	PYTHON=$(PYTHON) ./scripts/venv.sh $(VENV) test
 	touch $(VENV)/.installed $@
 
@@ -30,9 +31,17 @@ run: $(VENV)/.installed
 deps: $(VENV)/.installed-test
 	PY=$(PY) ./scripts/install-test-deps.sh
 
-# Installs everything the tests need, then runs the whole suite.
+# The proxy's tests that go through the session relay, run a second time on the pure-Python
+# relay (PGKEEP_PURE_PYTHON=1), the fallback where the compiled one is not built (~2 min).
+PURE_PYTHON_TESTS := tests/wire tests/e2e/test_passthrough.py tests/e2e/test_intercept.py \
+	tests/e2e/test_cancel.py tests/e2e/test_failures.py tests/e2e/test_workers.py \
+	tests/e2e/test_tls.py tests/e2e/test_jdbc.py tests/e2e/test_fidelity.py
+
+# Installs everything the tests need, then runs the whole suite (the compiled relay), then the
+# relay's tests on the pure-Python path.
 test: deps
 	$(PY) -m pytest -q -p no:cacheprovider
+	PGKEEP_PURE_PYTHON=1 $(PY) -m pytest -q -p no:cacheprovider $(PURE_PYTHON_TESTS)
 
 bench-proxy: deps
 	$(PY) bench/proxy_overhead.py

@@ -7,8 +7,9 @@ PgBouncer in session mode (the anchor a pass-through proxy is measured against).
 Everything is started here and stopped at the end (also on Ctrl-C or an error): a throw-away
 PostgreSQL 18 (PgCluster), pgkeep (`python -m proxy serve`) and PgBouncer (installed with apt-get
 when missing). Targets are interleaved within each round, in a rotating order, so drift in the
-machine's speed spreads over all of them. Prints median TPS per target and query mode and the
-ratios pgkeep/direct and pgkeep/PgBouncer; writes every run to bench/results/proxy_overhead.json.
+machine's speed spreads over all of them. Prints median TPS per target and query mode, the ratios
+pgkeep/direct and pgkeep/PgBouncer, each proxy's CPU per transaction and issue 18's targets;
+writes every run to bench/results/proxy_overhead.json.
 """
 from __future__ import annotations
 
@@ -43,7 +44,8 @@ TARGETS = ("direct", "pgkeep", "pgbouncer")
 OPTIONAL_TARGETS = ("pyrelay",)  # bench/pyrelay.py: the floor of any Python (uvloop) proxy
 MODES = ("simple", "prepared")
 RESULTS = REPO / "bench" / "results" / "proxy_overhead.json"
-TARGET_RATIO = 1.0   # issue 2: pgkeep at least matches PgBouncer at -M prepared
+TARGET_RATIO = 1.0   # issue 18: pgkeep at least matches PgBouncer at -M prepared and -M simple
+TARGET_MODES = ("prepared", "simple")  # ... with no more CPU per transaction than PgBouncer
 
 
 @dataclass
@@ -58,6 +60,8 @@ class Run:
     seconds: float
     error: str | None = None
     cpu_us_per_txn: float | None = None  # the proxy process's own CPU (user+system) per transaction
+    load1: float | None = None  # the machine's 1-minute load average when the run ended
+    wakeups_per_txn: float | None = None  # the proxy's voluntary context switches per transaction
 
 
 # -- the servers ----------------------------------------------------------------------------------
@@ -205,7 +209,7 @@ def measure(bin_dir: Path, port: int, mode: str, a: argparse.Namespace, rnd: int
         error = f"pgbench exit {cp.returncode}: " + (cp.stderr.strip() or cp.stdout.strip())[-1500:]
     return Run(rnd, mode, target, float(m.group(1)) if m and not error else None,
                int(txns.group(1)) if txns else None, int(failed.group(1)) if failed else None,
-               float(lat.group(1)) if lat else None, round(elapsed, 2), error)
+               float(lat.group(1)) if lat else None, round(elapsed, 2), error, load1=os.getloadavg()[0])
 
 
 # -- reporting ------------------------------------------------------------------------------------
@@ -229,7 +233,26 @@ def summarize(runs: list[Run], targets: list[str], modes: list[str]) -> dict:
                         "pgkeep/pgbouncer": ratio("pgkeep", "pgbouncer"),
                         "pgbouncer/direct": ratio("pgbouncer", "direct"),
                         "pyrelay/pgbouncer": ratio("pyrelay", "pgbouncer")}
-    return {"median_tps": medians, "ratios": ratios}
+    cpu = {mode: {t: statistics.median(v) if (v := [r.cpu_us_per_txn for r in runs if r.mode == mode
+                                                         and r.target == t and r.cpu_us_per_txn]) else None
+                  for t in targets if t != "direct"} for mode in modes}
+    return {"median_tps": medians, "ratios": ratios, "cpu_us_per_txn": cpu}
+
+
+def verdicts(summary: dict) -> list[tuple[str, float | None, float | None, bool]]:
+    """(what, value, limit, met) for each target of issue 18 that this run measured."""
+    out = []
+    for mode in TARGET_MODES:
+        if mode not in summary["ratios"]:
+            continue
+        ratio = summary["ratios"][mode]["pgkeep/pgbouncer"]
+        out.append((f"pgkeep/pgbouncer at -M {mode} >= {TARGET_RATIO}", ratio, TARGET_RATIO,
+                    ratio is not None and ratio >= TARGET_RATIO))
+        cpu = summary["cpu_us_per_txn"][mode]
+        mine, theirs = cpu.get("pgkeep"), cpu.get("pgbouncer")
+        out.append((f"pgkeep CPU per transaction at -M {mode} <= PgBouncer's", mine, theirs,
+                    mine is not None and theirs is not None and mine <= theirs))
+    return out
 
 
 def table(summary: dict, runs: list[Run], targets: list[str], modes: list[str]) -> str:
@@ -248,13 +271,15 @@ def table(summary: dict, runs: list[Run], targets: list[str], modes: list[str]) 
     lines.append("")
     for mode in modes:
         for t in ("pgkeep", "pgbouncer", "pyrelay"):
-            cpu = [r.cpu_us_per_txn for r in runs if r.mode == mode and r.target == t and r.cpu_us_per_txn]
-            if cpu:
-                lines.append(f"{t} CPU per transaction, -M {mode}: {statistics.median(cpu):.1f} us (median)")
+            cpu = summary["cpu_us_per_txn"][mode].get(t)
+            wake = [r.wakeups_per_txn for r in runs if r.mode == mode and r.target == t and r.wakeups_per_txn]
+            if cpu is not None:
+                lines.append(f"{t} CPU per transaction, -M {mode}: {cpu:.1f} us (median)"
+                             + (f", {statistics.median(wake):.2f} wake-ups" if wake else ""))
     for mode in modes:
         if summary["ratios"][mode].get("pyrelay/pgbouncer") is not None:
             lines.append(f"pyrelay/pgbouncer, -M {mode}: {summary['ratios'][mode]['pyrelay/pgbouncer']:.3f} "
-                         "(a uvloop relay with no protocol work: the floor of a Python proxy)")
+                         "(a uvloop transport relay with no protocol work: the floor of a pure-Python proxy)")
     lines.append("")
     lines.append("per-run tps (round: " + ", ".join(targets) + "):")
     for mode in modes:
@@ -282,6 +307,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--targets", default=",".join(TARGETS), help="subset of direct,pgkeep,pgbouncer,pyrelay (pyrelay: a uvloop byte relay, "
                    "the floor of a Python proxy; not run by default)")
     p.add_argument("--pgkeep-workers", type=int, default=1, help="passed to pgkeep serve --workers")
+    p.add_argument("--pgkeep-pure", action="store_true",
+                   help="run pgkeep's pure-Python relay (PGKEEP_PURE_PYTHON=1) instead of the compiled one")
     p.add_argument("--pgkeep-arg", action="append", default=[], metavar="ARG",
                    help="extra argument for pgkeep serve (repeatable), e.g. --pgkeep-arg=--log-level=WARNING")
     p.add_argument("--output", type=Path, default=RESULTS, help="JSON results file")
@@ -298,14 +325,17 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     return a
 
 
-def _cpu_seconds(proc) -> float | None:
-    """User+system CPU seconds of a process and its children (pgkeep's --workers)."""
+def _usage(proc) -> tuple[float, int] | None:
+    """(user+system CPU seconds, voluntary context switches: the times it slept waiting for
+    work) of a process and its children (pgkeep's --workers)."""
     if proc is None:
         return None
     try:
         import psutil
         root = psutil.Process(proc.pid)
-        return sum(sum(p.cpu_times()[:2]) for p in [root, *root.children(recursive=True)])
+        procs = [root, *root.children(recursive=True)]
+        return (sum(sum(p.cpu_times()[:2]) for p in procs),
+                sum(p.num_ctx_switches().voluntary for p in procs))
     except Exception:  # noqa: BLE001 - psutil missing or the process gone: no figure
         return None
 
@@ -335,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     pgkeep: PgkeepProcess | None = None
     bouncer: PgBouncer | None = None
     relay: subprocess.Popen | None = None
+    relay_path: str | None = None   # pgkeep's relay: "compiled" or "pure-python"
     procs: dict[str, subprocess.Popen] = {}   # the process behind each proxy target
     runs: list[Run] = []
     notes: list[str] = []
@@ -354,8 +385,11 @@ def main(argv: list[str] | None = None) -> int:
             raise RuntimeError(f"pgbench -i failed:\n{init.stderr}")
         cluster.psql("VACUUM ANALYZE")
         if "pgkeep" in a.targets:
-            pgkeep = PgkeepProcess(tmp / "pgkeep", cluster.dsn(),
+            env = {"PGKEEP_PURE_PYTHON": "1" if a.pgkeep_pure else ""}
+            pgkeep = PgkeepProcess(tmp / "pgkeep", cluster.dsn(), env=env,
                                    args=["--workers", str(a.pgkeep_workers), *a.pgkeep_arg])
+            relay_path = _pgkeep_relay(env)
+            _log(f"pgkeep relay: {relay_path}")
             _log(f"starting pgkeep: {' '.join(pgkeep.command())}")
             try:
                 pgkeep.start()
@@ -402,11 +436,12 @@ def main(argv: list[str] | None = None) -> int:
                         runs.append(Run(rnd, mode, t, None, None, None, None, 0.0, error=dead))
                         continue
                     proc = procs.get(t)
-                    cpu0 = _cpu_seconds(proc)
+                    use0 = _usage(proc)
                     run = measure(bin_dir, ports[t], mode, a, rnd, t)
-                    cpu1 = _cpu_seconds(proc)
-                    if cpu0 is not None and cpu1 is not None and run.transactions:
-                        run.cpu_us_per_txn = (cpu1 - cpu0) / run.transactions * 1e6
+                    use1 = _usage(proc)
+                    if use0 is not None and use1 is not None and run.transactions:
+                        run.cpu_us_per_txn = (use1[0] - use0[0]) / run.transactions * 1e6
+                        run.wakeups_per_txn = (use1[1] - use0[1]) / run.transactions
                     runs.append(run)
                     status = f"{run.tps:,.0f} tps" if run.error is None else f"ERROR {run.error}"
                     _log(f"round {rnd}/{a.rounds} -M {mode:<8} {t:<9} {status}")
@@ -433,13 +468,20 @@ def main(argv: list[str] | None = None) -> int:
 
     summary = summarize(runs, a.targets, a.modes)
     print()
+    loads = [r.load1 for r in runs if r.load1 is not None]
     print(f"pgbench -S, scale {a.scale}, -c {a.clients} -j {a.threads}, {a.duration} s runs, "
-          f"{a.rounds} round(s), median TPS; pgkeep --workers {a.pgkeep_workers}")
+          f"{a.rounds} round(s), median TPS; pgkeep --workers {a.pgkeep_workers}, {relay_path} relay"
+          + (f"; load average {min(loads):.1f}-{max(loads):.1f}" if loads else ""))
     print(table(summary, runs, a.targets, a.modes))
-    prepared = summary["ratios"].get("prepared", {}).get("pgkeep/pgbouncer")
-    if prepared is not None:
-        verdict = "met" if prepared >= TARGET_RATIO else "NOT met"
-        print(f"\ntarget pgkeep/pgbouncer >= {TARGET_RATIO} at -M prepared: {prepared:.3f} ({verdict})")
+    checks = verdicts(summary)
+    if checks:
+        print()
+    for what, value, limit, met in checks:
+        if "CPU" not in what:
+            shown = "n/a" if value is None else f"{value:.3f}"
+        else:
+            shown = " vs ".join("n/a" if v is None else f"{v:.1f} us" for v in (value, limit))
+        print(f"target {what}: {shown} ({'met' if met else 'NOT met'})")
     for note in notes:
         print(f"\nnote: {note}")
     for r in runs:
@@ -457,12 +499,13 @@ def main(argv: list[str] | None = None) -> int:
         "config": {"scale": a.scale, "clients": a.clients, "threads": a.threads,
                    "duration_s": a.duration, "rounds": a.rounds, "warmup_s": a.warmup,
                    "modes": a.modes, "targets": a.targets, "pgkeep_workers": a.pgkeep_workers,
-                   "pgkeep_args": a.pgkeep_arg},
+                   "pgkeep_args": a.pgkeep_arg, "pgkeep_pure": a.pgkeep_pure},
         "host": {"cpus": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version(),
                  "pgbench": _version(bin_dir / "pgbench"),
                  "pgbouncer": bouncer.version() if bouncer else None},
         **summary,
-        "target": {"ratio": "pgkeep/pgbouncer at -M prepared", "min": TARGET_RATIO, "value": prepared},
+        "pgkeep_relay": relay_path,
+        "targets": [{"what": w, "value": v, "limit": lim, "met": ok} for w, v, lim, ok in checks],
         "runs": [asdict(r) for r in runs],
         "notes": notes,
     }, indent=2) + "\n")
@@ -470,6 +513,13 @@ def main(argv: list[str] | None = None) -> int:
     if interrupted:
         return 130
     return 1 if any(r.error for r in runs) or not runs else 0
+
+
+def _pgkeep_relay(env: dict[str, str]) -> str:
+    """Which relay pgkeep runs with this environment (proxy.wire.framing.RELAY)."""
+    cp = subprocess.run([sys.executable, "-c", "from proxy.wire.framing import RELAY; print(RELAY)"],
+                        capture_output=True, text=True, cwd=REPO, env={**os.environ, **env})
+    return cp.stdout.strip() or f"unknown ({cp.stderr.strip()[-200:]})"
 
 
 def _version(binary: Path) -> str:

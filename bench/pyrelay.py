@@ -1,6 +1,8 @@
-"""The floor of a Python proxy: a uvloop TCP relay that forwards bytes both ways and does nothing
-else (no framing, no parsing, no interception). bench/proxy_overhead.py runs it as the target
-`pyrelay` to show how much of pgkeep's cost any asyncio proxy pays, whatever its own code does.
+"""The floor of a pure-Python proxy: a uvloop TCP relay that forwards bytes both ways with asyncio
+transports and does nothing else (no framing, no parsing, no interception).
+bench/proxy_overhead.py runs it as the target `pyrelay` to show how much any proxy built on
+asyncio transports pays, whatever its own code does. (pgkeep's compiled relay, which takes the
+sockets away from the transports in steady state, pays less: see docs/ARCHITECTURE.md.)
 
     python bench/pyrelay.py LISTEN_PORT UPSTREAM_PORT
 """

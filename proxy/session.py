@@ -37,10 +37,11 @@ from . import errors
 from .config import Config
 from .intercept import INSPECT_LIMIT, Interceptor
 from .sql import may_intercept_bytes
+from .sql.parser import INTERCEPT_WORDS
 from .upstream import UpstreamAddress, send_cancel, tls_first, tls_required
 from .wire import messages as m
 from .wire.framing import (DISCARD, MAX_AUTH_MESSAGE, PASS, STREAM, DirectTLS, FrameScanner,
-                           GSSENCRequest, SSLRequest, StartupLengthError, StartupReader)
+                           GSSENCRequest, SSLRequest, StartupLengthError, StartupReader, fast_relay)
 
 __all__ = ["Session", "SessionHost", "State", "INSPECT_LIMIT"]
 
@@ -58,6 +59,10 @@ _EXPECTS_ANSWER = frozenset(_TERMINALS) | _SYNCING
 _Z, _ERR, _DATAROW = ord("Z"), ord("E"), ord("D")
 _FLUSH = m.frame(b"H")
 _NOTHING: frozenset[int] = frozenset()
+
+
+if fast_relay is not None:
+    fast_relay.configure([w.encode() for w in INTERCEPT_WORDS], _TERMINAL_SETS, _SYNCING, _EXPECTS_ANSWER)
 
 
 def _interesting(kind: int, frame: bytes) -> bool:
@@ -283,6 +288,8 @@ class Session:
             return
         _log.debug("session closed: %s", reason)
         self.state = State.CLOSED
+        if self._fast is not None:
+            self._fast.stop()
         if self._startup_timer:
             self._startup_timer.cancel()
         if self._login_timer:
@@ -304,6 +311,8 @@ class Session:
         try:
             if self.state is State.READY:
                 self._client_ready(data)
+                if self._fast_ok:
+                    self._want_fast()
             elif self.state is State.STARTUP:
                 self._client_startup(data)
             elif self.state is State.AUTH:
@@ -626,8 +635,11 @@ class Session:
             self.upstream_data(held)
 
     def upstream_data(self, data: bytes) -> None:
-        if self.state is State.READY and self._hold_unsolicited(data):
-            return
+        if self.state is State.READY:
+            if self._fast_ok:
+                self._want_fast()
+            if self._hold_unsolicited(data):
+                return
         if self.state is not State.READY:
             if self.state is State.AUTH:
                 self._upstream_auth(data)
@@ -759,6 +771,74 @@ class Session:
                 self.close("authentication failed upstream")
                 return
             self.write(raw)
+
+    # ---- the compiled steady state (proxy/wire/_relay.pyx) -----------------------------------
+    # While nothing the client sends may be pgkeep's, both sockets are handed to a FastRelay,
+    # which forwards and counts answers with no Python per message; it hands the session back
+    # (_fast_handback) at the first byte it may not decide on. Without the compiled module (or
+    # with PGKEEP_PURE_PYTHON=1) `_fast_ok` is False and none of this runs.
+
+    _fast_ok = fast_relay is not None   # False for good once unfit (TLS) or at EOF
+    _fast: "fast_relay.FastRelay | None" = None
+    _fast_soon = False
+
+    def _want_fast(self) -> None:
+        """Try to enter the compiled relay once this loop iteration has flushed its writes."""
+        if not self._fast_soon and (self._fast is None or not self._fast.active):
+            self._fast_soon = True
+            self.loop.call_soon(self._enter_fast)
+
+    def _enter_fast(self) -> None:
+        self._fast_soon = False
+        client, upstream, icpt = self.client, self.upstream, self.interceptor
+        if (not self._fast_ok or self.state is not State.READY or icpt.holding or icpt.has_local or self._hold_paused
+                or self._upstream_full or self._internal is not None or self._held
+                or (self._drained is not None and not self._drained.done())
+                or self._command_running() is not None
+                or client.get_write_buffer_size() or upstream.get_write_buffer_size()
+                or not client.is_reading() or not upstream.is_reading()):
+            return
+        chand, uhand = self._cscan.handoff(), self._uscan.handoff()
+        if chand is None or uhand is None:
+            return
+        if self._fast is None:
+            socks = [t.get_extra_info("socket") for t in (client, upstream)]
+            if any(t.get_extra_info("ssl_object") is not None for t in (client, upstream)) or None in socks:
+                self._fast_ok = False
+                return
+            self._fast = fast_relay.FastRelay(self)
+            _log.debug("session steady state: compiled relay")
+            self._fast_fds = [sock.fileno() for sock in socks]
+        client.pause_reading()
+        upstream.pause_reading()
+        try:
+            self._fast.start(*self._fast_fds, self._cscan.max_size, self._cscan.stream_over, *chand, *uhand,
+                             self.txn_status[0], self._last_upstream_type)
+        except OSError as e:  # out of file descriptors (dup): stay on the Python path
+            _log.warning("compiled relay unavailable for a session: %s", e)
+            self._fast_ok = False
+            upstream.resume_reading()
+            self._update_client_reading()
+
+    def _fast_handback(self, from_client: bool, unsent: bytes, rest: bytes) -> None:
+        """The compiled relay stops: `unsent` is due to the other side of `from_client`'s
+        direction, `rest` (from a frame start) goes through the Python path."""
+        fast = self._fast
+        if not unsent and not rest:
+            self._fast_ok = False  # EOF or a socket error: the transports report it, then close
+        cheld, uheld = fast.stop()
+        self._cscan.take_back(fast.cpass, fast.cptype, cheld)
+        self._uscan.take_back(fast.upass, fast.uptype, uheld)
+        self.txn_status = self._uscan.last_status = fast.txn_status
+        self.upstream.resume_reading()
+        self._update_client_reading()
+        if unsent:
+            (self.upstream if from_client else self.client).write(unsent)
+        if rest:
+            if from_client:
+                self.client_data(rest)
+            else:
+                self.upstream_data(rest)
 
     def upstream_lost(self, exc: BaseException | None) -> None:
         if self.state is State.CLOSED:

@@ -12,9 +12,14 @@ Two readers:
 
 Both enforce a maximum length and raise `PgError` (08P01) on violation. Tests feed them streams
 split at every offset.
+
+`fast_relay` is the compiled steady-state relay (proxy/wire/_relay.pyx, built by `pip install`),
+or None where it is not built or PGKEEP_PURE_PYTHON=1 forces the pure-Python path; `RELAY` names
+the path in use ("compiled" or "pure-python").
 """
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass
 from typing import Union
@@ -23,7 +28,7 @@ from .. import errors
 from .messages import (CANCEL_REQUEST_CODE, GSSENC_REQUEST_CODE, SSL_REQUEST_CODE,
                        decode_cancel, decode_startup, CancelRequest, StartupMessage)
 
-__all__ = ["PASS", "STREAM", "DISCARD", "STREAM_HEAD", "FrameScanner", "StartupLengthError",
+__all__ = ["RELAY", "fast_relay", "PASS", "STREAM", "DISCARD", "STREAM_HEAD", "FrameScanner", "StartupLengthError",
            "StartupReader", "SSLRequest", "GSSENCRequest", "DirectTLS", "StartupPacket", "MAX_STARTUP_PACKET",
            "MAX_AUTH_MESSAGE"]
 
@@ -37,6 +42,20 @@ MAX_STARTUP_PACKET = 10000  # PostgreSQL's own limit for the startup packet
 # PostgreSQL's PG_MAX_AUTH_TOKEN_LENGTH for a message body during authentication, as a length
 # word (which counts itself).
 MAX_AUTH_MESSAGE = 65535 + 4
+
+
+def _load_fast_relay():
+    if os.environ.get("PGKEEP_PURE_PYTHON", "") not in ("", "0"):
+        return None
+    try:
+        from . import _relay
+    except ImportError:
+        return None
+    return _relay
+
+
+fast_relay = _load_fast_relay()
+RELAY = "pure-python" if fast_relay is None else "compiled"
 
 
 class StartupLengthError(errors.PgError):
@@ -89,6 +108,19 @@ class FrameScanner:
     def pending(self) -> int:
         """Bytes received and not yet handed out."""
         return len(self._data) - self._pos
+
+    def handoff(self) -> tuple[int, int] | None:
+        """(bytes left of the frame being passed, its type) when nothing is pending, so another
+        walker (the compiled relay) can go on where this one stopped; else None."""
+        if self._pos < len(self._data) or self._discarding:
+            return None
+        return self._passing, self._passing_type
+
+    def take_back(self, passing: int, passing_type: int, held: bytes) -> None:
+        """Go on where the other walker stopped: inside a passed frame, or at a frame start
+        with `held` (a partial header it read and did not forward) pending."""
+        self._passing, self._passing_type = passing, passing_type
+        self._data, self._pos = held, 0
 
     def discard(self) -> None:
         """Drop the rest of the frame whose STREAM head was the last event."""

@@ -30,9 +30,12 @@ run: $(VENV)/.installed
 deps: $(VENV)/.installed-test
 	PY=$(PY) ./scripts/install-test-deps.sh
 
-# Installs everything the tests need, then runs the whole suite.
+# Installs everything the tests need, then runs the whole suite on one pytest-xdist worker per
+# core (each with its own PostgreSQL clusters, pgkeep and object stores; a test file runs whole
+# on one worker). TEST_WORKERS=0 runs it serially in one process.
+TEST_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 test: deps
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile
 
 bench-proxy: deps
 	$(PY) bench/proxy_overhead.py

@@ -1,7 +1,7 @@
 """Session fixtures: one PostgreSQL 18 cluster (and 15 where installed) and one pgkeep process in
 front of it, all real processes on free ports under a temporary directory.
 
-Under pytest-xdist (`make test` runs `-n 2 --dist loadfile`) each worker is its own session with
+Under pytest-xdist (`make test` runs `-n <cores> --dist loadfile`) each worker is its own session with
 its own clusters, pgkeep and object-store servers, on ports that tests/support/ports.py keeps
 from clashing, under its own basetemp subdirectory (popen-gwN); a test file runs whole on one
 worker, so its module fixtures are built once and its tests keep their order."""

@@ -32,16 +32,20 @@ deps: $(VENV)/.installed-test
 	PY=$(PY) ./scripts/install-test-deps.sh
 
 # The proxy's tests that go through the session relay, run a second time on the pure-Python
-# relay (PGKEEP_PURE_PYTHON=1), the fallback where the compiled one is not built (~2 min).
+# relay (PGKEEP_PURE_PYTHON=1), the fallback where the compiled one is not built.
 PURE_PYTHON_TESTS := tests/wire tests/e2e/test_passthrough.py tests/e2e/test_intercept.py \
 	tests/e2e/test_cancel.py tests/e2e/test_failures.py tests/e2e/test_workers.py \
 	tests/e2e/test_tls.py tests/e2e/test_jdbc.py tests/e2e/test_fidelity.py
 
-# Installs everything the tests need, then runs the whole suite (the compiled relay), then the
-# relay's tests on the pure-Python path.
+# Installs everything the tests need, then runs the whole suite (the compiled relay) on one
+# pytest-xdist worker per core (each with its own PostgreSQL clusters, pgkeep and object stores;
+# a test file runs whole on one worker), then the relay's tests on the pure-Python path.
+# TEST_WORKERS=0 runs them serially in one process.
+TEST_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 test: deps
-	$(PY) -m pytest -q -p no:cacheprovider
-	PGKEEP_PURE_PYTHON=1 $(PY) -m pytest -q -p no:cacheprovider $(PURE_PYTHON_TESTS)
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile
+	PGKEEP_PURE_PYTHON=1 $(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile \
+		$(PURE_PYTHON_TESTS)
 
 bench-proxy: deps
 	$(PY) bench/proxy_overhead.py

@@ -1,13 +1,26 @@
 """Session fixtures: one PostgreSQL 18 cluster (and 15 where installed) and one pgkeep process in
-front of it, all real processes on free ports under a temporary directory."""
+front of it, all real processes on free ports under a temporary directory.
+
+Under pytest-xdist (`make test` runs `-n <cores> --dist loadfile`) each worker is its own session with
+its own clusters, pgkeep and object-store servers, on ports that tests/support/ports.py keeps
+from clashing, under its own basetemp subdirectory (popen-gwN); a test file runs whole on one
+worker, so its module fixtures are built once and its tests keep their order."""
 from __future__ import annotations
 
 import os
 
 import pytest
 
+from proxy.pgcluster import ensure_system_user
 from tests.support.clusters import debian_bin_dir, make_cluster
 from tests.support.pgkeep import PgkeepProcess
+
+
+def pytest_configure(config):
+    # Under root the clusters run as a system user, created on first use: create it once here,
+    # before xdist starts its workers, so that two workers never race to `useradd` it.
+    if os.geteuid() == 0 and not hasattr(config, "workerinput"):
+        ensure_system_user()
 
 
 @pytest.fixture(scope="session")

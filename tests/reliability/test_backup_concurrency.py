@@ -153,6 +153,7 @@ def test_fifty_concurrent_pairs_on_nodelocal_each_own_subdir(conc, pg18):
     backup_pairs([conc], pg18, f"nodelocal://self/conc-{uuid.uuid4().hex[:8]}", 50, restores_per_db=2)
 
 
+@pytest.mark.timeout(600)   # the suite's slowest test (67 s alone); the 300 s hang guard was hit under load
 def test_fifty_concurrent_pairs_on_s3_each_own_subdir(conc_two, pg18, s3):
     backup_pairs(conc_two, pg18, s3.collection_uri("conc"), 50, restores_per_db=1, validate_per_db=5)
 

@@ -88,7 +88,9 @@ def test_killed_incremental_is_invisible_then_adopted(pgkeep, pg18, workdir, one
     db = "inc_kill"
     coll, full = chain_with_a_change(pgkeep, pg18, db)
     at_full = restored(pgkeep, pg18, db, coll, f"{db}_full")
-    a = crashing_pgkeep(pgkeep, workdir, "inc-kill-a", "backup.after_chunk")
+    # A long lease: no pgkeep (the session's included) may adopt the job before the checks and
+    # the change below are done; with 2 s, the session's pgkeep adopted it first on a loaded machine.
+    a = crashing_pgkeep(pgkeep, workdir, "inc-kill-a", "backup.after_chunk", lease="30")
     b = None
     try:
         job_id = query(a, f"BACKUP DATABASE {db} INTO LATEST IN '{coll}' WITH DETACHED")[0][0]

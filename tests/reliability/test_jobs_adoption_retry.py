@@ -36,6 +36,10 @@ SOURCE = "adopt_src"
 # Seconds the relay keeps refusing once both jobs are adopted: longer than one request's own
 # retries last (at most ~21 s of backoff), shorter than an adopted job's wait (60 s).
 OUTAGE = 24.0
+# The job lease of the pgkeep that dies in the RESTORE: the second crashing pgkeep (started right
+# after, lease 2 s) must die in its BACKUP before that lease runs out, or it adopts the RESTORE
+# and may finish it, temporary database and all, before its own crash (seen on a loaded machine).
+RESTORE_CRASH_LEASE = "15"
 
 
 class OutageRelay(FaultProxy):
@@ -90,9 +94,9 @@ def cluster(tmp_path_factory):
     c.destroy()
 
 
-def _pgkeep(cluster, name: str, crash: str | None = None) -> PgkeepProcess:
+def _pgkeep(cluster, name: str, crash: str | None = None, lease: str = "2") -> PgkeepProcess:
     return PgkeepProcess(cluster.base / name, cluster.dsn(),
-                         args=["--nodelocal-root", str(cluster.base / "root"), "--job-lease", "2"],
+                         args=["--nodelocal-root", str(cluster.base / "root"), "--job-lease", lease],
                          env={"PGKEEP_TESTING_CRASHPOINTS": crash} if crash else None)
 
 
@@ -101,7 +105,7 @@ def _crashed_jobs(cluster, coll: str) -> tuple[int, int, str]:
     BACKUP whose pgkeep dies at backup.after_chunk: (restore job, backup job, restore target)."""
     name = uuid.uuid4().hex[:8]
     target = f"r_{name}"
-    a = _pgkeep(cluster, f"ar-{name}", "restore.after_create").start()
+    a = _pgkeep(cluster, f"ar-{name}", "restore.after_create", lease=RESTORE_CRASH_LEASE).start()
     query(a, f"BACKUP DATABASE {SOURCE} INTO '{coll}'")
     restore_job = query(a, f"RESTORE DATABASE {SOURCE} FROM LATEST IN '{coll}' "
                            f"WITH new_db_name = '{target}', detached")[0][0]
@@ -121,7 +125,7 @@ def test_adopted_jobs_wait_for_a_store_that_refuses_connections(cluster, s3):
     b = _pgkeep(cluster, f"b-{target}").start()
     try:
         wait_for(lambda: all(f"adopted job {j}" in b.log() for j in (restore_job, backup_job)),
-                 30, "B to adopt both jobs")
+                 60, "B to adopt both jobs")
         time.sleep(OUTAGE)
         for job in (restore_job, backup_job):   # still waiting for the store, not failed
             assert job_row(b, job)["status"] == "running", (job_row(b, job), b.log()[-3000:])
@@ -151,8 +155,10 @@ def test_adopted_jobs_fail_at_once_when_the_bucket_is_gone(cluster, s3):
         client.delete_object(Bucket=bucket, Key=key)
     client.delete_bucket(Bucket=bucket)
     b = _pgkeep(cluster, f"b-{target}").start()
-    started = time.monotonic()
     try:
+        wait_for(lambda: all(f"adopted job {j}" in b.log() for j in (restore_job, backup_job)),
+                 60, "B to adopt both jobs")
+        started = time.monotonic()
         rows = {job: wait_job(b, job, timeout=120) for job in (restore_job, backup_job)}
         took = time.monotonic() - started
     finally:

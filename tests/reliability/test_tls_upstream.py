@@ -20,6 +20,7 @@ import pytest
 from proxy.pgcluster import PgCluster, debian_bin_dir
 from tests.e2e.rawpg import error_fields, query, read_all_until_eof, startup_packet
 from tests.support.pgkeep import PgkeepProcess
+from tests.support.ports import reserve_port
 from tests.support.tls import InterceptingRelay, make_ca
 
 pytestmark = pytest.mark.timeout(120)
@@ -171,7 +172,7 @@ def tls_pg(workdir, certs):
         os.chown(server_key, account.pw_uid, account.pw_gid)
     hba = ["local all all trust", "hostssl all keeper 127.0.0.1/32 cert",
            "host all keeper 127.0.0.1/32 reject", "host all all 127.0.0.1/32 trust"]
-    cluster = PgCluster(workdir / "tls-pg", bin_dir=bin_dir, hba=hba, conf={
+    cluster = PgCluster(workdir / "tls-pg", port=reserve_port(), bin_dir=bin_dir, hba=hba, conf={
         "fsync": "off", "ssl": "on", "ssl_cert_file": str(cert), "ssl_key_file": str(server_key),
         "ssl_ca_file": str(certs["ca"].cert), "log_connections": "on"})
     cluster.start()

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from proxy.pgcluster import PgCluster, debian_bin_dir
+from tests.support.ports import reserve_port
 
 __all__ = ["make_cluster", "USERS", "debian_bin_dir"]
 
@@ -20,7 +21,7 @@ HBA = ["local all all trust"] + [
 
 
 def make_cluster(base: Path, name: str, bin_dir: Path | None = None) -> PgCluster:
-    cluster = PgCluster(base / name, bin_dir=bin_dir, hba=HBA,
+    cluster = PgCluster(base / name, port=reserve_port(), bin_dir=bin_dir, hba=HBA,
                         conf={"fsync": "off", "max_connections": "200", "wal_level": "logical"})
     cluster.start()
     for user, (password, method) in USERS.items():

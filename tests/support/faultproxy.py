@@ -5,16 +5,14 @@ from __future__ import annotations
 import socket
 import threading
 
-from proxy.pgcluster import free_port
-
 __all__ = ["FaultProxy"]
 
 
 class FaultProxy:
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
-        self.port = free_port()
-        self._listener = socket.create_server(("127.0.0.1", self.port))
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
         self._closed = False

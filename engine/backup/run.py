@@ -15,6 +15,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ __all__ = ["run_backup", "PGKEEP_VERSION", "BackupRun"]
 
 _log = logging.getLogger("pgkeep.backup")
 PGKEEP_VERSION = "0.1.0"
+SAVE_INTERVAL = 1.0     # seconds: at most one checkpoint save per interval while chunks are copied
 
 
 @dataclass
@@ -63,9 +65,32 @@ class BackupRun:
     # can never replace a file of the backup the adopter commits (docs/FORMAT.md section 4.4).
     attempt: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     kept: int = 0                                      # chunks kept (not copied) by this run
+    saved_at: float = 0.0                              # time.monotonic() of the last save
+    unsaved: bool = False                              # chunks done since the last save
+    saving: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def save(self) -> None:
+        """The whole checkpoint, now (docs/FORMAT.md 4.2). `unsaved` is cleared and the JSON
+        built with no await in between: a chunk recorded before a save began is in it."""
+        self.unsaved = False
+        self.saved_at = time.monotonic()
         await self.job.save_checkpoint(self.mark.to_json())
+
+    async def chunk_done(self, now: bool = False) -> None:
+        """A chunk's files are recorded in the mark: saved with the next save, at most one per
+        SAVE_INTERVAL (a save writes the whole checkpoint, so one per chunk costs O(chunks^2));
+        `now` waits for a save that includes it. A process killed in between leaves those
+        files unnamed: debris the next run deletes, their chunks copied again (FORMAT.md 4.2)."""
+        self.unsaved = True
+        if not now and (self.saving.locked() or time.monotonic() - self.saved_at < SAVE_INTERVAL):
+            return
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Save when a chunk was recorded since the last save began."""
+        async with self.saving:
+            if self.unsaved:
+                await self.save()
 
     def reach(self, point: str) -> None:
         pausepoints.reach(point, self.job, self.settings.pausepoints)
@@ -132,15 +157,25 @@ async def _copy_chunks(run: BackupRun, snap: Snapshot, dbname: str, mark: Databa
             # in heap bytes, the unit of total_bytes, whatever the COPY format
             run.job.progress(item.heap_bytes, item.chunk.rows)
             tm.chunks[item.chunk.index] = DoneChunk(item.chunk.rows, list(item.chunk.files))
-            await run.save()
+            # the fault point's contract: this chunk is in the checkpoint when it fires
+            await run.chunk_done(now=pausepoints.armed("backup.after_chunk", run.job,
+                                                       run.settings.pausepoints))
             run.reach("backup.after_chunk")
 
         run.clock.lap(f"{dbname}: {len(workers)} connections")
-        await run_parallel(workers, todo, do_chunk, run.job)
-        if deferred:
-            _log.info("backup of %s: %d chunks read by the coordinator (a lock request was "
-                      "queued on their tables)", dbname, len(deferred))
-            await run_parallel([snap.coord], deferred, do_chunk, run.job)
+        try:
+            await run_parallel(workers, todo, do_chunk, run.job)
+            if deferred:
+                _log.info("backup of %s: %d chunks read by the coordinator (a lock request was "
+                          "queued on their tables)", dbname, len(deferred))
+                await run_parallel([snap.coord], deferred, do_chunk, run.job)
+        except JobStopped as stop:
+            # paused, or released at a shutdown: what was copied is kept for the next run;
+            # a run that lost its lease saves nothing (the job runs elsewhere now)
+            if stop.reason == "pause" or await commit_mod.holds_lease(run):
+                await run.flush()
+            raise
+        await run.flush()
     finally:
         for w in workers:
             await close_quietly(w)

@@ -36,6 +36,7 @@ from .dest import Destination, claim, refuse_unsupported, resolve_destination
 from .plan import plan_database, unchanged
 from .sink import ChunkJob, ChunkSink, begin_snapshot, copy_out, over_tcp, qi
 from .snapshot import Snapshot, take_snapshot
+from .walsum import Quiet, quiet_pages
 
 __all__ = ["run_backup", "PGKEEP_VERSION", "BackupRun"]
 
@@ -65,6 +66,7 @@ class BackupRun:
     # can never replace a file of the backup the adopter commits (docs/FORMAT.md section 4.4).
     attempt: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     kept: int = 0                                      # chunks kept (not copied) by this run
+    kept_quiet: int = 0                                # of those, kept by the WAL summaries
     saved_at: float = 0.0                              # time.monotonic() of the last save
     unsaved: bool = False                              # chunks done since the last save
     saving: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -137,7 +139,8 @@ async def _copy_chunks(run: BackupRun, snap: Snapshot, dbname: str, mark: Databa
                 locked.add((id(conn), item.table.oid))
             tm = mark.tables[item.table.oid]
             for base in item.bases or ():
-                if await unchanged(conn, item.table, base):
+                if base.quiet or await unchanged(conn, item.table, base):
+                    run.kept_quiet += base.quiet
                     item.chunk.rows, item.chunk.files = base.rows, list(base.files)
                     if base.own:
                         tm.chunks[item.chunk.index] = DoneChunk(base.rows, list(base.files))
@@ -193,19 +196,24 @@ async def _backup_database(run: BackupRun, ordinal: int, dbname: str, table_filt
             saved = None
         parent = next((d for d in run.dest.parent.databases if d.name == dbname), None) \
             if run.dest.incremental else None
-        entries, mark, todo = plan_database(ordinal, dbname, snap, run.settings.chunk_size, parent, saved)
+        quiet = await quiet_pages(snap.coord, parent.wal_start, [t.oid for t in snap.tables]) \
+            if parent is not None else Quiet("a full")
+        entries, mark, todo = plan_database(ordinal, dbname, snap, run.settings.chunk_size, parent,
+                                            saved, quiet)
         run.mark.databases[ordinal] = mark
         run.job.total_bytes += sum(j.heap_bytes for j in todo)
         candidates = sum(1 for j in todo if j.bases)
         run.clock.lap(f"{dbname}: snapshot and schema")
         run.job.phase = f"backing up {dbname}"
         await run.save()
-        kept_before = run.kept
+        kept_before, quiet_before = run.kept, run.kept_quiet
         await _copy_chunks(run, snap, dbname, mark, todo)
-        kept = run.kept - kept_before
+        kept, by_wal = run.kept - kept_before, run.kept_quiet - quiet_before
         if candidates:
-            _log.info("backup of %s: %d of %d chunks unchanged since %s, %d copied", dbname, kept,
-                      len(todo), "the parent layer" if run.dest.incremental else "the run before",
+            _log.info("backup of %s: %d of %d chunks unchanged since %s (%d by WAL summaries, %d "
+                      "by a scan%s), %d copied", dbname, kept, len(todo),
+                      "the parent layer" if run.dest.incremental else "the run before", by_wal,
+                      kept - by_wal, f"; WAL summaries not used: {quiet.why}" if quiet.why else "",
                       len(todo) - kept)
         run.clock.lap(f"{dbname}: data ({len(todo) - kept} chunks copied, {kept} kept)")
         for e in entries:
@@ -217,7 +225,10 @@ async def _backup_database(run: BackupRun, ordinal: int, dbname: str, table_filt
         await close_quietly(snap.coord)
     entry = DatabaseEntry(ordinal, dbname, snap.time.isoformat(), schema_file, table_filter is None,
                           entries, selected=None if table_filter is None else sorted(table_filter),
-                          snapshot=snap.text)
+                          snapshot=snap.text,
+                          wal_start=snap.wal_start.to_json() if snap.wal_start else None,
+                          proof={"wal": by_wal, "scan": kept - by_wal, "why": quiet.why}
+                          if parent is not None else None)
     # A table backup holds only its tables: the database's other objects are not its business.
     return entry, snap.time, snap.schema.uncaptured if table_filter is None else []
 

@@ -603,6 +603,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="extra argument for pgkeep serve (repeatable)")
     p.add_argument("--pgkeep-setting", action="append", default=[], metavar="NAME=VALUE",
                    help="SET CLUSTER SETTING NAME = VALUE in pgkeep before the first round")
+    p.add_argument("--summarize-wal", action="store_true",
+                   help="run PostgreSQL with summarize_wal = on: layers keep unchanged chunks by its WAL "
+                        "summaries instead of a scan (docs/FORMAT.md 7.6)")
     p.add_argument("--output", type=Path, default=RESULTS, help="JSON results file")
     p.add_argument("--no-restores", action="store_true",
                    help="skip the restores (and the fresh fulls they compare): to iterate on the backup side")
@@ -644,7 +647,8 @@ def main(argv: list[str] | None = None) -> int:
         cluster = PgCluster(tmp / "pg", bin_dir=embedded_bin_dir(), conf={
             "fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
             "shared_buffers": "256MB" if a.quick else "3GB", "maintenance_work_mem": "256MB",
-            "max_wal_size": "4GB", "checkpoint_timeout": "30min", "max_connections": "100"})
+            "max_wal_size": "4GB", "checkpoint_timeout": "30min", "max_connections": "100",
+            "summarize_wal": "on" if a.summarize_wal else "off"})
         _log(f"starting PostgreSQL in {cluster.datadir}")
         cluster.start()
         versions["server"] = cluster.psql("SHOW server_version").strip()
@@ -723,6 +727,7 @@ def main(argv: list[str] | None = None) -> int:
         "complete": not interrupted and not any(n.startswith("benchmark failed") for n in notes),
         "config": {"rounds": a.rounds, "scale": a.scale, "real_rows": a.real_rows, "datasets": a.datasets,
                    "scenarios": a.scenarios, "chunk_sizes": a.chunk_sizes, "quick": a.quick,
+                   "summarize_wal": a.summarize_wal,
                    "no_restores": a.no_restores,
                    "pgkeep_args": a.pgkeep_arg, "pgkeep_settings": a.pgkeep_setting},
         "host": {"cpus": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version(),

@@ -157,7 +157,7 @@ def plan_database(ordinal: int, dbname: str, snap: Snapshot, chunk_size: int,
     parent layer's entry of this database, `saved` an earlier run's mark (same name), `quiet`
     what the WAL summaries say of the pages since the parent's snapshot."""
     chunk_pages = max(1, chunk_size // snap.block)
-    mark = DatabaseMark(dbname, snap.text)
+    mark = DatabaseMark(dbname, snap.text, oid=snap.database_oid)
     parent_tables = {t.oid: t for t in parent.tables} if parent is not None else {}
     entries, jobs = [], []
     for t in snap.tables:

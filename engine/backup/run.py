@@ -192,10 +192,12 @@ async def _backup_database(run: BackupRun, ordinal: int, dbname: str, table_filt
     snap = await take_snapshot(run.connector, dbname, table_filter)
     try:
         saved = run.saved.databases.get(ordinal) if run.saved else None
-        if saved is not None and saved.name != dbname:
+        if saved is not None and (saved.name != dbname or saved.oid not in (None, snap.database_oid)):
             saved = None
-        parent = next((d for d in run.dest.parent.databases if d.name == dbname), None) \
-            if run.dest.incremental else None
+        # matched by name; by OID too where the parent recorded it: one dropped and re-created
+        # from a template has a new OID and tables whose identities may be the old ones'
+        parent = next((d for d in run.dest.parent.databases if d.name == dbname
+                       and d.oid in (None, snap.database_oid)), None) if run.dest.incremental else None
         quiet = await quiet_pages(snap.coord, parent.wal_start, [t.oid for t in snap.tables]) \
             if parent is not None else Quiet("a full")
         entries, mark, todo = plan_database(ordinal, dbname, snap, run.settings.chunk_size, parent,
@@ -225,7 +227,7 @@ async def _backup_database(run: BackupRun, ordinal: int, dbname: str, table_filt
         await close_quietly(snap.coord)
     entry = DatabaseEntry(ordinal, dbname, snap.time.isoformat(), schema_file, table_filter is None,
                           entries, selected=None if table_filter is None else sorted(table_filter),
-                          snapshot=snap.text,
+                          snapshot=snap.text, oid=snap.database_oid,
                           wal_start=snap.wal_start.to_json() if snap.wal_start else None,
                           proof={"wal": by_wal, "scan": kept - by_wal, "why": quiet.why}
                           if parent is not None else None)

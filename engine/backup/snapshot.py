@@ -83,6 +83,7 @@ class Snapshot:
     pages: dict[int, int] = None              # oid -> heap pages, read after the snapshot was taken
     block: int = 8192
     wal_start: WalStart | None = None         # where its WAL starts, for the next layer (FORMAT.md 7.6)
+    database_oid: int | None = None           # the database's OID (FORMAT.md 7.3)
 
 
 async def _identities(conn, oids: list[int]) -> dict[int, tuple[str, bool]]:
@@ -152,6 +153,8 @@ async def _snapshot_once(coord, connector: Connector, dbname: str, table_filter)
     pages = {oid: int(n) for oid, n in await coord.fetch(
         "SELECT c.oid, pg_catalog.pg_relation_size(c.oid) / pg_catalog.current_setting('block_size')::int "
         "FROM pg_catalog.pg_class c WHERE c.oid = ANY($1::pg_catalog.oid[])", oids)}
-    block = int(await coord.fetchval("SELECT pg_catalog.current_setting('block_size')::int"))
-    return Snapshot(coord, exported, text, when, schema, tables, seen, pages, block, start)
+    block, dboid = await coord.fetchrow(
+        "SELECT pg_catalog.current_setting('block_size')::int, oid::bigint FROM pg_catalog.pg_database "
+        "WHERE datname = pg_catalog.current_database()")
+    return Snapshot(coord, exported, text, when, schema, tables, seen, pages, int(block), start, int(dboid))
 

@@ -1,4 +1,4 @@
-"""PostgreSQL 17+ WAL summaries as an accelerator of the keep-or-copy proof (docs/FORMAT.md 7.6).
+"""PostgreSQL 17+ WAL summaries: a proof that a chunk is unchanged without scanning it (docs/FORMAT.md 7.6).
 
 A layer records where its snapshot's WAL starts (`WalStart`, in its manifest's database entry) when
 the server summarizes WAL. The next layer, when summaries cover the WAL from there to a position
@@ -167,8 +167,6 @@ async def quiet_pages(conn, parent: dict | None, oids: list[int]) -> Quiet:
 
 
 async def _quiet_pages(conn, parent: dict, oids: list[int]) -> Quiet:
-    if not parent:
-        return Quiet("the parent layer recorded no WAL position")
     if not await _usable(conn):
         return Quiet("the server does not summarize WAL (summarize_wal)")
     end, tli, system, dboid = await conn.fetchrow(_POSITION_SQL)

@@ -70,6 +70,9 @@ class DatabaseEntry:
     # How this layer proved the parent's chunks unchanged: {"wal": chunks kept by the WAL
     # summaries, "scan": chunks kept by a scan, "why": why the summaries were not used, or ""}.
     proof: dict | None = None
+    # Optional: the database's OID. A database dropped and re-created from a template under its
+    # name has a new one, and its tables may keep their identities (FORMAT.md 7.3).
+    oid: int | None = None
 
 
 @dataclass(frozen=True)
@@ -137,7 +140,7 @@ class Manifest:
                                                       for c in t["chunks"]]})
                         for t in db["tables"]],
                 selected=db.get("selected"), snapshot=db.get("snapshot", ""),
-                wal_start=db.get("wal_start"), proof=db.get("proof"))
+                wal_start=db.get("wal_start"), proof=db.get("proof"), oid=db.get("oid"))
                 for db in d["databases"]]
             chain = [ChainLink(**link) for link in d.get("chain", [])]
             return cls(**{**d, "databases": dbs, "chain": chain})

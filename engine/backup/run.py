@@ -190,6 +190,7 @@ async def _backup_database(run: BackupRun, ordinal: int, dbname: str, table_filt
     of this job (before a pause or a crash) are kept only when proven equal under this
     snapshot, so the whole backup is this snapshot's (docs/FORMAT.md sections 4.2, 7.3)."""
     snap = await take_snapshot(run.connector, dbname, table_filter)
+    run.clock.lap(f"{dbname}: snapshot and schema")
     try:
         saved = run.saved.databases.get(ordinal) if run.saved else None
         if saved is not None and (saved.name != dbname or saved.oid not in (None, snap.database_oid)):
@@ -198,14 +199,16 @@ async def _backup_database(run: BackupRun, ordinal: int, dbname: str, table_filt
         # from a template has a new OID and tables whose identities may be the old ones'
         parent = next((d for d in run.dest.parent.databases if d.name == dbname
                        and d.oid in (None, snap.database_oid)), None) if run.dest.incremental else None
-        quiet = await quiet_pages(snap.coord, parent.wal_start, [t.oid for t in snap.tables]) \
-            if parent is not None else Quiet("a full")
+        if parent is not None:
+            quiet = await quiet_pages(snap.coord, parent.wal_start, [t.oid for t in snap.tables])
+            run.clock.lap(f"{dbname}: WAL summaries")
+        else:
+            quiet = Quiet("a full")
         entries, mark, todo = plan_database(ordinal, dbname, snap, run.settings.chunk_size, parent,
                                             saved, quiet)
         run.mark.databases[ordinal] = mark
         run.job.total_bytes += sum(j.heap_bytes for j in todo)
         candidates = sum(1 for j in todo if j.bases)
-        run.clock.lap(f"{dbname}: snapshot and schema")
         run.job.phase = f"backing up {dbname}"
         await run.save()
         kept_before, quiet_before = run.kept, run.kept_quiet

@@ -95,6 +95,10 @@ def _lsn(text: str) -> int:
     return (int(hi, 16) << 32) | int(lo, 16)
 
 
+def _text(lsn: int) -> str:
+    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
+
+
 @dataclass
 class Quiet:
     """Which pages of which tables no WAL record touched between the parent's snapshot and this
@@ -137,16 +141,16 @@ _SUMMARIES_SQL = """
 SELECT start_lsn::text, end_lsn::text FROM pg_catalog.pg_available_wal_summaries()
 WHERE tli = $1 AND end_lsn > $2::text::pg_catalog.pg_lsn AND start_lsn < $3::text::pg_catalog.pg_lsn ORDER BY start_lsn"""
 
-# Main-fork blocks of this database's relations in those summaries, per relfilenode (the
-# tablespace ignored: a same-numbered file elsewhere only adds blocks), and whether any was
-# truncated (a limit block).
+# Main-fork blocks of this database's relations in the summaries listed ($2, $3: their start and
+# end LSNs, so a file removed since the listing is an error, never a silent gap), per relfilenode
+# (the tablespace ignored: a same-numbered file elsewhere only adds blocks), and whether any was
+# truncated or created anew (a limit block).
 _CONTENTS_SQL = """
 SELECT s.relfilenode::bigint, pg_catalog.bool_or(s.is_limit_block),
        pg_catalog.array_agg(DISTINCT s.relblocknumber::bigint ORDER BY s.relblocknumber::bigint)
-FROM pg_catalog.pg_available_wal_summaries() w
-     CROSS JOIN LATERAL pg_catalog.pg_wal_summary_contents(w.tli, w.start_lsn, w.end_lsn) s
-WHERE w.tli = $1 AND w.end_lsn > $2::text::pg_catalog.pg_lsn AND w.start_lsn < $3::text::pg_catalog.pg_lsn
-  AND s.reldatabase = $4 AND s.relforknumber = 0
+FROM ROWS FROM (pg_catalog.unnest($2::text[]), pg_catalog.unnest($3::text[])) w(s, e)
+     CROSS JOIN LATERAL pg_catalog.pg_wal_summary_contents($1, w.s::pg_catalog.pg_lsn, w.e::pg_catalog.pg_lsn) s
+WHERE s.reldatabase = $4 AND s.relforknumber = 0
 GROUP BY s.relfilenode"""
 
 
@@ -179,17 +183,20 @@ async def _quiet_pages(conn, parent: dict, oids: list[int]) -> Quiet:
     if why:
         return Quiet(why)
     reach = None
-    for s, e in await conn.fetch(_SUMMARIES_SQL, tli, parent["lsn"], end):
+    summaries = await conn.fetch(_SUMMARIES_SQL, tli, parent["lsn"], end)
+    for s, e in summaries:
         if (start if reach is None else reach) < _lsn(s):
             return Quiet(f"no WAL summary covers {parent['lsn']} to {end} (a gap at "
-                         f"{s if reach is None else hex(reach)})")
+                         f"{parent['lsn'] if reach is None else _text(reach)})")
         reach = max(reach or 0, _lsn(e))
     if reach is None or reach < end_at:
         return Quiet(f"no WAL summary covers {parent['lsn']} to {end}")
     rels = {int(r[0]): (int(r[1]), r[2]) for r in await conn.fetch(
         "SELECT c.oid::bigint, pg_catalog.pg_relation_filenode(c.oid)::bigint, c.relpersistence::text "
-        "FROM pg_catalog.pg_class c WHERE c.oid = ANY($1::pg_catalog.oid[])", oids)}
-    changed = {int(r[0]): (r[1], r[2]) for r in await conn.fetch(_CONTENTS_SQL, tli, parent["lsn"], end, int(dboid))}
+        "FROM pg_catalog.pg_class c WHERE c.oid = ANY($1::pg_catalog.oid[]) "
+        "AND pg_catalog.pg_relation_filenode(c.oid) IS NOT NULL", oids)}      # no storage: no chunk
+    changed = {int(r[0]): (r[1], r[2]) for r in await conn.fetch(
+        _CONTENTS_SQL, tli, [r[0] for r in summaries], [r[1] for r in summaries], int(dboid))}
     q = Quiet()
     for oid, (node, persistence) in rels.items():
         limit, blocks = changed.get(node, (False, []))

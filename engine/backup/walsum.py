@@ -71,7 +71,7 @@ async def wal_start(conn) -> WalStart | None:
                   "start at the checkpoint before", getattr(e, "sqlstate", None) or e)
     lsn, tli, system, dboid = await conn.fetchrow(_POSITION_SQL)
     xid = int(await conn.fetchval("SELECT pg_catalog.pg_current_xact_id()::text::bigint"))
-    deadline, pause = time.monotonic() + START_WAIT, 0.01
+    deadline, pause = time.monotonic() + START_WAIT, 0.005
     while int(await conn.fetchval(_OLDEST_RUNNING_SQL)) < xid:
         if time.monotonic() >= deadline:
             _log.info("a transaction running at WAL position %s outlived %.0f s: the next layer "
@@ -119,7 +119,7 @@ class Quiet:
 async def _summarized_to(conn, tli: int, end: int) -> str:
     """Wait (SUMMARY_WAIT at most) for the summarizer to reach `end` on `tli`: a summary ends at
     a checkpoint's redo point, so ask for a checkpoint when it has not. '' when reached."""
-    asked = False
+    asked, pause = False, 0.005
     deadline = time.monotonic() + SUMMARY_WAIT
     while True:
         row = await conn.fetchrow("SELECT summarized_tli, summarized_lsn::text "
@@ -133,8 +133,9 @@ async def _summarized_to(conn, tli: int, end: int) -> str:
             await conn.execute("CHECKPOINT")    # refused without pg_checkpoint: the caller falls back
             continue
         if time.monotonic() >= deadline:
-            return f"the WAL summarizer did not reach {row[1] if row else '?'} within {SUMMARY_WAIT:.0f} s"
-        await asyncio.sleep(0.1)
+            return f"the WAL summarizer did not reach {_text(end)} within {SUMMARY_WAIT:.0f} s"
+        await asyncio.sleep(pause)        # it usually has a moment after the CHECKPOINT
+        pause = min(0.1, pause * 2)
 
 
 _SUMMARIES_SQL = """

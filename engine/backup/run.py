@@ -115,13 +115,31 @@ async def _lock_nowait(conn, t) -> bool:
         return False
 
 
+def _keep(run: BackupRun, mark: DatabaseMark, item: ChunkJob, base) -> None:
+    """The chunk is `base`'s files: done, its rows not moved (unless this job copied them before)."""
+    item.chunk.rows, item.chunk.files = base.rows, list(base.files)
+    if base.own:
+        mark.tables[item.table.oid].chunks[item.chunk.index] = DoneChunk(base.rows, list(base.files))
+    run.kept += 1
+    run.kept_quiet += base.quiet
+    run.job.progress(item.heap_bytes, base.rows if base.own else 0)
+
+
 async def _copy_chunks(run: BackupRun, snap: Snapshot, dbname: str, mark: DatabaseMark,
                        todo: list[ChunkJob]) -> None:
     """Each chunk, on workers sharing the snapshot, largest first: kept when one of its bases
-    is proven unchanged (plan.unchanged), else COPYed; each chunk copied is checkpointed before
-    the next is taken. A chunk whose table a worker cannot lock without waiting is left to the
-    coordinator, which holds every lock already."""
-    todo.sort(key=lambda j: -j.heap_bytes)
+    is proven unchanged (by the WAL summaries at once, without reading it; else by
+    plan.unchanged), else COPYed; each chunk copied is checkpointed before the next is taken. A
+    chunk whose table a worker cannot lock without waiting is left to the coordinator, which
+    holds every lock already."""
+    rest = []
+    for item in todo:
+        base = next((b for b in item.bases or () if b.quiet), None)
+        if base is not None:
+            _keep(run, mark, item, base)
+        else:
+            rest.append(item)
+    todo = sorted(rest, key=lambda j: -j.heap_bytes)
     workers: list = []
     locked: set[tuple[int, int]] = set()      # (id(worker), table oid)
     deferred: list[ChunkJob] = []
@@ -139,14 +157,8 @@ async def _copy_chunks(run: BackupRun, snap: Snapshot, dbname: str, mark: Databa
                 locked.add((id(conn), item.table.oid))
             tm = mark.tables[item.table.oid]
             for base in item.bases or ():
-                if base.quiet or await unchanged(conn, item.table, base):
-                    run.kept_quiet += base.quiet
-                    item.chunk.rows, item.chunk.files = base.rows, list(base.files)
-                    if base.own:
-                        tm.chunks[item.chunk.index] = DoneChunk(base.rows, list(base.files))
-                    run.kept += 1
-                    # the chunk is done, its rows are not moved (unless this job copied them before)
-                    run.job.progress(item.heap_bytes, base.rows if base.own else 0)
+                if await unchanged(conn, item.table, base):
+                    _keep(run, mark, item, base)
                     return
             sink = ChunkSink(run.store, run.pool, run.settings, run.mark.subdir, item, run.written,
                              over_tcp(conn), run.reach, run.attempt)

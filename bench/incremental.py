@@ -79,7 +79,7 @@ With several --chunk-sizes, every unit backs up and restores at every size (the 
 each at its own size, the order rotating), and a last table puts the ratios side by side.
 
 Options: --rounds N, --quick, --datasets pgbench,real, --scenarios range,random,insert,none,
---chunk-sizes 16MiB (a list), --no-restores (skip steps 5 and 6: to iterate on the backup side),
+--chunk-sizes 8MiB (a list), --no-restores (skip steps 5 and 6: to iterate on the backup side),
 --scale N, --real-rows N, --op-timeout S, --pgkeep-arg ARG, --pgkeep-setting NAME=VALUE,
 --output FILE (default bench/results/incremental.json), --keep (keep the temporary directory:
 PostgreSQL's and pgkeep's logs, the loaded databases). The JSON holds the configuration, every
@@ -594,7 +594,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help=f"rows of bench_real.{REAL_TABLE} (~200 bytes of heap each)")
     p.add_argument("--datasets", default="pgbench,real", help="subset of pgbench,real")
     p.add_argument("--scenarios", default=",".join(SCENARIOS), help="subset of " + ",".join(SCENARIOS))
-    p.add_argument("--chunk-sizes", default="16MiB",
+    p.add_argument("--chunk-sizes", default="8MiB",
                    help="pgkeep.backup.chunk_size values, each measured in every unit (e.g. 4MiB,16MiB,64MiB)")
     p.add_argument("--op-timeout", type=float, default=3600, help="seconds before one statement is cancelled")
     p.add_argument("--pgkeep-arg", action="append", default=[], metavar="ARG",

@@ -352,6 +352,73 @@ def _err(e: BaseException) -> str:
     return f"[{sqlstate}] {text}" if sqlstate else text
 
 
+# -- what every benchmark's main() sets up and tears down -------------------------------------------
+
+def bench_tmpdir(prefix: str) -> Path:
+    """SIGTERM and Ctrl-C take the clean-up path; a temporary directory PostgreSQL can use."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    os.chmod(tmp, 0o755)   # as root, PostgreSQL runs as an unprivileged user
+    return tmp
+
+
+def bench_cluster(tmp: Path, quick: bool, **conf: str) -> PgCluster:
+    """The benchmarks' PostgreSQL (durability off, shared_buffers 3GB), started; `conf` adds to it.
+    The caller stops it (stop_bench), also when the start failed."""
+    cluster = PgCluster(tmp / "pg", bin_dir=embedded_bin_dir(), conf={
+        "fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
+        "shared_buffers": "256MB" if quick else "3GB", "maintenance_work_mem": "256MB",
+        "max_wal_size": "4GB", "checkpoint_timeout": "30min", "max_connections": "100", **conf})
+    _log(f"starting PostgreSQL in {cluster.datadir}")
+    return cluster
+
+
+def start_pgkeep(tmp: Path, upstream: str, root: Path, a: argparse.Namespace) -> PgkeepProcess:
+    """pgkeep in front of `upstream`, its nodelocal root `root`, with --pgkeep-arg and
+    --pgkeep-setting applied. RuntimeError when it does not start."""
+    pgkeep = PgkeepProcess(tmp / "pgkeep", upstream, args=["--nodelocal-root", str(root), *a.pgkeep_arg])
+    _log(f"starting pgkeep: {' '.join(pgkeep.command())}")
+    pgkeep.start()
+    for item in a.pgkeep_setting:
+        name, _, value = item.partition("=")
+        pgkeep_statement(pgkeep, f"SET CLUSTER SETTING {name} = '{value}'", 60)
+        _log(f"pgkeep: SET CLUSTER SETTING {name} = '{value}'")
+    return pgkeep
+
+
+def stop_bench(pgkeep: PgkeepProcess | None, cluster: PgCluster | None, tmp: Path, keep: bool,
+               notes: list[str], failed: bool) -> None:
+    """The clean-up of main(): pgkeep (its log tail noted when it died early or `failed`), the
+    cluster, the temporary directory (unless `keep`). A second SIGTERM cannot cut it short."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if pgkeep is not None:
+        early = pgkeep.proc.poll() if pgkeep.proc else None
+        if early is not None:
+            notes.append(f"pgkeep exited with {early} before the benchmark stopped it")
+        pgkeep.stop()
+        if failed or early is not None:
+            notes.append(f"pgkeep log tail ({pgkeep.logfile}):\n{pgkeep.log()[-4000:]}")
+    if cluster is not None:
+        cluster.stop("immediate")
+    if keep:
+        notes.append(f"temporary directory kept: {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def results_head(benchmark: str, interrupted: bool, notes: list[str]) -> dict:
+    """The first fields of a results file."""
+    return {"benchmark": benchmark,
+            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "complete": not interrupted and not any(n.startswith("benchmark failed") for n in notes)}
+
+
+def print_notes(notes: list[str]) -> None:
+    for note in notes:
+        print(f"\nnote: {note}")
+
+
 class Bench:
     def __init__(self, a: argparse.Namespace, tmp: Path, cluster: PgCluster, pgkeep: PgkeepProcess | None,
                  dump_bin: Path, nodelocal_root: Path) -> None:
@@ -763,10 +830,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     a = _parse_args(argv)
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    tmp = Path(tempfile.mkdtemp(prefix="pgkeep-bench-backup-"))
-    os.chmod(tmp, 0o755)   # as root, PostgreSQL runs as an unprivileged user
+    tmp = bench_tmpdir("pgkeep-bench-backup-")
     cluster: PgCluster | None = None
     pgkeep: PgkeepProcess | None = None
     bench: Bench | None = None
@@ -778,11 +842,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         dump_bin = dump_bin_dir(a.pg_dump_bin)
         versions = {"pg_dump": _version(dump_bin / "pg_dump"), "pg_restore": _version(dump_bin / "pg_restore")}
-        cluster = PgCluster(tmp / "pg", bin_dir=embedded_bin_dir(), conf={
-            "fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
-            "shared_buffers": "256MB" if a.quick else "3GB", "maintenance_work_mem": "256MB",
-            "max_wal_size": "4GB", "checkpoint_timeout": "30min", "max_connections": "100"})
-        _log(f"starting PostgreSQL in {cluster.datadir}")
+        cluster = bench_cluster(tmp, a.quick)
         cluster.start()
         versions["server"] = cluster.psql("SHOW server_version").strip()
         # fail early if this pg_dump cannot write zstd
@@ -798,17 +858,8 @@ def main(argv: list[str] | None = None) -> int:
         root = tmp / "nodelocal"
         root.mkdir()
         upstream = cluster.dsn() if a.transport == "tcp" else cluster.socket_dsn()
-        pgkeep = PgkeepProcess(tmp / "pgkeep", upstream, args=["--nodelocal-root", str(root), *a.pgkeep_arg])
-        _log(f"starting pgkeep: {' '.join(pgkeep.command())}")
         try:
-            pgkeep.start()
-            if a.pgkeep_setting:
-                import psycopg
-                with psycopg.connect(pgkeep.dsn("postgres"), autocommit=True, connect_timeout=30) as conn:
-                    for item in a.pgkeep_setting:
-                        name, _, value = item.partition("=")
-                        conn.execute(f"SET CLUSTER SETTING {name} = '{value}'")
-                        _log(f"pgkeep: SET CLUSTER SETTING {name} = '{value}'")
+            pgkeep = start_pgkeep(tmp, upstream, root, a)
         except RuntimeError as e:
             notes.append(f"pgkeep did not start: {e}")
             _log(notes[-1])
@@ -837,19 +888,7 @@ def main(argv: list[str] | None = None) -> int:
         _log(notes[-1])
     finally:
         runs = [r for r in bench.runs if r.round] if bench else []   # round 0: the warm-up
-        if pgkeep is not None:
-            early = pgkeep.proc.poll() if pgkeep.proc else None
-            if early is not None:
-                notes.append(f"pgkeep exited with {early} before the benchmark stopped it")
-            pgkeep.stop()
-            if any(r.tool.startswith("pgkeep") and r.error for r in runs) or early is not None:
-                notes.append(f"pgkeep log tail ({pgkeep.logfile}):\n{pgkeep.log()[-4000:]}")
-        if cluster is not None:
-            cluster.stop("immediate")
-        if a.keep:
-            notes.append(f"temporary directory kept: {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        stop_bench(pgkeep, cluster, tmp, a.keep, notes, any(r.tool.startswith("pgkeep") and r.error for r in runs))
 
     elapsed = time.monotonic() - started
     summary = summarize(runs, [d for d in a.datasets if d in sizes], sizes) if runs else {}
@@ -859,8 +898,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{os.cpu_count()} CPUs; {elapsed / 60:.1f} min in all; MB = 10^6 bytes")
     if summary:
         print(report(summary, runs, a, bench.shapes))
-    for note in notes:
-        print(f"\nnote: {note}")
+    print_notes(notes)
     shown: set[str] = set()
     for r in runs:
         if r.error and r.error not in shown:
@@ -872,9 +910,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130 if interrupted else 1
     a.output.parent.mkdir(parents=True, exist_ok=True)
     a.output.write_text(json.dumps({
-        "benchmark": "backup_restore",
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "complete": not interrupted and not any(n.startswith("benchmark failed") for n in notes),
+        **results_head("backup_restore", interrupted, notes),
         "config": {"rounds": a.rounds, "scale": a.scale, "real_rows": a.real_rows, "datasets": a.datasets,
                    "jobs": a.jobs, "quick": a.quick, "pgkeep_args": a.pgkeep_arg,
                    "pgkeep_settings": a.pgkeep_setting, "transport": a.transport},

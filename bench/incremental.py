@@ -79,7 +79,7 @@ With several --chunk-sizes, every unit backs up and restores at every size (the 
 each at its own size, the order rotating), and a last table puts the ratios side by side.
 
 Options: --rounds N, --quick, --datasets pgbench,real, --scenarios range,random,insert,none,
---chunk-sizes 16MiB (a list), --no-restores (skip steps 5 and 6: to iterate on the backup side),
+--chunk-sizes 8MiB (a list), --no-restores (skip steps 5 and 6: to iterate on the backup side),
 --scale N, --real-rows N, --op-timeout S, --pgkeep-arg ARG, --pgkeep-setting NAME=VALUE,
 --output FILE (default bench/results/incremental.json), --keep (keep the temporary directory:
 PostgreSQL's and pgkeep's logs, the loaded databases). The JSON holds the configuration, every
@@ -95,13 +95,10 @@ import os
 import platform
 import re
 import shutil
-import signal
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -109,9 +106,10 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench.backup_restore import (DATASETS, MB, REAL_ROWS, REAL_ROWS_QUICK, REAL_TABLE,  # noqa: E402
-                                  _err, _log, _on_sigterm, db_shape, db_size, drop_db, make_datasets,
-                                  pgkeep_statement, real_insert, tree_size, warm)
-from proxy.pgcluster import PgCluster, embedded_bin_dir  # noqa: E402
+                                  _err, _log, bench_cluster, bench_tmpdir, db_shape, db_size, drop_db,
+                                  make_datasets, pgkeep_statement, print_notes, real_insert, results_head,
+                                  start_pgkeep, stop_bench, tree_size, warm)
+from proxy.pgcluster import PgCluster  # noqa: E402
 from tests.support.pgkeep import PgkeepProcess  # noqa: E402
 
 __all__ = ["main"]
@@ -596,13 +594,16 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help=f"rows of bench_real.{REAL_TABLE} (~200 bytes of heap each)")
     p.add_argument("--datasets", default="pgbench,real", help="subset of pgbench,real")
     p.add_argument("--scenarios", default=",".join(SCENARIOS), help="subset of " + ",".join(SCENARIOS))
-    p.add_argument("--chunk-sizes", default="16MiB",
+    p.add_argument("--chunk-sizes", default="8MiB",
                    help="pgkeep.backup.chunk_size values, each measured in every unit (e.g. 4MiB,16MiB,64MiB)")
     p.add_argument("--op-timeout", type=float, default=3600, help="seconds before one statement is cancelled")
     p.add_argument("--pgkeep-arg", action="append", default=[], metavar="ARG",
                    help="extra argument for pgkeep serve (repeatable)")
     p.add_argument("--pgkeep-setting", action="append", default=[], metavar="NAME=VALUE",
                    help="SET CLUSTER SETTING NAME = VALUE in pgkeep before the first round")
+    p.add_argument("--summarize-wal", action="store_true",
+                   help="run PostgreSQL with summarize_wal = on: layers keep unchanged chunks by its WAL "
+                        "summaries instead of a scan (docs/FORMAT.md 7.6)")
     p.add_argument("--output", type=Path, default=RESULTS, help="JSON results file")
     p.add_argument("--no-restores", action="store_true",
                    help="skip the restores (and the fresh fulls they compare): to iterate on the backup side")
@@ -628,10 +629,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     a = _parse_args(argv)
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    tmp = Path(tempfile.mkdtemp(prefix="pgkeep-bench-incremental-"))
-    os.chmod(tmp, 0o755)   # as root, PostgreSQL runs as an unprivileged user
+    tmp = bench_tmpdir("pgkeep-bench-incremental-")
     cluster: PgCluster | None = None
     pgkeep: PgkeepProcess | None = None
     bench: Bench | None = None
@@ -641,23 +639,13 @@ def main(argv: list[str] | None = None) -> int:
     interrupted = False
     started = time.monotonic()
     try:
-        cluster = PgCluster(tmp / "pg", bin_dir=embedded_bin_dir(), conf={
-            "fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
-            "shared_buffers": "256MB" if a.quick else "3GB", "maintenance_work_mem": "256MB",
-            "max_wal_size": "4GB", "checkpoint_timeout": "30min", "max_connections": "100"})
-        _log(f"starting PostgreSQL in {cluster.datadir}")
+        cluster = bench_cluster(tmp, a.quick, summarize_wal="on" if a.summarize_wal else "off")
         cluster.start()
         versions["server"] = cluster.psql("SHOW server_version").strip()
         make_datasets(cluster, a)
         root = tmp / "nodelocal"
         root.mkdir()
-        pgkeep = PgkeepProcess(tmp / "pgkeep", cluster.dsn(), args=["--nodelocal-root", str(root), *a.pgkeep_arg])
-        _log(f"starting pgkeep: {' '.join(pgkeep.command())}")
-        pgkeep.start()
-        for item in a.pgkeep_setting:
-            name, _, value = item.partition("=")
-            pgkeep_statement(pgkeep, f"SET CLUSTER SETTING {name} = '{value}'", a.op_timeout)
-            _log(f"pgkeep: SET CLUSTER SETTING {name} = '{value}'")
+        pgkeep = start_pgkeep(tmp, cluster.dsn(), root, a)
         bench = Bench(a, cluster, pgkeep, root)
         for ds in a.datasets:
             sizes[ds] = db_size(cluster, DATASETS[ds])
@@ -677,25 +665,12 @@ def main(argv: list[str] | None = None) -> int:
         notes.append(f"benchmark failed: {_err(e)}" + (f"\n{e.stderr}" if getattr(e, "stderr", None) else ""))
         _log(notes[-1])
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)   # a second SIGTERM must not cut the clean-up short
         units = bench.units if bench else []
         if bench is not None and bench.cluster.unsettled:
             left = bench.cluster.unsettled
             notes.append(f"{len(left)} time(s) a process was still running 3 s after a statement (its CPU "
                          f"may be counted in a later statement's): {'; '.join(sorted(set(left))[:5])}")
-        if pgkeep is not None:
-            early = pgkeep.proc.poll() if pgkeep.proc else None
-            if early is not None:
-                notes.append(f"pgkeep exited with {early} before the benchmark stopped it")
-            pgkeep.stop()
-            if any(u.errors for u in units) or early is not None:
-                notes.append(f"pgkeep log tail ({pgkeep.logfile}):\n{pgkeep.log()[-4000:]}")
-        if cluster is not None:
-            cluster.stop("immediate")
-        if a.keep:
-            notes.append(f"temporary directory kept: {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        stop_bench(pgkeep, cluster, tmp, a.keep, notes, any(u.errors for u in units))
 
     elapsed = time.monotonic() - started
     summary = summarize(units, a) if units else {}
@@ -704,8 +679,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{versions.get('server', '?')}, {os.cpu_count()} CPUs; {elapsed / 60:.1f} min in all; MB = 10^6 bytes")
     if summary:
         print(report(summary, a, sizes, bench.rows))
-    for note in notes:
-        print(f"\nnote: {note}")
+    print_notes(notes)
     shown: set[str] = set()
     for u in units:
         for err in u.errors:
@@ -718,11 +692,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130 if interrupted else 1
     a.output.parent.mkdir(parents=True, exist_ok=True)
     a.output.write_text(json.dumps({
-        "benchmark": "incremental",
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "complete": not interrupted and not any(n.startswith("benchmark failed") for n in notes),
+        **results_head("incremental", interrupted, notes),
         "config": {"rounds": a.rounds, "scale": a.scale, "real_rows": a.real_rows, "datasets": a.datasets,
                    "scenarios": a.scenarios, "chunk_sizes": a.chunk_sizes, "quick": a.quick,
+                   "summarize_wal": a.summarize_wal,
                    "no_restores": a.no_restores,
                    "pgkeep_args": a.pgkeep_arg, "pgkeep_settings": a.pgkeep_setting},
         "host": {"cpus": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version(),

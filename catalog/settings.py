@@ -62,7 +62,7 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in (
     Setting("bulkio.backup.file_size", "z", 128 << 20,
             "target size for individual data files produced during BACKUP",
             _parse_bytes, _format_bytes, minimum=1 << 20),
-    Setting("pgkeep.backup.chunk_size", "z", 16 << 20,
+    Setting("pgkeep.backup.chunk_size", "z", 8 << 20,
             "heap bytes of a table read as one chunk during BACKUP: larger tables are split so "
             "several connections read them at once", _parse_bytes, _format_bytes, minimum=8 << 10),
     Setting("pgkeep.backup.parallelism", "i", 3,

@@ -29,7 +29,7 @@ import time
 
 from .jobs import JobStopped
 
-__all__ = ["POINTS", "reach", "crashpoints", "parse_points"]
+__all__ = ["POINTS", "reach", "armed", "crashpoints", "parse_points"]
 
 # name -> where it is. Keep in the order a job passes them.
 POINTS: dict[str, str] = {
@@ -61,6 +61,13 @@ _STALL = {name: float(secs) for name, _, secs in
 
 def crashpoints() -> frozenset[str]:
     return _CRASH
+
+
+def armed(name: str, job=None, pausepoints: frozenset[str] = frozenset()) -> bool:
+    """Would `reach(name, ...)` stop, kill or freeze here? (The engine makes its state what the
+    point's description says before reaching an armed point.)"""
+    return (name in _CRASH or name in _STALL
+            or (getattr(job, "real", False) and name in pausepoints))
 
 
 def reach(name: str, job=None, pausepoints: frozenset[str] = frozenset()) -> None:

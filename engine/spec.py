@@ -87,7 +87,7 @@ class Connector(Protocol):
 @dataclass(frozen=True)
 class EngineSettings:
     file_size: int = 128 << 20
-    chunk_size: int = 16 << 20
+    chunk_size: int = 8 << 20
     backup_parallelism: int = 3
     restore_parallelism: int = 3
     compression_level: int = 1

@@ -34,6 +34,7 @@ class DatabaseMark:
     name: str
     snapshot: str        # pg_current_snapshot() of the run's snapshot, 'xmin:xmax:xip,...'
     tables: dict[int, TableMark] = field(default_factory=dict)
+    oid: int | None = None   # the database's OID (older checkpoints: None)
 
 
 @dataclass
@@ -57,7 +58,7 @@ class Checkpoint:
     def to_json(self) -> dict:
         return {"subdir": self.subdir, "start": self.start, "token": self.token,
                 "parent": asdict(self.parent) if self.parent else None,
-                "databases": {str(o): {"name": d.name, "snapshot": d.snapshot, "tables": {
+                "databases": {str(o): {"name": d.name, "snapshot": d.snapshot, "oid": d.oid, "tables": {
                     str(oid): {"identity": t.identity, "columns": t.columns, "format": t.format,
                                "ranges": t.ranges, "chunks": {
                                    str(i): {"rows": c.rows, "files": [asdict(f) for f in c.files]}
@@ -73,7 +74,7 @@ class Checkpoint:
                                     [norm_range(r) for r in t["ranges"]], {
                     int(i): DoneChunk(c["rows"], [FileRef(**f) for f in c["files"]])
                     for i, c in t["chunks"].items()})
-                for oid, t in db.get("tables", {}).items()})
+                for oid, t in db.get("tables", {}).items()}, db.get("oid"))
             for o, db in d.get("databases", {}).items()},
             ParentMark(**d["parent"]) if d.get("parent") else None)
 

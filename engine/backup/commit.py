@@ -109,6 +109,18 @@ async def still_ours(run) -> bool | None:
     return run.job.job_id in held
 
 
+async def holds_lease(run) -> bool:
+    """Does this process still hold the job's lease, even while it is releasing it (a
+    shutdown)? False when the catalog cannot say."""
+    reg = run.job.registry
+    if reg is None:
+        return True
+    try:
+        return run.job.job_id in await reg.store.heartbeat(reg.coordinator, [run.job.job_id], reg.lease)
+    except Exception:  # noqa: BLE001 - the catalog unreachable
+        return False
+
+
 async def _dir_objects(run) -> dict[str, int]:
     """path -> size of every object in this job's directory."""
     return {info.path: info.size async for info in run.store.list(run.mark.subdir.strip("/") + "/")}

@@ -11,6 +11,7 @@ from ..format.manifest import Chunk, DatabaseEntry, FileRef, TableEntry
 from .checkpoint import DatabaseMark, TableMark, norm_range
 from .sink import ChunkJob, qi, range_sql
 from .snapshot import Snapshot
+from .walsum import Quiet
 
 __all__ = ["Base", "plan_database", "unchanged", "XID_GUARD"]
 
@@ -27,6 +28,7 @@ class Base:
     snapshot: str                 # that snapshot's pg_current_snapshot()
     scan: tuple[int, int | None]  # the pages to test: the chunk as the earlier snapshot bounded it
     own: bool                     # written by this job (an earlier run): kept in its checkpoint
+    quiet: bool = False           # no WAL record touched its pages since that snapshot (FORMAT.md 7.6)
 
 
 def _xmin(snapshot: str) -> int:
@@ -108,8 +110,8 @@ def _ranges_after(parent: TableEntry, pages: int, chunk_pages: int) -> tuple[lis
 
 
 def plan_table(ordinal: int, t, snap: Snapshot, chunk_pages: int, parent: TableEntry | None,
-               parent_snapshot: str, saved: TableMark | None, saved_snapshot: str
-               ) -> tuple[TableEntry, TableMark, list[ChunkJob]]:
+               parent_snapshot: str, saved: TableMark | None, saved_snapshot: str,
+               quiet: Quiet | None = None) -> tuple[TableEntry, TableMark, list[ChunkJob]]:
     """The table's manifest entry (chunks not filled yet), its checkpoint mark, and one ChunkJob
     per chunk, with the bases that may stand in for copying it."""
     fmt = "binary" if t.binary_ok and not t.text_compact else "text"
@@ -141,19 +143,21 @@ def plan_table(ordinal: int, t, snap: Snapshot, chunk_pages: int, parent: TableE
         if r[0] in parent_bases:
             c, scan = parent_bases[r[0]]
             if scan == tuple(r):
-                bases.append(Base(c.rows, tuple(c.files), parent_snapshot, tuple(r), False))
+                bases.append(Base(c.rows, tuple(c.files), parent_snapshot, tuple(r), False,
+                                  quiet is not None and quiet.quiet(t.oid, scan)))
         span = max(0, (pages if r[1] is None else min(r[1], pages)) - r[0])
         jobs.append(ChunkJob(ordinal, t, entry, chunk, (r[0], r[1]), snap.block * span, level, bases))
     return entry, mark, jobs
 
 
 def plan_database(ordinal: int, dbname: str, snap: Snapshot, chunk_size: int,
-                  parent: DatabaseEntry | None, saved: DatabaseMark | None
+                  parent: DatabaseEntry | None, saved: DatabaseMark | None, quiet: Quiet | None = None
                   ) -> tuple[list[TableEntry], DatabaseMark, list[ChunkJob]]:
     """Every table of the snapshot planned; the database's checkpoint mark. `parent` is the
-    parent layer's entry of this database, `saved` an earlier run's mark (same name)."""
+    parent layer's entry of this database, `saved` an earlier run's mark (same name), `quiet`
+    what the WAL summaries say of the pages since the parent's snapshot."""
     chunk_pages = max(1, chunk_size // snap.block)
-    mark = DatabaseMark(dbname, snap.text)
+    mark = DatabaseMark(dbname, snap.text, oid=snap.database_oid)
     parent_tables = {t.oid: t for t in parent.tables} if parent is not None else {}
     entries, jobs = [], []
     for t in snap.tables:
@@ -161,7 +165,7 @@ def plan_database(ordinal: int, dbname: str, snap: Snapshot, chunk_size: int,
             ordinal, t, snap, chunk_pages, parent_tables.get(t.oid),
             parent.snapshot if parent is not None else "",
             saved.tables.get(t.oid) if saved is not None else None,
-            saved.snapshot if saved is not None else "")
+            saved.snapshot if saved is not None else "", quiet)
         mark.tables[t.oid] = tm
         entries.append(entry)
         jobs += tj

@@ -15,6 +15,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -35,11 +36,13 @@ from .dest import Destination, claim, refuse_unsupported, resolve_destination
 from .plan import plan_database, unchanged
 from .sink import ChunkJob, ChunkSink, begin_snapshot, copy_out, over_tcp, qi
 from .snapshot import Snapshot, take_snapshot
+from .walsum import Quiet, quiet_pages
 
 __all__ = ["run_backup", "PGKEEP_VERSION", "BackupRun"]
 
 _log = logging.getLogger("pgkeep.backup")
 PGKEEP_VERSION = "0.1.0"
+SAVE_INTERVAL = 1.0     # seconds: at most one checkpoint save per interval while chunks are copied
 
 
 @dataclass
@@ -63,9 +66,33 @@ class BackupRun:
     # can never replace a file of the backup the adopter commits (docs/FORMAT.md section 4.4).
     attempt: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     kept: int = 0                                      # chunks kept (not copied) by this run
+    kept_quiet: int = 0                                # of those, kept by the WAL summaries
+    saved_at: float = 0.0                              # time.monotonic() of the last save
+    unsaved: bool = False                              # chunks done since the last save
+    saving: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def save(self) -> None:
+        """The whole checkpoint, now (docs/FORMAT.md 4.2). `unsaved` is cleared and the JSON
+        built with no await in between: a chunk recorded before a save began is in it."""
+        self.unsaved = False
+        self.saved_at = time.monotonic()
         await self.job.save_checkpoint(self.mark.to_json())
+
+    async def chunk_done(self, now: bool = False) -> None:
+        """A chunk's files are recorded in the mark: saved with the next save, at most one per
+        SAVE_INTERVAL (a save writes the whole checkpoint, so one per chunk costs O(chunks^2));
+        `now` waits for a save that includes it. A process killed in between leaves those
+        files unnamed: debris the next run deletes, their chunks copied again (FORMAT.md 4.2)."""
+        self.unsaved = True
+        if not now and (self.saving.locked() or time.monotonic() - self.saved_at < SAVE_INTERVAL):
+            return
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Save when a chunk was recorded since the last save began."""
+        async with self.saving:
+            if self.unsaved:
+                await self.save()
 
     def reach(self, point: str) -> None:
         pausepoints.reach(point, self.job, self.settings.pausepoints)
@@ -88,13 +115,31 @@ async def _lock_nowait(conn, t) -> bool:
         return False
 
 
+def _keep(run: BackupRun, mark: DatabaseMark, item: ChunkJob, base) -> None:
+    """The chunk is `base`'s files: done, its rows not moved (unless this job copied them before)."""
+    item.chunk.rows, item.chunk.files = base.rows, list(base.files)
+    if base.own:
+        mark.tables[item.table.oid].chunks[item.chunk.index] = DoneChunk(base.rows, list(base.files))
+    run.kept += 1
+    run.kept_quiet += base.quiet
+    run.job.progress(item.heap_bytes, base.rows if base.own else 0)
+
+
 async def _copy_chunks(run: BackupRun, snap: Snapshot, dbname: str, mark: DatabaseMark,
                        todo: list[ChunkJob]) -> None:
     """Each chunk, on workers sharing the snapshot, largest first: kept when one of its bases
-    is proven unchanged (plan.unchanged), else COPYed; each chunk copied is checkpointed before
-    the next is taken. A chunk whose table a worker cannot lock without waiting is left to the
-    coordinator, which holds every lock already."""
-    todo.sort(key=lambda j: -j.heap_bytes)
+    is proven unchanged (by the WAL summaries at once, without reading it; else by
+    plan.unchanged), else COPYed; each chunk copied is checkpointed before the next is taken. A
+    chunk whose table a worker cannot lock without waiting is left to the coordinator, which
+    holds every lock already."""
+    rest = []
+    for item in todo:
+        base = next((b for b in item.bases or () if b.quiet), None)
+        if base is not None:
+            _keep(run, mark, item, base)
+        else:
+            rest.append(item)
+    todo = sorted(rest, key=lambda j: -j.heap_bytes)
     workers: list = []
     locked: set[tuple[int, int]] = set()      # (id(worker), table oid)
     deferred: list[ChunkJob] = []
@@ -113,12 +158,7 @@ async def _copy_chunks(run: BackupRun, snap: Snapshot, dbname: str, mark: Databa
             tm = mark.tables[item.table.oid]
             for base in item.bases or ():
                 if await unchanged(conn, item.table, base):
-                    item.chunk.rows, item.chunk.files = base.rows, list(base.files)
-                    if base.own:
-                        tm.chunks[item.chunk.index] = DoneChunk(base.rows, list(base.files))
-                    run.kept += 1
-                    # the chunk is done, its rows are not moved (unless this job copied them before)
-                    run.job.progress(item.heap_bytes, base.rows if base.own else 0)
+                    _keep(run, mark, item, base)
                     return
             sink = ChunkSink(run.store, run.pool, run.settings, run.mark.subdir, item, run.written,
                              over_tcp(conn), run.reach, run.attempt)
@@ -132,15 +172,25 @@ async def _copy_chunks(run: BackupRun, snap: Snapshot, dbname: str, mark: Databa
             # in heap bytes, the unit of total_bytes, whatever the COPY format
             run.job.progress(item.heap_bytes, item.chunk.rows)
             tm.chunks[item.chunk.index] = DoneChunk(item.chunk.rows, list(item.chunk.files))
-            await run.save()
+            # the fault point's contract: this chunk is in the checkpoint when it fires
+            await run.chunk_done(now=pausepoints.armed("backup.after_chunk", run.job,
+                                                       run.settings.pausepoints))
             run.reach("backup.after_chunk")
 
         run.clock.lap(f"{dbname}: {len(workers)} connections")
-        await run_parallel(workers, todo, do_chunk, run.job)
-        if deferred:
-            _log.info("backup of %s: %d chunks read by the coordinator (a lock request was "
-                      "queued on their tables)", dbname, len(deferred))
-            await run_parallel([snap.coord], deferred, do_chunk, run.job)
+        try:
+            await run_parallel(workers, todo, do_chunk, run.job)
+            if deferred:
+                _log.info("backup of %s: %d chunks read by the coordinator (a lock request was "
+                          "queued on their tables)", dbname, len(deferred))
+                await run_parallel([snap.coord], deferred, do_chunk, run.job)
+        except JobStopped as stop:
+            # paused, or released at a shutdown: what was copied is kept for the next run;
+            # a run that lost its lease saves nothing (the job runs elsewhere now)
+            if stop.reason == "pause" or await commit_mod.holds_lease(run):
+                await run.flush()
+            raise
+        await run.flush()
     finally:
         for w in workers:
             await close_quietly(w)
@@ -152,25 +202,35 @@ async def _backup_database(run: BackupRun, ordinal: int, dbname: str, table_filt
     of this job (before a pause or a crash) are kept only when proven equal under this
     snapshot, so the whole backup is this snapshot's (docs/FORMAT.md sections 4.2, 7.3)."""
     snap = await take_snapshot(run.connector, dbname, table_filter)
+    run.clock.lap(f"{dbname}: snapshot and schema")
     try:
         saved = run.saved.databases.get(ordinal) if run.saved else None
-        if saved is not None and saved.name != dbname:
+        if saved is not None and (saved.name != dbname or saved.oid not in (None, snap.database_oid)):
             saved = None
-        parent = next((d for d in run.dest.parent.databases if d.name == dbname), None) \
-            if run.dest.incremental else None
-        entries, mark, todo = plan_database(ordinal, dbname, snap, run.settings.chunk_size, parent, saved)
+        # matched by name; by OID too where the parent recorded it: one dropped and re-created
+        # from a template has a new OID and tables whose identities may be the old ones'
+        parent = next((d for d in run.dest.parent.databases if d.name == dbname
+                       and d.oid in (None, snap.database_oid)), None) if run.dest.incremental else None
+        if parent is not None:
+            quiet = await quiet_pages(snap.coord, parent.wal_start, [t.oid for t in snap.tables])
+            run.clock.lap(f"{dbname}: WAL summaries")
+        else:
+            quiet = Quiet("a full")
+        entries, mark, todo = plan_database(ordinal, dbname, snap, run.settings.chunk_size, parent,
+                                            saved, quiet)
         run.mark.databases[ordinal] = mark
         run.job.total_bytes += sum(j.heap_bytes for j in todo)
         candidates = sum(1 for j in todo if j.bases)
-        run.clock.lap(f"{dbname}: snapshot and schema")
         run.job.phase = f"backing up {dbname}"
         await run.save()
-        kept_before = run.kept
+        kept_before, quiet_before = run.kept, run.kept_quiet
         await _copy_chunks(run, snap, dbname, mark, todo)
-        kept = run.kept - kept_before
+        kept, by_wal = run.kept - kept_before, run.kept_quiet - quiet_before
         if candidates:
-            _log.info("backup of %s: %d of %d chunks unchanged since %s, %d copied", dbname, kept,
-                      len(todo), "the parent layer" if run.dest.incremental else "the run before",
+            _log.info("backup of %s: %d of %d chunks unchanged since %s (%d by WAL summaries, %d "
+                      "by a scan%s), %d copied", dbname, kept, len(todo),
+                      "the parent layer" if run.dest.incremental else "the run before", by_wal,
+                      kept - by_wal, f"; WAL summaries not used: {quiet.why}" if quiet.why else "",
                       len(todo) - kept)
         run.clock.lap(f"{dbname}: data ({len(todo) - kept} chunks copied, {kept} kept)")
         for e in entries:
@@ -182,7 +242,10 @@ async def _backup_database(run: BackupRun, ordinal: int, dbname: str, table_filt
         await close_quietly(snap.coord)
     entry = DatabaseEntry(ordinal, dbname, snap.time.isoformat(), schema_file, table_filter is None,
                           entries, selected=None if table_filter is None else sorted(table_filter),
-                          snapshot=snap.text)
+                          snapshot=snap.text, oid=snap.database_oid,
+                          wal_start=snap.wal_start.to_json() if snap.wal_start else None,
+                          proof={"wal": by_wal, "scan": kept - by_wal, "why": quiet.why}
+                          if parent is not None else None)
     # A table backup holds only its tables: the database's other objects are not its business.
     return entry, snap.time, snap.schema.uncaptured if table_filter is None else []
 

@@ -11,6 +11,7 @@ from ..errors import EngineError
 from ..parallel import close_quietly
 from ..spec import Connector
 from .sink import begin_snapshot
+from .walsum import WalStart, confirm_start, wal_start
 
 __all__ = ["Snapshot", "take_snapshot", "LockNotAvailable"]
 
@@ -81,6 +82,8 @@ class Snapshot:
     identities: dict[int, tuple[str, bool]]   # oid -> (identity, heap access method)
     pages: dict[int, int] = None              # oid -> heap pages, read after the snapshot was taken
     block: int = 8192
+    wal_start: WalStart | None = None         # where its WAL starts, for the next layer (FORMAT.md 7.6)
+    database_oid: int | None = None           # the database's OID (FORMAT.md 7.3)
 
 
 async def _identities(conn, oids: list[int]) -> dict[int, tuple[str, bool]]:
@@ -119,9 +122,11 @@ async def take_snapshot(connector: Connector, dbname: str, table_filter) -> Snap
 
 
 async def _snapshot_once(coord, connector: Connector, dbname: str, table_filter) -> Snapshot | None:
+    start = await wal_start(coord)
     await begin_snapshot(coord)
     exported, text, when = await coord.fetchrow(
         "SELECT pg_export_snapshot(), pg_current_snapshot()::text, clock_timestamp()")
+    start = confirm_start(start, text)
     has_lo = bool(await coord.fetchval("SELECT EXISTS (SELECT FROM pg_catalog.pg_largeobject_metadata)"))
     try:
         await _lock_tables(coord, table_filter, has_lo)
@@ -148,6 +153,8 @@ async def _snapshot_once(coord, connector: Connector, dbname: str, table_filter)
     pages = {oid: int(n) for oid, n in await coord.fetch(
         "SELECT c.oid, pg_catalog.pg_relation_size(c.oid) / pg_catalog.current_setting('block_size')::int "
         "FROM pg_catalog.pg_class c WHERE c.oid = ANY($1::pg_catalog.oid[])", oids)}
-    block = int(await coord.fetchval("SELECT pg_catalog.current_setting('block_size')::int"))
-    return Snapshot(coord, exported, text, when, schema, tables, seen, pages, block)
+    block, dboid = await coord.fetchrow(
+        "SELECT pg_catalog.current_setting('block_size')::int, oid::bigint FROM pg_catalog.pg_database "
+        "WHERE datname = pg_catalog.current_database()")
+    return Snapshot(coord, exported, text, when, schema, tables, seen, pages, int(block), start, int(dboid))
 

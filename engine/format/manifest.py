@@ -64,6 +64,15 @@ class DatabaseEntry:
     selected: list[int] | None = None   # table backups: the relations named (tables, views,
                                         # sequences, partitions), by OID; None for a whole database
     snapshot: str = ""                  # pg_current_snapshot() of the data (version 2)
+    # Optional (docs/FORMAT.md 7.6): where the snapshot's WAL starts, for the next layer's WAL
+    # summaries ({"system", "database", "timeline", "lsn"}); None when not recorded.
+    wal_start: dict | None = None
+    # How this layer proved the parent's chunks unchanged: {"wal": chunks kept by the WAL
+    # summaries, "scan": chunks kept by a scan, "why": why the summaries were not used, or ""}.
+    proof: dict | None = None
+    # Optional: the database's OID. A database dropped and re-created from a template under its
+    # name has a new one, and its tables may keep their identities (FORMAT.md 7.3).
+    oid: int | None = None
 
 
 @dataclass(frozen=True)
@@ -130,7 +139,8 @@ class Manifest:
                                                             c.get("range"))
                                                       for c in t["chunks"]]})
                         for t in db["tables"]],
-                selected=db.get("selected"), snapshot=db.get("snapshot", ""))
+                selected=db.get("selected"), snapshot=db.get("snapshot", ""),
+                wal_start=db.get("wal_start"), proof=db.get("proof"), oid=db.get("oid"))
                 for db in d["databases"]]
             chain = [ChainLink(**link) for link in d.get("chain", [])]
             return cls(**{**d, "databases": dbs, "chain": chain})

@@ -587,21 +587,25 @@ def type_changes(s: Source):
 
 # -- the chain ----------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def chain(pgkeep, pg18):
-    pg18.psql(f"DROP DATABASE IF EXISTS {DB}")
-    pg18.psql(f"CREATE DATABASE {DB}")
-    src = Source(pg18, DB)
+def build_chain(pgkeep, cluster, cases: list[Case], name: str = "capture",
+                prepare: Callable[[Source], None] | None = None) -> Chain:
+    """The cases' chain in database DB of `cluster`, through `pgkeep`: LAYERS layers, each
+    restored (AS OF SYSTEM TIME its end time) and read back. `prepare` runs after the setups."""
+    cluster.psql(f"DROP DATABASE IF EXISTS {DB}")
+    cluster.psql(f"CREATE DATABASE {DB}")
+    src = Source(cluster, DB)
     try:
-        for c in CASES:
+        for c in cases:
             c.setup(src)
-        coll = collection("capture")
+        if prepare is not None:
+            prepare(src)
+        coll = collection(name)
         expected, manifests = [], []
         for k in range(LAYERS):
-            after = [a for c in sorted(CASES, key=lambda c: c.holds) if k in c.steps
+            after = [a for c in sorted(cases, key=lambda c: c.holds) if k in c.steps
                      for a in [c.steps[k](src)] if a is not None]
             through(pgkeep, f"BACKUP DATABASE {DB} INTO {'LATEST IN ' if k else ''}'{coll}'")
-            expected.append(read_state(pg18, DB))
+            expected.append(read_state(cluster, DB))
             manifests.append(tip_manifest(pgkeep, coll))
             for a in after:
                 a()
@@ -610,21 +614,20 @@ def chain(pgkeep, pg18):
         restored = []
         for k, end in enumerate(ends):
             target = f"cap_r{k}"
-            pg18.psql(f"DROP DATABASE IF EXISTS {target}")
+            cluster.psql(f"DROP DATABASE IF EXISTS {target}")
             done = psql(pgkeep.dsn(), "-v", "ON_ERROR_STOP=1", "-c",
                         f"RESTORE DATABASE {DB} FROM LATEST IN '{coll}' AS OF SYSTEM TIME '{end.isoformat()}' "
                         f"WITH new_db_name = '{target}'", timeout=120, check=False)
             assert done.returncode == 0, f"restore of layer {k}: {done.stderr}"
-            restored.append(read_state(pg18, target))
-            pg18.psql(f"DROP DATABASE {target}")
-        yield Chain(expected, restored, manifests, src.facts)
+            restored.append(read_state(cluster, target))
+            cluster.psql(f"DROP DATABASE {target}")
+        return Chain(expected, restored, manifests, src.facts)
     finally:
         src.close()
-    pg18.psql(f"DROP DATABASE IF EXISTS {DB}")
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
-def test_every_layer_restores_the_source_at_its_snapshot(chain, case):
+def check_case(chain: Chain, case: Case) -> None:
+    """Every layer restored the case's tables as the source had them; the case did what it says."""
     for k in range(LAYERS):
         want, got = chain.expected[k], chain.restored[k]
         for t in case.tables:
@@ -642,6 +645,21 @@ def test_every_layer_restores_the_source_at_its_snapshot(chain, case):
         case.check(chain)
 
 
-def test_every_layer_restores_the_whole_database(chain):
+@pytest.fixture(scope="module")
+def chain(pgkeep, pg18):
+    yield build_chain(pgkeep, pg18, CASES)
+    pg18.psql(f"DROP DATABASE IF EXISTS {DB}")
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_every_layer_restores_the_source_at_its_snapshot(chain, case):
+    check_case(chain, case)
+
+
+def check_whole_database(chain: Chain) -> None:
     for k in range(LAYERS):
         assert chain.restored[k].diff(chain.expected[k]) == [], f"layer {k}"
+
+
+def test_every_layer_restores_the_whole_database(chain):
+    check_whole_database(chain)

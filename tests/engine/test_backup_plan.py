@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from engine.backup.plan import _ranges_after
+from engine.backup.walsum import Quiet, WalStart, confirm_start
 from engine.format.manifest import Chunk, TableEntry
 
 
@@ -35,3 +36,20 @@ def test_ranges_after_a_parent_partition_the_table(ranges, parent_pages, pages):
     for lo, hi in got:          # a parent chunk is tested on exactly the pages the layer copies
         if lo in bases:
             assert bases[lo][1] == (lo, hi)
+
+
+def test_wal_summaries_keep_only_closed_ranges_of_logged_tables_without_changed_blocks():
+    """What Quiet (docs/FORMAT.md 7.6) lets a layer keep without a scan."""
+    q = Quiet(blocks={1: [3, 17], 2: []}, logged={1, 2})
+    assert [q.quiet(1, r) for r in [(0, 3), (0, 4), (4, 17), (17, 18), (18, 30)]] == [True, False, True, False, True]
+    assert q.quiet(2, (0, 8)) is True
+    assert q.quiet(1, (18, None)) is False          # the open tail: the scan decides
+    assert q.quiet(3, (0, 8)) is False              # unlogged or truncated: not in `logged`
+    assert Quiet("summarize_wal is off", {1: []}, {1}).quiet(1, (0, 8)) is False
+
+
+def test_a_start_position_holds_only_when_no_older_writer_ran_at_the_snapshot():
+    start = WalStart("7", 5, 1, "0/1000", xid=1000)
+    assert confirm_start(start, "1000:1005:1000,1001") is start
+    assert confirm_start(start, "999:1005:999") is None       # a writer (or prepared xact) below N
+    assert confirm_start(None, "1000:1000:") is None

@@ -122,10 +122,11 @@ def chains(pgkeep, pg18):
 
 
 def restore(pgkeep, pg18, coll: str, target: str, end=None):
-    """The state of a restore of the layer ending at `end` (the newest without one)."""
+    """The state of a restore of the layer ending at `end` (the newest without one), WITH grants:
+    the chain's changes include GRANTs, which a restore keeps only with it."""
     pg18.psql(f"DROP DATABASE IF EXISTS {target}")
     aost = f" AS OF SYSTEM TIME '{end.isoformat()}'" if end is not None else ""
-    through(pgkeep, f"RESTORE DATABASE {DB} FROM LATEST IN '{coll}'{aost} WITH new_db_name = '{target}'")
+    through(pgkeep, f"RESTORE DATABASE {DB} FROM LATEST IN '{coll}'{aost} WITH grants, new_db_name = '{target}'")
     state = read_state(pg18, target)
     pg18.psql(f"DROP DATABASE {target}")
     return state

@@ -259,8 +259,8 @@ class JobRegistry:
         """A job created inside the caller's transaction (`conn`), pending: once committed, any
         process with room claims it (call wake() after the commit to claim it here soon)."""
         place = await self.placement.of(spec) if self.placement is not None else None
-        await self.store.create(job_id, job_type, description, user, spec, None, self.lease, place,
-                                schedule_id=schedule_id, conn=conn)
+        await self.store.create(job_id, job_type, description, user, spec, None, 0, place,
+                                schedule_id=schedule_id, conn=conn)     # no lease: claimable at once
         return job_id
 
     async def wait(self, job_id: int, poll: float = 0.5, outage: float = 120.0):

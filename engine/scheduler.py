@@ -125,6 +125,7 @@ class Scheduler:
         self.hold = hold                    # a claim dies with its holder within this many seconds
         self.batch = batch
         self._task: asyncio.Task | None = None
+        self._wake = asyncio.Event()
         jobs.on_terminal(self.job_ended)
 
     def start(self) -> None:
@@ -138,19 +139,34 @@ class Scheduler:
             except (asyncio.CancelledError, Exception):  # noqa: BLE001 - stopping anyway
                 pass
 
+    def wake(self) -> None:
+        """Make a pass now (a schedule was created, altered or resumed here)."""
+        self._wake.set()
+
     async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
+            self._wake.clear()
+            last = loop.time()
             try:
                 await self.tick()
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - the catalog may be briefly unreachable
                 _log.exception("scheduler pass failed")
-            try:
-                delay = await self.pace() if self.pace is not None else 60.0
-            except Exception:  # noqa: BLE001
-                delay = 60.0
-            await asyncio.sleep(max(0.05, delay))
+            # The pace is read again every second, so a change of it takes effect at once.
+            while not self._wake.is_set():
+                try:
+                    delay = await self.pace() if self.pace is not None else 60.0
+                except Exception:  # noqa: BLE001
+                    delay = 60.0
+                remaining = last + max(0.02, delay) - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    await asyncio.wait_for(self._wake.wait(), min(remaining, 1.0))
+                except asyncio.TimeoutError:
+                    pass
 
     async def tick(self) -> int:
         """One pass: start the runs due now; returns how many were started."""

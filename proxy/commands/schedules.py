@@ -46,6 +46,13 @@ _ON_RUNNING = {"start": "NO_WAIT", "skip": "SKIP", "wait": "WAIT"}
 _DEFAULT_LABEL = "BACKUP"
 
 
+def _wake(ctx: CommandContext) -> None:
+    """A schedule changed here: this process's scheduler looks at once (others at their pace)."""
+    scheduler = getattr(ctx.app, "scheduler", None)
+    if scheduler is not None:
+        scheduler.wake()
+
+
 async def _now(ctx: CommandContext) -> dt.datetime:
     """The scheduler's clock, so a schedule's times agree with when it runs."""
     scheduler = getattr(ctx.app, "scheduler", None)
@@ -192,6 +199,7 @@ class _CreateSchedule:
             return Result(CREATE_COLUMNS, [])
         for notice in notices:
             ctx.notify(notice)
+        _wake(ctx)
         if spec.scope == "cluster":
             ctx.notify("full cluster backups are not supported by pgkeep yet: this schedule's runs "
                        "will fail (and follow on_execution_failure) until they are")
@@ -318,6 +326,7 @@ class _ControlSchedules:
                 else:
                     await _drop(store, conn, s)
                 done += 1
+        _wake(ctx)
         return Result(tag=f"{word} SCHEDULES {done}")
 
 

@@ -74,6 +74,10 @@ def jobs_for(proc, sid) -> list[dict]:
     return qd(proc, f"SHOW JOBS FOR SCHEDULE {sid}")
 
 
+def description(proc, job_id) -> str:
+    return qd(proc, f"SHOW JOB {job_id}")[0]["description"]
+
+
 def wait_for(what, check, timeout=60):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -173,26 +177,28 @@ def test_runs_follow_the_clock_full_then_incrementals_each_slot_once(env):
     inc, full = [r[0] for r in q(p, f"CREATE SCHEDULE FOR BACKUP DATABASE shop INTO '{c}' "
                                     "RECURRING '*/15 * * * *' WITH SCHEDULE OPTIONS first_run = 'now'")]
     [j] = wait_jobs(p, full, 1)
-    assert j["description"].startswith("BACKUP DATABASE shop INTO '/2") and f"IN '{c}'" in j["description"]
-    assert "AS OF SYSTEM TIME '2030-01-07T00:00:00+00:00'" in j["description"]
+    d = description(p, j["job_id"])
+    assert d.startswith("BACKUP DATABASE shop INTO '/2") and f"IN '{c}'" in d
+    assert "AS OF SYSTEM TIME '2030-01-07T00:00:00+00:00'" in d
     s = wait_for("the incremental un-paused", lambda: (lambda r: r if r["schedule_status"] == "ACTIVE" else None)(
         schedule(p, inc)))
     assert s["next_run"] == T0 + dt.timedelta(minutes=15) and s["state"] is None
     assert schedule(p, full)["last_success"] == T0
     assert schedule(p, full)["next_run"] == T0 + dt.timedelta(days=1)
     full_subdir = q(p, f"SHOW BACKUPS IN '{c}'")[0][0]
-    assert full_subdir in j["description"]
+    assert f"INTO '{full_subdir}' IN" in d
 
     set_clock(p, T0 + dt.timedelta(minutes=15))
     [i1] = wait_jobs(p, inc, 1)
-    assert f"INTO '{full_subdir}' IN '{c}'" in i1["description"]
+    assert f"INTO '{full_subdir}' IN '{c}'" in description(p, i1["job_id"])
     # a jump far forwards: one run, for the newest slot, not one per missed slot
     set_clock(p, T0 + dt.timedelta(hours=2, minutes=7))
     wait_jobs(p, inc, 2)
     time.sleep(1)
     runs = jobs_for(p, inc)
     assert len(runs) == 2
-    assert "AS OF SYSTEM TIME '2030-01-07T02:00:00+00:00'" in [r for r in runs if r["job_id"] != i1["job_id"]][0]["description"]
+    [i2] = [r["job_id"] for r in runs if r["job_id"] != i1["job_id"]]
+    assert "AS OF SYSTEM TIME '2030-01-07T02:00:00+00:00'" in description(p, i2)
     assert schedule(p, inc)["next_run"] == T0 + dt.timedelta(hours=2, minutes=15)
     # and back: nothing runs again
     set_clock(p, T0 + dt.timedelta(minutes=20))
@@ -305,3 +311,39 @@ def test_who_may_show_pause_alter_drop(env):
     fails(p, f"CREATE SCHEDULE FOR BACKUP DATABASE shop INTO '{coll()}' RECURRING '@weekly'", "42501", user="bob")
     q(p, f"DROP SCHEDULE {sid}", user="dave")
     assert q(p, f"SHOW SCHEDULE {sid}") == []
+
+
+def test_alter_backup_schedule(env):
+    _, p = env
+    c, c2 = coll(), coll()
+    inc, full = [r[0] for r in q(p, f"CREATE SCHEDULE 'a1' FOR BACKUP DATABASE shop INTO '{c}' "
+                                    "RECURRING '@hourly'")]
+    rows = qd(p, f"ALTER BACKUP SCHEDULE {inc} SET LABEL 'a2', SET INTO '{c2}', "
+                 "SET RECURRING '*/30 * * * *', SET FULL BACKUP '@weekly', "
+                 "SET SCHEDULE OPTION on_execution_failure = 'pause'")
+    assert [(r["schedule_id"], r["label"], r["schedule"]) for r in rows] == [
+        (inc, "a2", "*/30 * * * *"), (full, "a2", "@weekly")]
+    assert rows[0]["backup_stmt"] == f"BACKUP DATABASE shop INTO LATEST IN '{c2}' WITH OPTIONS (detached)"
+    assert rows[1]["first_run"] == dt.datetime(2030, 1, 13, tzinfo=UTC)
+    assert schedule(p, full)["on_execution_failure"] == "PAUSE_SCHED"
+    # SET WITH: what BACKUP refuses is refused, and nothing changes
+    fails(p, f"ALTER BACKUP SCHEDULE {full} SET WITH revision_history = true", "0A000")
+    assert schedule(p, full)["label"] == "a2"
+    # EXECUTE FULL IMMEDIATELY: the full runs at once, then the incremental is un-paused
+    q(p, f"ALTER BACKUP SCHEDULE {full} EXECUTE FULL IMMEDIATELY")
+    wait_jobs(p, full, 1)
+    wait_for("incremental active", lambda: schedule(p, inc)["schedule_status"] == "ACTIVE")
+    q(p, f"ALTER BACKUP SCHEDULE {full} EXECUTE IMMEDIATELY")       # the incremental now
+    [j] = wait_jobs(p, inc, 1)
+    assert f"IN '{c2}'" in description(p, j["job_id"])
+    # FULL BACKUP ALWAYS drops the incremental; the full takes its cadence
+    rows = qd(p, f"ALTER BACKUP SCHEDULE {full} SET FULL BACKUP ALWAYS")
+    assert [(r["schedule_id"], r["schedule"]) for r in rows] == [(full, "*/30 * * * *")]
+    assert q(p, f"SHOW SCHEDULE {inc}") == []
+    # and back to a pair: the new incremental is active, the full has succeeded already
+    rows = qd(p, f"ALTER BACKUP SCHEDULE {full} SET FULL BACKUP '@daily'")
+    assert [(r["status"], r["schedule"]) for r in rows] == [("ACTIVE", "*/30 * * * *"), ("ACTIVE", "@daily")]
+    # only the owner alters, not even an admin
+    assert "only the owner" in fails(p, f"ALTER BACKUP SCHEDULE {full} SET LABEL 'x'", "42501", user="dave")
+    fails(p, "ALTER BACKUP SCHEDULE 4242 SET LABEL 'x'", "42704")
+    q(p, f"DROP SCHEDULE {full}")

@@ -54,7 +54,7 @@ class Schedule:
 _FIELDS = tuple(f.name for f in fields(Schedule))
 _COLUMNS = ", ".join(_FIELDS)
 _RUNNING = "SELECT count(*) FROM pgkeep.jobs j WHERE j.schedule_id = s.schedule_id AND j.status = 'running'"
-_UNENDED = ("'pending', 'running', 'pause-requested', 'cancel-requested', 'reverting'")
+_UNENDED = "'pending', 'running', 'pause-requested', 'paused', 'cancel-requested', 'reverting'"
 
 
 def _schedule(row) -> Schedule:
@@ -170,7 +170,7 @@ class ScheduleStore:
             yield conn, [_schedule(r) for r in rows]
 
     async def unended_jobs(self, schedule_id: int, conn=None) -> list[int]:
-        """The schedule's jobs that have not ended (pending, running, pausing, canceling)."""
+        """The schedule's jobs that have not ended (a paused one has not: CockroachDB's rule)."""
         async with self._conn(conn) as c:
             rows = await c.fetch(f"SELECT job_id FROM pgkeep.jobs WHERE schedule_id = $1 AND status IN "
                                  f"({_UNENDED}) ORDER BY job_id", schedule_id)

@@ -88,10 +88,10 @@ def wait_for(what, check, timeout=60):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def wait_jobs(proc, sid, n, statuses=("succeeded",)) -> list[dict]:
+def wait_jobs(proc, sid, n, statuses=("succeeded",), timeout=60) -> list[dict]:
     return wait_for(f"{n} ended job(s) of schedule {sid}",
                     lambda: (lambda js: js if len(js) >= n and all(j["status"] in statuses for j in js) else None)(
-                        jobs_for(proc, sid)))
+                        jobs_for(proc, sid)), timeout)
 
 
 @pytest.fixture(autouse=True)
@@ -346,4 +346,62 @@ def test_alter_backup_schedule(env):
     # only the owner alters, not even an admin
     assert "only the owner" in fails(p, f"ALTER BACKUP SCHEDULE {full} SET LABEL 'x'", "42501", user="dave")
     fails(p, "ALTER BACKUP SCHEDULE 4242 SET LABEL 'x'", "42704")
+    q(p, f"DROP SCHEDULE {full}")
+
+
+def test_on_previous_running(env):
+    _, p = env
+    q(p, "SET CLUSTER SETTING jobs.debug.pausepoints = 'backup.after_claim'")
+    try:
+        ids = {}
+        for mode in ("wait", "skip", "start"):
+            [row] = q(p, f"CREATE SCHEDULE FOR BACKUP DATABASE shop INTO '{coll()}' RECURRING '@hourly' "
+                         f"FULL BACKUP ALWAYS WITH SCHEDULE OPTIONS first_run = 'now', "
+                         f"on_previous_running = '{mode}'")
+            ids[mode] = row[0]
+        first = {m: wait_jobs(p, sid, 1, ("paused",))[0]["job_id"] for m, sid in ids.items()}
+        set_clock(p, T0 + dt.timedelta(hours=1))
+        wait_jobs(p, ids["start"], 2, ("paused",))
+        wait_for("skip and wait seen", lambda: schedule(p, ids["skip"])["state"] and schedule(p, ids["wait"])["state"])
+        time.sleep(0.5)
+        assert len(jobs_for(p, ids["wait"])) == 1 and len(jobs_for(p, ids["skip"])) == 1
+        w, s = schedule(p, ids["wait"]), schedule(p, ids["skip"])
+        assert w["state"] == f"waiting for job {first['wait']} of the previous run to end"
+        assert w["next_run"] == T0 + dt.timedelta(hours=1)           # still due
+        assert s["state"] == (f"skipped the run due at 2030-01-07 01:00:00+00: job {first['skip']} of the "
+                              "previous run has not ended")
+        assert s["next_run"] == T0 + dt.timedelta(hours=2)
+        # the waiting one runs its slot once the previous run ends
+        q(p, "RESET CLUSTER SETTING jobs.debug.pausepoints")
+        q(p, f"RESUME JOB {first['wait']}")
+        runs = wait_jobs(p, ids["wait"], 2)
+        assert any("AS OF SYSTEM TIME '2030-01-07T01:00:00+00:00'" in description(p, r["job_id"]) for r in runs)
+        assert schedule(p, ids["wait"])["state"] is None
+    finally:
+        q(p, "RESET CLUSTER SETTING jobs.debug.pausepoints")
+        for sid in ids.values():
+            q(p, f"CANCEL JOBS FOR SCHEDULE {sid}")
+            q(p, f"DROP SCHEDULE {sid}")
+
+
+def test_real_clock_first_run_now_then_an_incremental_that_restores(env):
+    """No injected clock: a `first_run = 'now'` schedule with a one-minute cron takes a full at
+    once and, at the next minute, an incremental that holds what was written in between."""
+    cluster, p = env
+    q(p, "RESET CLUSTER SETTING pgkeep.scheduler.debug_now")
+    cluster.psql("CREATE DATABASE live")
+    cluster.psql("CREATE TABLE t (id int PRIMARY KEY, v text); "
+                 "INSERT INTO t SELECT g, 'full' FROM generate_series(1, 500) g", "live")
+    c = coll()
+    inc, full = [r[0] for r in q(p, f"CREATE SCHEDULE FOR BACKUP DATABASE live INTO '{c}' "
+                                    "RECURRING '* * * * *' WITH SCHEDULE OPTIONS first_run = 'now'")]
+    wait_jobs(p, full, 1, timeout=60)
+    cluster.psql("INSERT INTO t SELECT g, 'incremental' FROM generate_series(501, 700) g", "live")
+    wait_jobs(p, inc, 1, timeout=90)
+    assert len(q(p, f"SHOW BACKUPS IN '{c}'")) == 1
+    types = {r["backup_type"] for r in qd(p, f"SHOW BACKUP FROM LATEST IN '{c}'")}
+    assert types == {"full", "incremental"}
+    q(p, f"RESTORE DATABASE live FROM LATEST IN '{c}' WITH new_db_name = 'live_back'")
+    assert cluster.psql("SELECT count(*), count(*) FILTER (WHERE v = 'incremental') FROM t",
+                        "live_back").strip() == "700|200"
     q(p, f"DROP SCHEDULE {full}")

@@ -327,7 +327,7 @@ def test_alter_backup_schedule(env):
     assert rows[1]["first_run"] == dt.datetime(2030, 1, 13, tzinfo=UTC)
     assert schedule(p, full)["on_execution_failure"] == "PAUSE_SCHED"
     # SET WITH: what BACKUP refuses is refused, and nothing changes
-    fails(p, f"ALTER BACKUP SCHEDULE {full} SET WITH revision_history = true", "0A000")
+    fails(p, f"ALTER BACKUP SCHEDULE {full} SET WITH revision_history", "0A000")   # bare: = true
     assert schedule(p, full)["label"] == "a2"
     # EXECUTE FULL IMMEDIATELY: the full runs at once, then the incremental is un-paused
     q(p, f"ALTER BACKUP SCHEDULE {full} EXECUTE FULL IMMEDIATELY")

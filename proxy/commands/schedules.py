@@ -11,7 +11,6 @@ Secrets never leave the catalog's payload table: every statement shown is redact
 from __future__ import annotations
 
 import datetime as dt
-import json
 from dataclasses import replace
 from typing import ClassVar
 

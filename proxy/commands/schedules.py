@@ -110,7 +110,13 @@ async def _first_run(ctx: CommandContext, expr, now: dt.datetime) -> dt.datetime
 
 
 def _schedule_options(o: sql.ScheduleOptions) -> dict:
-    """The enumerations (the parser lowercases literals; a placeholder's value is checked here)."""
+    """The enumerations (the parser lowercases literals; a placeholder's value is checked here).
+    A key the parser kept as unknown is refused here, with CockroachDB's error."""
+    for key, _ in o.unknown:
+        raise errors.InvalidParameterValue(f'invalid option "{key}"',
+                                           hint="schedule options: first_run, on_execution_failure, "
+                                                "on_previous_running, ignore_existing_backups, "
+                                                "updates_cluster_last_backup_time_metric")
     out = {}
     for name, allowed in (("on_execution_failure", _ON_FAILURE), ("on_previous_running", _ON_RUNNING)):
         value = getattr(o, name)

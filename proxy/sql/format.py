@@ -100,6 +100,9 @@ def _options(opts, redact: bool) -> list[str]:
         name = _DISPLAY.get(f.name, f.name)
         if value is None:
             continue
+        if f.name == "unknown":     # ScheduleOptions' keys no schedule knows, as written
+            out += [k if v is None else f"{k} = {format_expr(v, redact)}" for k, v in value]
+            continue
         if f.name == "detached" and isinstance(opts, BackupOptions):
             out.append("detached" if value else "detached = FALSE")
         elif value is False:

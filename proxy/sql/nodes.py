@@ -146,6 +146,9 @@ class ScheduleOptions(Node):
     on_previous_running: Expr | None = None
     ignore_existing_backups: bool = False
     updates_cluster_last_backup_time_metric: Expr | None = None
+    # Keys CockroachDB's grammar takes (any kv_option) that no schedule knows: (key, value or
+    # None), refused with CockroachDB's error when the statement runs.
+    unknown: tuple[tuple[str, Expr | None], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -159,6 +159,10 @@ def test_create_refusals_and_if_not_exists(env):
              "RECURRING '@daily'", "0A000")
     fails(p, f"CREATE SCHEDULE FOR BACKUP DATABASE shop INTO '{coll()}' AS OF SYSTEM TIME '-1s' "
              "RECURRING '@daily'", "42601")
+    # any key parses (CockroachDB's kv_option); an unknown one is refused when it runs
+    assert 'invalid option "frequency"' in fails(
+        p, f"CREATE SCHEDULE FOR BACKUP DATABASE shop INTO '{coll()}' RECURRING '@daily' "
+           "WITH SCHEDULE OPTIONS frequency = 'daily'", "22023")
     label = f"once-{uuid.uuid4().hex[:6]}"
     first = q(p, f"CREATE SCHEDULE IF NOT EXISTS '{label}' FOR BACKUP DATABASE shop INTO '{coll()}' "
                  "RECURRING '@weekly'")
@@ -346,6 +350,7 @@ def test_alter_backup_schedule(env):
     # only the owner alters, not even an admin
     assert "only the owner" in fails(p, f"ALTER BACKUP SCHEDULE {full} SET LABEL 'x'", "42501", user="dave")
     fails(p, "ALTER BACKUP SCHEDULE 4242 SET LABEL 'x'", "42704")
+    fails(p, f"ALTER BACKUP SCHEDULE {full} SET SCHEDULE OPTION 'zap' = 'x'", "22023")
     q(p, f"DROP SCHEDULE {full}")
 
 

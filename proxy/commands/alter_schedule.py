@@ -52,7 +52,7 @@ class _AlterBackupSchedule:
         store = ctx.app.catalog.schedules
         now = await _now(ctx)
         async with store.transaction() as conn:
-            s = await store.get(_id(stmt.schedule_id), conn, lock=True)
+            s = await store.get(await _id(ctx, stmt.schedule_id), conn, lock=True)
             await _require(ctx, s, "alter")
             other = await store.get(s.dependent_id, conn, lock=True) if s.dependent_id is not None else None
             full = s if s.backup_type == "FULL" else other

@@ -19,7 +19,7 @@ from ..wire.values import OID
 from . import authz
 from .base import CommandContext, Result, literal_text
 
-__all__ = ["COMMANDS", "JOBS_COLUMNS", "DESCRIPTION_WIDTH", "cut_description"]
+__all__ = ["COMMANDS", "JOBS_COLUMNS", "DESCRIPTION_WIDTH", "cut_description", "eval_id"]
 
 _I8, _TS, _F8 = (dict(type_oid=OID.INT8, type_size=8), dict(type_oid=OID.TIMESTAMPTZ, type_size=8),
                  dict(type_oid=OID.FLOAT8, type_size=8))
@@ -51,8 +51,16 @@ def _row(job, cut: bool) -> tuple:
             job.fraction_completed, job.error, job.coordinator_id, None, None)
 
 
-def _job_id(expr, what: str = "job") -> int:
-    text = literal_text(expr, f"the {what} ID")
+async def eval_id(ctx: CommandContext, expr, what: str = "job") -> int:
+    """A job or schedule ID: a literal, or an expression (sql.ScalarExpr) the upstream evaluates
+    on the client's own connection, as CockroachDB evaluates any a_expr there."""
+    if isinstance(expr, sql.ScalarExpr):
+        rows = await ctx.client_query(f"SELECT ({expr.sql})::int8")
+        if not rows or rows[0][0] is None:
+            raise errors.InvalidParameterValue(f"the {what} ID is NULL")
+        text = str(rows[0][0])
+    else:
+        text = literal_text(expr, f"the {what} ID")
     try:
         return int(text)
     except ValueError:
@@ -73,7 +81,7 @@ async def _query_ids(ctx: CommandContext, query: sql.SelectFromShow, what: str =
 async def _schedule_jobs(ctx: CommandContext, stmt) -> list[int]:
     """The ids of the jobs started by the schedule(s) a FOR SCHEDULE[S] form names."""
     if stmt.schedule_id is not None:
-        schedules = [_job_id(stmt.schedule_id, "schedule")]
+        schedules = [await eval_id(ctx, stmt.schedule_id, "schedule")]
     else:
         schedules = await _query_ids(ctx, stmt.schedules_query, "schedule")
     return [j.job_id for j in await ctx.app.catalog.jobs.list(schedule_ids=schedules)]
@@ -127,7 +135,7 @@ class _ShowJobs:
         if isinstance(stmt, sql.ShowJob):
             # No row for an unknown id, as for one the user may not see (CockroachDB's SHOW JOB
             # is a query over the jobs the user may see).
-            ids, cut = [_job_id(stmt.job_id)], False
+            ids, cut = [await eval_id(ctx, stmt.job_id)], False
         elif stmt.query is not None:
             ids, cut = await _query_ids(ctx, stmt.query), True
         elif stmt.schedule_id is not None or stmt.schedules_query is not None:
@@ -162,7 +170,7 @@ class _ControlJobs:
         store = ctx.app.catalog.jobs
         bulk = stmt.job_id is None
         if stmt.job_id is not None:
-            ids = [_job_id(stmt.job_id)]
+            ids = [await eval_id(ctx, stmt.job_id)]
         elif stmt.query is not None:
             ids = await _query_ids(ctx, stmt.query)
         elif stmt.schedule_id is not None or stmt.schedules_query is not None:

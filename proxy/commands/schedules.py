@@ -26,6 +26,7 @@ from ..wire.values import OID
 from . import authz
 from .backup import backup_spec, collection_uri
 from .base import CommandContext, Result, literal_text
+from .jobs import _query_ids, eval_id
 
 __all__ = ["COMMANDS", "start_scheduler", "CREATE_COLUMNS", "SCHEDULES_COLUMNS", "BackupExecutor"]
 
@@ -58,12 +59,8 @@ async def _now(ctx: CommandContext) -> dt.datetime:
     return await (scheduler.clock if scheduler is not None else system_clock)()
 
 
-def _id(expr) -> int:
-    text = literal_text(expr, "the schedule ID")
-    try:
-        return int(text)
-    except ValueError:
-        raise errors.InvalidParameterValue(f"invalid schedule ID {text!r}") from None
+async def _id(ctx: CommandContext, expr) -> int:
+    return await eval_id(ctx, expr, "schedule")
 
 
 def _parse_backup(text: str) -> sql.Backup:
@@ -246,7 +243,7 @@ class _ShowSchedules:
 
     async def execute(self, ctx: CommandContext, stmt) -> Result:
         if isinstance(stmt, sql.ShowSchedule):
-            s = await ctx.app.catalog.schedules.find(_id(stmt.schedule_id))
+            s = await ctx.app.catalog.schedules.find(await _id(ctx, stmt.schedule_id))
             if s is None:
                 return Result(_show_columns(False), [])
             await _require(ctx, s, "show")
@@ -284,7 +281,7 @@ class _ShowCreateSchedule:
 
     async def execute(self, ctx: CommandContext, stmt) -> Result:
         if isinstance(stmt, sql.ShowCreateSchedule):
-            s = await ctx.app.catalog.schedules.get(_id(stmt.schedule_id))
+            s = await ctx.app.catalog.schedules.get(await _id(ctx, stmt.schedule_id))
             await _require(ctx, s, "show")
             schedules = [s]
         else:
@@ -296,8 +293,7 @@ class _ShowCreateSchedule:
 
 async def _ids(ctx: CommandContext, stmt) -> list[int]:
     if stmt.schedule_id is not None:
-        return [_id(stmt.schedule_id)]
-    from .jobs import _query_ids
+        return [await _id(ctx, stmt.schedule_id)]
     return await _query_ids(ctx, stmt.query, "schedule")
 
 
@@ -353,7 +349,7 @@ class _ExecuteSchedule:
         return None
 
     async def execute(self, ctx: CommandContext, stmt) -> Result:
-        s = await ctx.app.catalog.schedules.get(_id(stmt.schedule_id))
+        s = await ctx.app.catalog.schedules.get(await _id(ctx, stmt.schedule_id))
         await _require(ctx, s, "execute")
         raise errors.FeatureNotSupported(
             "EXECUTE SCHEDULE is not allowed for backup schedules",

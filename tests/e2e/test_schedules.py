@@ -410,3 +410,24 @@ def test_real_clock_first_run_now_then_an_incremental_that_restores(env):
     assert cluster.psql("SELECT count(*), count(*) FILTER (WHERE v = 'incremental') FROM t",
                         "live_back").strip() == "700|200"
     q(p, f"DROP SCHEDULE {full}")
+
+
+def test_ids_are_any_scalar_expression(env):
+    _, p = env
+    [row] = q(p, f"CREATE SCHEDULE FOR BACKUP DATABASE shop INTO '{coll()}' RECURRING '@weekly' "
+                 "WITH SCHEDULE OPTIONS first_run = 'now'")
+    sid = row[0]
+    [j] = wait_jobs(p, sid, 1)
+    half = sid // 2
+    q(p, f"PAUSE SCHEDULE {half} + {sid - half}")
+    assert schedule(p, sid)["schedule_status"] == "PAUSED"
+    assert [r[0] for r in q(p, f"SHOW SCHEDULE (SELECT {sid}::int8)")] == [sid]
+    assert [r["job_id"] for r in qd(p, f"SHOW JOBS FOR SCHEDULE {sid} * 1")] == [j["job_id"]]
+    assert q(p, f"SHOW JOB {j['job_id']} - 0")[0][0] == j["job_id"]
+    with psycopg.connect(p.dsn("shop"), autocommit=True) as conn:     # a placeholder inside one
+        conn.execute("RESUME SCHEDULE %s::int8 + 0", (str(sid),))
+    assert schedule(p, sid)["schedule_status"] == "ACTIVE"
+    fails(p, "PAUSE SCHEDULE NULL::int8", "22023")
+    fails(p, "PAUSE SCHEDULE 'x' || 'y'", "22P02")        # the upstream's own error
+    q(p, f"DROP SCHEDULE {sid} + 0")
+    assert q(p, f"SHOW SCHEDULE {sid}") == []

@@ -17,6 +17,7 @@ from .connections import ConnectionStore
 from .jobs import JobStore
 from .migrate import migrate
 from .privileges import PrivilegeStore
+from .schedules import ScheduleStore
 from .settings import SettingsStore
 
 __all__ = ["Catalog", "QUIET_PARAMETERS"]
@@ -34,6 +35,7 @@ class Catalog:
         self.settings = SettingsStore(pool)
         self.connections = ConnectionStore(pool)
         self.jobs = JobStore(pool)
+        self.schedules = ScheduleStore(pool)
 
     @classmethod
     async def open(cls, dsn: str, *, min_size: int = 1, max_size: int = 4,

@@ -11,25 +11,43 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from enum import StrEnum
+from typing import Any, Awaitable, Callable
 
 from .errors import CatalogError
 
-__all__ = ["Job", "JobStore", "TRANSITIONS", "TERMINAL", "InvalidJobState", "UndefinedJob",
-           "check_transition"]
+__all__ = ["Job", "JobStatus", "JobStore", "TRANSITIONS", "TERMINAL", "ENDED", "InvalidJobState",
+           "UndefinedJob", "check_transition", "TerminalHook"]
 
-TERMINAL = frozenset(("succeeded", "failed", "canceled"))
-TRANSITIONS: dict[str, frozenset[str]] = {
-    "pending": frozenset(("running", "pause-requested", "cancel-requested", "failed")),
-    "running": frozenset(("succeeded", "failed", "pause-requested", "cancel-requested", "running")),
-    "pause-requested": frozenset(("paused", "running", "cancel-requested", "failed", "succeeded")),
-    "paused": frozenset(("running", "cancel-requested")),
+
+class JobStatus(StrEnum):
+    """A job's status, CockroachDB's words. A StrEnum: it is stored and shown as its text and
+    compares equal to it."""
+    PENDING = "pending"
+    RUNNING = "running"
+    PAUSE_REQUESTED = "pause-requested"
+    PAUSED = "paused"
+    CANCEL_REQUESTED = "cancel-requested"
+    REVERTING = "reverting"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+S = JobStatus
+TERMINAL = frozenset((S.SUCCEEDED, S.FAILED, S.CANCELED))
+ENDED = TERMINAL | {S.PAUSED}      # nothing runs such a job (a paused one waits for RESUME)
+TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    S.PENDING: frozenset((S.RUNNING, S.PAUSE_REQUESTED, S.CANCEL_REQUESTED, S.FAILED)),
+    S.RUNNING: frozenset((S.SUCCEEDED, S.FAILED, S.PAUSE_REQUESTED, S.CANCEL_REQUESTED, S.RUNNING)),
+    S.PAUSE_REQUESTED: frozenset((S.PAUSED, S.RUNNING, S.CANCEL_REQUESTED, S.FAILED, S.SUCCEEDED)),
+    S.PAUSED: frozenset((S.RUNNING, S.CANCEL_REQUESTED)),
     # a cancel that arrives after a job's commit point is too late: the job succeeds
-    "cancel-requested": frozenset(("reverting", "canceled", "failed", "succeeded")),
-    "reverting": frozenset(("canceled", "failed")),
-    "succeeded": frozenset(),
-    "failed": frozenset(),
-    "canceled": frozenset(),
+    S.CANCEL_REQUESTED: frozenset((S.REVERTING, S.CANCELED, S.FAILED, S.SUCCEEDED)),
+    S.REVERTING: frozenset((S.CANCELED, S.FAILED)),
+    S.SUCCEEDED: frozenset(),
+    S.FAILED: frozenset(),
+    S.CANCELED: frozenset(),
 }
 
 
@@ -66,7 +84,12 @@ class Job:
     pause_reason: str | None
     checkpoint: dict | None
     result: dict | None
+    schedule_id: int | None = None     # the schedule that started it (None: a user's statement)
 
+
+# What a job's end tells others, inside the transaction that records it (CockroachDB's
+# NotifyJobTermination): `hook(conn, job)` with the job as just ended; an error rolls the end back.
+TerminalHook = Callable[[Any, "Job"], Awaitable[None]]
 
 _COLUMNS = ", ".join(Job.__dataclass_fields__)
 
@@ -76,6 +99,7 @@ def _job(row) -> Job:
     for k in ("checkpoint", "result"):
         if isinstance(d[k], str):
             d[k] = json.loads(d[k])
+    d["status"] = JobStatus(d["status"])
     return Job(**d)
 
 
@@ -84,19 +108,24 @@ class JobStore:
         self._pool = pool
 
     async def create(self, job_id: int, job_type: str, description: str, user: str, spec: dict,
-                     coordinator: str | None, lease_seconds: float, placement: str | None = None) -> None:
+                     coordinator: str | None, lease_seconds: float, placement: str | None = None,
+                     *, schedule_id: int | None = None, conn=None) -> None:
         """A new job, already claimed by `coordinator` (it starts at once) when given; only
-        processes at `placement` (when not None) may ever run it."""
-        async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                "INSERT INTO pgkeep.jobs(job_id, job_type, description, statement, user_name, status, "
-                "started, coordinator_id, lease_expires, placement) VALUES ($1, $2, $3, $3, $4, "
-                "CASE WHEN $5::text IS NULL THEN 'pending' ELSE 'running' END, "
-                "CASE WHEN $5::text IS NULL THEN NULL ELSE now() END, $5, "
-                "now() + make_interval(secs => $6), $7)",
-                job_id, job_type, description, user, coordinator, lease_seconds, placement)
-            await conn.execute("INSERT INTO pgkeep.job_payloads(job_id, spec) VALUES ($1, $2::jsonb)",
-                               job_id, json.dumps(spec))
+        processes at `placement` (when not None) may ever run it. `conn`: create it inside the
+        caller's transaction (a schedule's run: the job exists exactly when the slot is spent)."""
+        if conn is None:
+            async with self._pool.acquire() as conn, conn.transaction():
+                return await self.create(job_id, job_type, description, user, spec, coordinator,
+                                         lease_seconds, placement, schedule_id=schedule_id, conn=conn)
+        await conn.execute(
+            "INSERT INTO pgkeep.jobs(job_id, job_type, description, statement, user_name, status, "
+            "started, coordinator_id, lease_expires, placement, schedule_id) VALUES ($1, $2, $3, $3, $4, "
+            "CASE WHEN $5::text IS NULL THEN 'pending' ELSE 'running' END, "
+            "CASE WHEN $5::text IS NULL THEN NULL ELSE now() END, $5, "
+            "now() + make_interval(secs => $6), $7, $8)",
+            job_id, job_type, description, user, coordinator, lease_seconds, placement, schedule_id)
+        await conn.execute("INSERT INTO pgkeep.job_payloads(job_id, spec) VALUES ($1, $2::jsonb)",
+                           job_id, json.dumps(spec))
 
     async def get(self, job_id: int) -> Job:
         row = await self._pool.fetchrow(f"SELECT {_COLUMNS} FROM pgkeep.jobs WHERE job_id = $1", job_id)
@@ -105,15 +134,18 @@ class JobStore:
         return _job(row)
 
     async def list(self, *, job_ids: list[int] | None = None, recent_hours: float | None = None,
-                   job_types: tuple[str, ...] | None = None) -> list[Job]:
-        """CockroachDB's SHOW JOBS order: unfinished first (by start), then finished (by finish)."""
+                   job_types: tuple[str, ...] | None = None,
+                   schedule_ids: list[int] | None = None) -> list[Job]:
+        """CockroachDB's SHOW JOBS order: unfinished first (by start), then finished (by finish).
+        `schedule_ids`: only the jobs those schedules started."""
         rows = await self._pool.fetch(
             f"SELECT {_COLUMNS} FROM pgkeep.jobs WHERE ($1::bigint[] IS NULL OR job_id = ANY($1)) "
             f"AND ($2::float8 IS NULL OR finished IS NULL OR finished > now() - make_interval(secs => $2 * 3600)) "
             f"AND ($3::text[] IS NULL OR job_type = ANY($3)) "
+            f"AND ($4::bigint[] IS NULL OR schedule_id = ANY($4)) "
             f"ORDER BY finished IS NOT NULL, CASE WHEN finished IS NULL THEN coalesce(started, created) "
             f"ELSE finished END, job_id",
-            job_ids, recent_hours, list(job_types) if job_types else None)
+            job_ids, recent_hours, list(job_types) if job_types else None, schedule_ids)
         return [_job(r) for r in rows]
 
     async def payload(self, job_id: int) -> dict:
@@ -128,7 +160,8 @@ class JobStore:
                                       "FOR UPDATE", job_id)
             if row is None:
                 raise UndefinedJob(f"job with ID {job_id} does not exist")
-            current = row["status"]
+            current = JobStatus(row["status"])
+            new = JobStatus(new)
             if new == "pause-requested" and current in ("paused", "pause-requested"):
                 raise InvalidJobState(f"job {job_id}: cannot pause a job in state {current}")
             check_transition(job_id, current, new, verb)
@@ -140,7 +173,7 @@ class JobStore:
                                    "modified = now() WHERE job_id = $1", job_id)
             else:
                 await conn.execute("UPDATE pgkeep.jobs SET status = $2, pause_reason = coalesce($3, "
-                                   "pause_reason), modified = now() WHERE job_id = $1", job_id, new, reason)
+                                   "pause_reason), modified = now() WHERE job_id = $1", job_id, str(new), reason)
         return await self.get(job_id)
 
     async def claim(self, coordinator: str, lease_seconds: float, place: str | None = None,
@@ -194,23 +227,34 @@ class JobStore:
             "WHERE job_id = $1 AND coordinator_id = $2", job_id, coordinator, json.dumps(checkpoint))
 
     async def finish(self, job_id: int, coordinator: str, status: str, *, error: str | None = None,
-                     result: dict | None = None, running_status: str | None = None) -> None:
-        """End (or park) a job this process holds: succeeded, failed, canceled, or paused."""
+                     result: dict | None = None, running_status: str | None = None,
+                     hooks: tuple[TerminalHook, ...] = ()) -> None:
+        """End (or park) a job this process holds: succeeded, failed, canceled, or paused. A
+        terminal end runs `hooks` in the same transaction, so what they record (a schedule's
+        outcome) is there exactly when the end is."""
         async with self._pool.acquire() as conn, conn.transaction():
             current = await conn.fetchval("SELECT status FROM pgkeep.jobs WHERE job_id = $1 FOR UPDATE",
                                           job_id)
             if current is None:
                 return
-            check_transition(job_id, current, status, "finish")
+            check_transition(job_id, JobStatus(current), JobStatus(status), "finish")
             terminal = status in TERMINAL
-            await conn.execute(
+            row = await conn.fetchrow(
                 "UPDATE pgkeep.jobs SET status = $2, error = $3, result = $4::jsonb, "
                 "running_status = $5, modified = now(), "
                 "finished = CASE WHEN $6 THEN now() ELSE NULL END, "
                 "fraction_completed = CASE WHEN $2 = 'succeeded' THEN 1 ELSE fraction_completed END, "
-                "coordinator_id = NULL, lease_expires = NULL WHERE job_id = $1",
-                job_id, status, error, json.dumps(result) if result is not None else None,
+                f"coordinator_id = NULL, lease_expires = NULL WHERE job_id = $1 RETURNING {_COLUMNS}",
+                job_id, str(status), error, json.dumps(result) if result is not None else None,
                 running_status, terminal)
+            if terminal:
+                job = _job(row)
+                for hook in hooks:
+                    await hook(conn, job)
+
+    async def set_description(self, job_id: int, description: str, conn) -> None:
+        """A job's description once its run resolved what it names (inside a terminal hook)."""
+        await conn.execute("UPDATE pgkeep.jobs SET description = $2 WHERE job_id = $1", job_id, description)
 
     async def release(self, job_id: int, coordinator: str) -> None:
         """Give a job up without changing its status (shutdown): another process adopts it."""

@@ -58,6 +58,36 @@ def _parse_int(text: str) -> int:
         raise InvalidSettingValue(f"invalid integer {text!r}") from None
 
 
+def _parse_seconds(text: str) -> float:
+    """A duration: '30s', '500ms', '1m', '1h' or a number of seconds."""
+    t = text.strip().lower()
+    for unit, scale in (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0), ("", 1.0)):
+        if t.endswith(unit) and t[:len(t) - len(unit)].strip():
+            try:
+                return float(t[:len(t) - len(unit)]) * scale
+            except ValueError:
+                break
+    raise InvalidSettingValue(f"invalid duration {text!r}", hint="e.g. '1m', '30s' or '500ms'")
+
+
+def _format_seconds(v: float) -> str:
+    return f"{v * 1000:g}ms" if v < 1 else f"{v:g}s"
+
+
+def _parse_instant(text: str) -> str:
+    import datetime as dt
+    t = text.strip()
+    if t:
+        try:
+            parsed = dt.datetime.fromisoformat(t)
+        except ValueError:
+            raise InvalidSettingValue(f"invalid timestamp {text!r}",
+                                      hint="e.g. '2026-01-01 00:00:00+00', or '' for the real clock") from None
+        if parsed.tzinfo is None:
+            raise InvalidSettingValue(f"timestamp {text!r} needs a time zone")
+    return t
+
+
 SETTINGS: dict[str, Setting] = {s.name: s for s in (
     Setting("bulkio.backup.file_size", "z", 128 << 20,
             "target size for individual data files produced during BACKUP",
@@ -76,6 +106,11 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in (
     Setting("jobs.debug.pausepoints", "s", "",
             "comma-separated engine points at which jobs pause, for tests and debugging "
             "(engine/pausepoints.py lists them)", str.strip, str),
+    Setting("jobs.scheduler.pace", "d", 60.0,
+            "how often each pgkeep process looks for due schedules", _parse_seconds, _format_seconds),
+    Setting("pgkeep.scheduler.debug_now", "s", "",
+            "tests and debugging: the time the scheduler sees (a timestamptz); '' is the real clock",
+            _parse_instant, str),
 )}
 
 

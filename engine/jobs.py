@@ -48,9 +48,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
+from catalog.jobs import ENDED, JobStatus, TerminalHook
+
 from .errors import Canceled, EngineError
 
-__all__ = ["new_job_id", "JobRegistry", "JobContext", "JobHandle", "NoJob", "JobStopped", "Runner"]
+__all__ = ["new_job_id", "JobRegistry", "JobContext", "JobHandle", "NoJob", "JobStopped", "Runner",
+           "JobStatus"]
 
 _log = logging.getLogger("pgkeep.jobs")
 
@@ -171,9 +174,6 @@ class NoJob(_Progress):
 JobHandle = "JobContext | NoJob"   # what the engine's run_* functions take as `job`
 
 
-_ENDED = ("succeeded", "failed", "canceled", "paused")   # nothing runs such a job any more
-
-
 def _transient(e: BaseException) -> bool:
     """A failure to reach the upstream (restart, network), as opposed to an answer from it."""
     state = getattr(e, "sqlstate", None) or ""
@@ -213,6 +213,12 @@ class JobRegistry:
         self._loop_task: asyncio.Task | None = None
         self._wake = asyncio.Event()
         self._closing = False
+        self._terminal_hooks: list[TerminalHook] = []
+
+    def on_terminal(self, hook: TerminalHook) -> None:
+        """Run `hook(conn, job)` inside the transaction that ends any job this process runs
+        (succeeded, failed or canceled): a schedule learns how its run ended exactly once."""
+        self._terminal_hooks.append(hook)
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -248,6 +254,15 @@ class JobRegistry:
             self.wake()  # pending: whichever process has room claims it
         return job_id
 
+    async def create_pending(self, conn, job_type: str, description: str, user: str, spec: dict,
+                             job_id: int, *, schedule_id: int | None = None) -> int:
+        """A job created inside the caller's transaction (`conn`), pending: once committed, any
+        process with room claims it (call wake() after the commit to claim it here soon)."""
+        place = await self.placement.of(spec) if self.placement is not None else None
+        await self.store.create(job_id, job_type, description, user, spec, None, 0, place,
+                                schedule_id=schedule_id, conn=conn)     # no lease: claimable at once
+        return job_id
+
     async def wait(self, job_id: int, poll: float = 0.5, outage: float = 120.0):
         """Until the job is succeeded, failed, canceled or paused; returns the catalog row. The
         catalog may be unreachable for a while (the upstream restarting, the job being adopted
@@ -272,15 +287,28 @@ class JobRegistry:
                 delay = min(delay * 2, 5.0)
                 continue
             down_since, delay = None, poll
-            if job.status in ("succeeded", "failed", "canceled", "paused"):
+            if job.status in ENDED:
                 return job
             await asyncio.sleep(poll)
 
-    def request_local(self, job_id: int, what: str | None) -> None:
-        """A PAUSE or CANCEL of a job this process runs takes effect at once."""
+    _REQUESTS = {"pause": JobStatus.PAUSE_REQUESTED, "resume": JobStatus.RUNNING,
+                 "cancel": JobStatus.CANCEL_REQUESTED}
+
+    async def control(self, job_id: int, verb: str, reason: str | None = None):
+        """The one path of PAUSE, RESUME and CANCEL ('pause' | 'resume' | 'cancel'): the
+        request is recorded in the catalog (55000 when the job's status does not allow it);
+        a job this process runs sees a pause or cancel at once, any other at its runner's next
+        heartbeat; a resumed job is claimed by whichever process has room. Returns the job's
+        catalog row after the request."""
+        after = await self.store.request(job_id, self._REQUESTS[verb], verb, reason)
+        if after.status == JobStatus.PAUSED:   # pending: paused before any process ran it
+            _log.info("job %d paused: %s", job_id, after.description)
         r = self._running.get(job_id)
-        if r is not None and what is not None:
-            r.ctx.stop = what
+        if r is not None and verb != "resume":
+            r.ctx.stop = verb
+        if verb == "resume":
+            self.wake()
+        return after
 
     def wake(self) -> None:
         """Look for jobs to adopt now (a job was resumed)."""
@@ -336,16 +364,16 @@ class JobRegistry:
                     continue    # it ended meanwhile: its lease went with its end
                 status = statuses.get(job_id)
                 if status is None:
-                    if now.get(job_id) in _ENDED:
+                    if now.get(job_id) in ENDED:
                         # not a warning: nothing is left to run twice
                         _log.info("lost the lease of job %d, which another process has ended "
                                   "since (%s): this run stops", job_id, now[job_id])
                     else:
                         _log.warning("lost the lease of job %d; another process runs it now", job_id)
                     r.ctx.stop = "release"
-                elif status == "pause-requested":
+                elif status == JobStatus.PAUSE_REQUESTED:
                     r.ctx.stop = r.ctx.stop or "pause"
-                elif status == "cancel-requested":
+                elif status == JobStatus.CANCEL_REQUESTED:
                     r.ctx.stop = "cancel"
             await self._report_progress()
         while not self._closing and len(self._running) < self.max_jobs:
@@ -360,9 +388,9 @@ class JobRegistry:
     def _start(self, job, spec: dict, adopted: bool = False) -> None:
         ctx = JobContext(job.job_id, spec, job.checkpoint, self, description=job.description,
                          adopted=adopted)
-        if job.status == "pause-requested":
+        if job.status == JobStatus.PAUSE_REQUESTED:
             ctx.stop = "pause"
-        elif job.status in ("cancel-requested", "reverting"):
+        elif job.status in (JobStatus.CANCEL_REQUESTED, JobStatus.REVERTING):
             ctx.stop = "cancel"
         done = asyncio.get_running_loop().create_future()
         task = asyncio.get_running_loop().create_task(self._run(job.job_type, ctx, done))
@@ -371,31 +399,31 @@ class JobRegistry:
     async def _run(self, job_type: str, ctx: JobContext, done: asyncio.Future) -> None:
         store, me = self.store, self.coordinator
 
-        async def end(status: str, **kw) -> None:
+        async def end(status: JobStatus, **kw) -> None:
             ctx.ending = True
-            await store.finish(ctx.job_id, me, status, **kw)
+            await store.finish(ctx.job_id, me, status, hooks=tuple(self._terminal_hooks), **kw)
             error = kw.get("error")
             _log.info("job %d %s: %s%s", ctx.job_id, status, ctx.description,
                       f" (error: {error})" if error else "")
 
         try:
             result = await self.runners[job_type](ctx)
-            await end("succeeded", result={**result, "coordinator": me})
+            await end(JobStatus.SUCCEEDED, result={**result, "coordinator": me})
         except JobStopped as stop:
             if stop.reason == "pause":
                 ctx.ending = True
-                if (await store.get(ctx.job_id)).status == "running":
+                if (await store.get(ctx.job_id)).status == JobStatus.RUNNING:
                     # a pausepoint (engine.pausepoints): as if PAUSE JOB had been requested now
-                    await store.request(ctx.job_id, "pause-requested", "pause", reason="pausepoint")
+                    await store.request(ctx.job_id, JobStatus.PAUSE_REQUESTED, "pause", reason="pausepoint")
                 where = ctx.running_status()
                 if ctx.total_bytes:   # the progress as of the pause, not as of the last report
                     await store.progress(me, [(ctx.job_id, ctx.fraction, where)])
-                await end("paused", running_status="paused at a checkpoint"
+                await end(JobStatus.PAUSED, running_status="paused at a checkpoint"
                           + (f" ({where})" if where else ""))
             else:
                 await store.release(ctx.job_id, me)
         except Canceled:
-            await end("canceled", error="job canceled by a user")
+            await end(JobStatus.CANCELED, error="job canceled by a user")
         except asyncio.CancelledError:
             await asyncio.shield(store.release(ctx.job_id, me))
             raise
@@ -406,7 +434,8 @@ class JobRegistry:
             try:
                 ctx.ending = True
                 current = await store.get(ctx.job_id)
-                status = "canceled" if current.status in ("cancel-requested", "reverting") else "failed"
+                status = (JobStatus.CANCELED if current.status in (JobStatus.CANCEL_REQUESTED, JobStatus.REVERTING)
+                          else JobStatus.FAILED)
                 await end(status, error=message,
                           result={"sqlstate": getattr(e, "sqlstate", "XX000"),
                                   "hint": getattr(e, "hint", None),

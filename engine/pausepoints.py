@@ -47,6 +47,8 @@ POINTS: dict[str, str] = {
                                 "database; reached after each phase that did work in this run",
     "restore.before_rename": "the temporary database is complete, not renamed yet",
     "restore.after_rename": "the final rename is done (the commit point), post-rename work is not",
+    "scheduler.after_claim": "a scheduler pass holds due schedules and created their runs' jobs, "
+                             "not committed yet",
 }
 
 

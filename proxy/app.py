@@ -19,6 +19,7 @@ from engine.pausepoints import parse_points
 from engine.spec import EngineSettings
 
 from .audit import AuditLog
+from .commands.schedules import start_scheduler
 from .config import WORKER_CONFIG_FD, Config, worker_config_bytes
 from .limits import ConnectionSlots
 from .listen import ListenError, check_listen, listen_error, lock_data_dir
@@ -63,6 +64,7 @@ class App:
         self.catalog: Catalog | None = None
         self.engine: Engine | None = None
         self.jobs: JobRegistry | None = None
+        self.scheduler = None      # engine.scheduler.Scheduler
         self.server: Server | None = None
         self.audit = AuditLog(None)
         # --workers N: worker 0 is this process; it starts workers 1..N-1 as children that
@@ -102,6 +104,7 @@ class App:
                                 max_jobs=cfg.max_jobs,
                                 placement=Placement(cfg.nodelocal_path, self.engine.resolve))
         self.jobs.start()
+        self.scheduler = start_scheduler(self)
         self.audit = AuditLog(cfg.audit_log)
         self.connection_slots = self._slots()
         self.server = Server(cfg, upstream=self.session_address, upstream_tls=self.upstream_tls,
@@ -190,6 +193,8 @@ class App:
         return cmd
 
     async def stop(self) -> None:
+        if self.scheduler is not None:
+            await self.scheduler.stop()
         if self.jobs is not None:
             await self.jobs.stop()
         for child in self._children:

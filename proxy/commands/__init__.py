@@ -12,10 +12,12 @@ import asyncio
 
 from .. import errors, sql
 from .base import Command, CommandContext, Result
+from . import alter_schedule as _alter_schedule
 from . import backup as _backup
 from . import connections as _connections
 from . import grants as _grants
 from . import jobs as _jobs
+from . import schedules as _schedules
 from . import settings as _settings
 from . import show_backup as _show_backup
 
@@ -32,7 +34,8 @@ def _register(*commands: Command) -> None:
 
 
 _register(*_settings.COMMANDS, *_backup.COMMANDS, *_show_backup.COMMANDS, *_connections.COMMANDS, *_jobs.COMMANDS,
-          *_grants.COMMANDS)
+          *_grants.COMMANDS, *_schedules.COMMANDS,
+          *_alter_schedule.COMMANDS)
 
 
 def command_for(stmt: sql.Statement) -> Command:

@@ -12,7 +12,7 @@ from typing import ClassVar
 
 from engine.asof import resolve_as_of
 from engine.backup import check_backup
-from engine.jobs import new_job_id
+from engine.jobs import JobStatus, new_job_id
 from engine.restore import check_restore
 from engine.spec import BackupSpec, RestoreSpec, TableRef, spec_to_dict
 
@@ -22,7 +22,7 @@ from ..wire.values import OID
 from . import authz
 from .base import CommandContext, Result, literal_text
 
-__all__ = ["COMMANDS", "collection_uri", "JOB_COLUMNS"]
+__all__ = ["COMMANDS", "collection_uri", "JOB_COLUMNS", "backup_spec", "check_spec"]
 
 _log = logging.getLogger("pgkeep.commands.backup")
 
@@ -56,10 +56,9 @@ def _targets(targets) -> tuple[str, tuple[str, ...], tuple[TableRef, ...]]:
     return "table", (), tuple(TableRef(tuple(p.parts), p.star) for p in targets.names)
 
 
-def _as_of(expr, ctx: CommandContext) -> tuple[dt.datetime | None, str | None]:
+def _as_of(expr, now: dt.datetime) -> tuple[dt.datetime | None, str | None]:
     if expr is None:
         return None, None
-    now = dt.datetime.now(dt.timezone.utc)
     if isinstance(expr, sql.FuncCall):
         return resolve_as_of(expr.name, now, is_function=True), f"{expr.name}()"
     text = literal_text(expr, "AS OF SYSTEM TIME")
@@ -73,7 +72,7 @@ def _in_transaction(ctx: CommandContext, what: str) -> None:
             hint="run it outside BEGIN ... COMMIT")
 
 
-async def _check(ctx: CommandContext, spec: BackupSpec | RestoreSpec) -> None:
+async def check_spec(ctx: CommandContext, spec: BackupSpec | RestoreSpec) -> None:
     """Jobs are made only for work that starts and that the user may do: the privilege checks
     (authz.py) come first, on the URI's text and the catalogs, so a refused user causes no
     storage I/O; then everything that can refuse the statement without doing any work (a bad
@@ -101,7 +100,7 @@ async def _run_job(ctx: CommandContext, job_type: str, stmt, spec, detached: boo
     """Check, then submit the job; detached: None at once. Attached: wait, and return its
     result or raise its error. A client's cancel cancels the job; a client that goes away
     leaves it running."""
-    await _check(ctx, spec)
+    await check_spec(ctx, spec)
     description = sql.format_statement(stmt, redact=True)
     _log.info("%s job %d: %s", job_type, spec.job_id, description)
     jobs = ctx.app.jobs
@@ -117,12 +116,12 @@ async def _run_job(ctx: CommandContext, job_type: str, stmt, spec, detached: boo
         if ctx.connected():
             await asyncio.shield(_cancel_and_wait(ctx, spec.job_id))
         raise
-    if job.status == "succeeded":
+    if job.status == JobStatus.SUCCEEDED:
         return job.result
-    if job.status == "paused":
+    if job.status == JobStatus.PAUSED:
         raise errors.PgError(f"job {job.job_id} was paused", sqlstate="55000",
                              hint=f"RESUME JOB {job.job_id} continues it; SHOW JOB {job.job_id} follows it")
-    if job.status == "canceled":
+    if job.status == JobStatus.CANCELED:
         raise errors.QueryCanceled(f"job {job.job_id} was canceled")
     result = job.result or {}
     raise errors.PgError(job.error or "job failed", sqlstate=result.get("sqlstate") or "XX000",
@@ -131,11 +130,41 @@ async def _run_job(ctx: CommandContext, job_type: str, stmt, spec, detached: boo
 
 async def _cancel_and_wait(ctx: CommandContext, job_id: int) -> None:
     try:
-        await ctx.app.catalog.jobs.request(job_id, "cancel-requested", "cancel")
+        await ctx.app.jobs.control(job_id, "cancel")
     except Exception:  # noqa: BLE001 - it may have finished meanwhile
         return
-    ctx.app.jobs.request_local(job_id, "cancel")
     await ctx.app.jobs.wait(job_id)
+
+
+def backup_spec(stmt: sql.Backup, user: str, database: str, now: dt.datetime,
+                job_id: int | None = None) -> tuple[BackupSpec, list[str]]:
+    """The BACKUP statement as the engine's spec, and the NOTICEs it deserves: a pure function
+    of its arguments (no session, no I/O), so a client's BACKUP and a schedule's run build the
+    same spec. Options pgkeep cannot honour raise 0A000."""
+    o = stmt.options
+    if _flag(o.revision_history):
+        raise errors.FeatureNotSupported(
+            "revision_history is not supported: PostgreSQL keeps no MVCC history to back up",
+            hint="take backups more often, or archive WAL for point-in-time recovery")
+    if o.encryption_passphrase is not None or o.kms is not None:
+        raise errors.FeatureNotSupported("encrypted backups are not supported by pgkeep yet")
+    if o.incremental_location is not None:
+        raise errors.FeatureNotSupported("incremental_location was removed in CockroachDB v26.2",
+                                         hint="incrementals live in the collection's incrementals/ directory")
+    notices = [f"{name} has no effect in pgkeep: PostgreSQL has no localities, virtual clusters or "
+               "cluster monitoring metrics"
+               for name, value in (("execution locality", o.execution_locality),
+                                   ("include_all_virtual_clusters", o.include_all_virtual_clusters),
+                                   ("updates_cluster_monitoring_metrics", o.updates_cluster_monitoring_metrics),
+                                   ("strict", o.strict)) if value is not None]
+    scope, dbs, tables = _targets(stmt.targets)
+    as_of, as_written = _as_of(stmt.as_of, now)
+    spec = BackupSpec(job_id=job_id or new_job_id(), user=user, session_database=database,
+                      scope=scope, collection=collection_uri(stmt.collection), databases=dbs,
+                      tables=tables, latest=stmt.latest,
+                      subdir=None if stmt.subdir is None else literal_text(stmt.subdir, "the subdir"),
+                      as_of=as_of, requested_as_of=as_written)
+    return spec, notices
 
 
 class _Backup:
@@ -145,33 +174,13 @@ class _Backup:
         return _DETACHED_COLUMNS if stmt.options.detached else JOB_COLUMNS
 
     async def execute(self, ctx: CommandContext, stmt: sql.Backup) -> Result:
-        o = stmt.options
-        if _flag(o.revision_history):
-            raise errors.FeatureNotSupported(
-                "revision_history is not supported: PostgreSQL keeps no MVCC history to back up",
-                hint="take backups more often, or archive WAL for point-in-time recovery")
-        if o.encryption_passphrase is not None or o.kms is not None:
-            raise errors.FeatureNotSupported("encrypted backups are not supported by pgkeep yet")
-        if o.incremental_location is not None:
-            raise errors.FeatureNotSupported("incremental_location was removed in CockroachDB v26.2",
-                                             hint="incrementals live in the collection's incrementals/ directory")
-        for name, value in (("execution locality", o.execution_locality),
-                            ("include_all_virtual_clusters", o.include_all_virtual_clusters),
-                            ("updates_cluster_monitoring_metrics", o.updates_cluster_monitoring_metrics),
-                            ("strict", o.strict)):
-            if value is not None:
-                ctx.notify(f"{name} has no effect in pgkeep: PostgreSQL has no localities, "
-                           "virtual clusters or cluster monitoring metrics")
-        if not o.detached:
+        spec, notices = backup_spec(stmt, ctx.user, ctx.database, dt.datetime.now(dt.timezone.utc))
+        for notice in notices:
+            ctx.notify(notice)
+        if not stmt.options.detached:
             _in_transaction(ctx, "BACKUP")
-        scope, dbs, tables = _targets(stmt.targets)
-        as_of, as_written = _as_of(stmt.as_of, ctx)
-        spec = BackupSpec(job_id=new_job_id(), user=ctx.user, session_database=ctx.database,
-                          scope=scope, collection=collection_uri(stmt.collection), databases=dbs,
-                          tables=tables, latest=stmt.latest,
-                          subdir=None if stmt.subdir is None else literal_text(stmt.subdir, "the subdir"),
-                          as_of=as_of, requested_as_of=as_written)
-        result = await _run_job(ctx, "BACKUP", stmt, spec, o.detached)
+        as_of, as_written = spec.as_of, spec.requested_as_of
+        result = await _run_job(ctx, "BACKUP", stmt, spec, stmt.options.detached)
         if result is None:
             return Result(_DETACHED_COLUMNS, [(spec.job_id,)])
         if as_of is not None:
@@ -213,7 +222,7 @@ class _Restore:
         if not o.detached:
             _in_transaction(ctx, "RESTORE")
         scope, dbs, tables = _targets(stmt.targets)
-        as_of, _ = _as_of(stmt.as_of, ctx)       # a layer's end time (docs/FORMAT.md 7.4)
+        as_of, _ = _as_of(stmt.as_of, dt.datetime.now(dt.timezone.utc))   # a layer's end time (docs/FORMAT.md 7.4)
         spec = RestoreSpec(
             job_id=new_job_id(), user=ctx.user, session_database=ctx.database, scope=scope,
             collection=collection_uri(stmt.collection), latest=stmt.latest,

@@ -9,10 +9,9 @@ the query on the client's own upstream connection, so it reads only what the cli
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import ClassVar
 
-from catalog.jobs import UndefinedJob
+from catalog.jobs import TERMINAL, JobStatus, UndefinedJob
 
 from .. import errors, sql
 from ..wire.messages import Column
@@ -20,9 +19,7 @@ from ..wire.values import OID
 from . import authz
 from .base import CommandContext, Result, literal_text
 
-__all__ = ["COMMANDS", "JOBS_COLUMNS", "DESCRIPTION_WIDTH", "cut_description"]
-
-_log = logging.getLogger("pgkeep.jobs")
+__all__ = ["COMMANDS", "JOBS_COLUMNS", "DESCRIPTION_WIDTH", "cut_description", "eval_id"]
 
 _I8, _TS, _F8 = (dict(type_oid=OID.INT8, type_size=8), dict(type_oid=OID.TIMESTAMPTZ, type_size=8),
                  dict(type_oid=OID.FLOAT8, type_size=8))
@@ -31,7 +28,6 @@ JOBS_COLUMNS = [Column("job_id", **_I8), Column("job_type"), Column("description
                 Column("created", **_TS), Column("started", **_TS), Column("finished", **_TS),
                 Column("modified", **_TS), Column("fraction_completed", **_F8), Column("error"),
                 Column("coordinator_id"), Column("trace_id", **_I8), Column("execution_errors")]
-_TERMINAL = ("succeeded", "failed", "canceled")
 DESCRIPTION_WIDTH = 100  # SHOW JOBS' description column, as CockroachDB's (SHOW JOB id: in full)
 _WAIT_TIMEOUT = 24 * 3600.0  # SHOW JOB WHEN COMPLETE gives up after a day, as CockroachDB
 
@@ -55,22 +51,40 @@ def _row(job, cut: bool) -> tuple:
             job.fraction_completed, job.error, job.coordinator_id, None, None)
 
 
-def _job_id(expr) -> int:
-    text = literal_text(expr, "the job ID")
+async def eval_id(ctx: CommandContext, expr, what: str = "job") -> int:
+    """A job or schedule ID: a literal, or an expression (sql.ScalarExpr) the upstream evaluates
+    on the client's own connection, as CockroachDB evaluates any a_expr there."""
+    if isinstance(expr, sql.ScalarExpr):
+        rows = await ctx.client_query(f"SELECT ({expr.sql})::int8")
+        if not rows or rows[0][0] is None:
+            raise errors.InvalidParameterValue(f"the {what} ID is NULL")
+        text = str(rows[0][0])
+    else:
+        text = literal_text(expr, f"the {what} ID")
     try:
         return int(text)
     except ValueError:
-        raise errors.InvalidParameterValue(f"invalid job ID {text!r}") from None
+        raise errors.InvalidParameterValue(f"invalid {what} ID {text!r}") from None
 
 
-async def _query_ids(ctx: CommandContext, query: sql.SelectFromShow) -> list[int]:
+async def _query_ids(ctx: CommandContext, query: sql.SelectFromShow, what: str = "job") -> list[int]:
+    """The first column of `query`'s rows, run on the client's own connection."""
     from .show_sources import rewrite_query
     text = await rewrite_query(ctx, query) if query.sources else query.sql
     rows = await ctx.client_query(text)
     try:
         return [int(r[0]) for r in rows if r and r[0] is not None]
     except ValueError:
-        raise errors.InvalidParameterValue("the query must return job IDs") from None
+        raise errors.InvalidParameterValue(f"the query must return {what} IDs") from None
+
+
+async def _schedule_jobs(ctx: CommandContext, stmt) -> list[int]:
+    """The ids of the jobs started by the schedule(s) a FOR SCHEDULE[S] form names."""
+    if stmt.schedule_id is not None:
+        schedules = [await eval_id(ctx, stmt.schedule_id, "schedule")]
+    else:
+        schedules = await _query_ids(ctx, stmt.schedules_query, "schedule")
+    return [j.job_id for j in await ctx.app.catalog.jobs.list(schedule_ids=schedules)]
 
 
 async def _visible(ctx: CommandContext, jobs):
@@ -105,7 +119,7 @@ async def _wait(ctx: CommandContext, job_ids: list[int]):
     deadline = asyncio.get_running_loop().time() + _WAIT_TIMEOUT
     while True:
         jobs = await store.list(job_ids=job_ids)
-        if all(j.status in _TERMINAL for j in jobs) or asyncio.get_running_loop().time() > deadline:
+        if all(j.status in TERMINAL for j in jobs) or asyncio.get_running_loop().time() > deadline:
             return jobs
         await asyncio.sleep(0.25)
 
@@ -118,14 +132,16 @@ class _ShowJobs:
 
     async def execute(self, ctx: CommandContext, stmt) -> Result:
         store = ctx.app.catalog.jobs
-        if getattr(stmt, "schedule_id", None) is not None or getattr(stmt, "schedules_query", None):
-            raise errors.FeatureNotSupported(f"{stmt.own_words()}: schedules are not supported by pgkeep yet")
         if isinstance(stmt, sql.ShowJob):
             # No row for an unknown id, as for one the user may not see (CockroachDB's SHOW JOB
             # is a query over the jobs the user may see).
-            ids, cut = [_job_id(stmt.job_id)], False
+            ids, cut = [await eval_id(ctx, stmt.job_id)], False
         elif stmt.query is not None:
             ids, cut = await _query_ids(ctx, stmt.query), True
+        elif stmt.schedule_id is not None or stmt.schedules_query is not None:
+            ids, cut = await _schedule_jobs(ctx, stmt), True
+            if not ids:
+                return Result(JOBS_COLUMNS, [])
         elif stmt.automatic:
             return Result(JOBS_COLUMNS, [])  # pgkeep runs no automatic jobs
         else:
@@ -133,15 +149,14 @@ class _ShowJobs:
         if stmt.block:
             # Wait only for visible jobs: waiting for another user's would reveal it.
             jobs = await _wait(ctx, await _visible_ids(ctx, ids) if ids is not None else [
-                j.job_id for j in await _visible(ctx, await store.list()) if j.status not in _TERMINAL])
+                j.job_id for j in await _visible(ctx, await store.list()) if j.status not in TERMINAL])
         else:
             jobs = await store.list(job_ids=ids, recent_hours=None if ids else 12)
         return Result(JOBS_COLUMNS, [_row(j, cut) for j in await _visible(ctx, jobs)])
 
 
-_ACTIONS = {sql.PauseJobs: ("pause-requested", "pause", "PAUSE"),
-            sql.ResumeJobs: ("running", "resume", "RESUME"),
-            sql.CancelJobs: ("cancel-requested", "cancel", "CANCEL")}
+_ACTIONS = {sql.PauseJobs: ("pause", "PAUSE"), sql.ResumeJobs: ("resume", "RESUME"),
+            sql.CancelJobs: ("cancel", "CANCEL")}
 
 
 class _ControlJobs:
@@ -151,30 +166,26 @@ class _ControlJobs:
         return None
 
     async def execute(self, ctx: CommandContext, stmt) -> Result:
-        new, verb, word = _ACTIONS[type(stmt)]
+        verb, word = _ACTIONS[type(stmt)]
         store = ctx.app.catalog.jobs
-        if stmt.schedule_id is not None or stmt.schedules_query is not None:
-            raise errors.FeatureNotSupported(f"{stmt.own_words()}: schedules are not supported by pgkeep yet")
+        bulk = stmt.job_id is None
         if stmt.job_id is not None:
-            ids = [_job_id(stmt.job_id)]
+            ids = [await eval_id(ctx, stmt.job_id)]
         elif stmt.query is not None:
             ids = await _query_ids(ctx, stmt.query)
+        elif stmt.schedule_id is not None or stmt.schedules_query is not None:
+            ids = [j.job_id for j in await _visible(ctx, await store.list(job_ids=await _schedule_jobs(ctx, stmt)))]
         else:  # ALL type JOBS: the ones the user may see
             ids = [j.job_id for j in await _visible(ctx, await store.list(job_types=(stmt.all_type,)))
-                   if j.status not in _TERMINAL]
+                   if j.status not in TERMINAL]
         reason = literal_text(stmt.reason, "the reason") if getattr(stmt, "reason", None) else None
         for job_id in ids:
             job = await _controllable(ctx, job_id)
-            if stmt.all_type is not None or stmt.query is not None:
-                if (verb == "resume" and job.status != "paused") or (verb != "resume" and job.status in _TERMINAL):
+            if bulk:
+                if (verb == "resume" and job.status != JobStatus.PAUSED) or (
+                        verb != "resume" and job.status in TERMINAL):
                     continue  # the bulk forms act on the jobs they can act on
-            after = await store.request(job_id, new, verb, reason)
-            if after.status == "paused":   # a pending job, paused before any process ran it
-                _log.info("job %d paused: %s", job_id, after.description)
-            ctx.app.jobs.request_local(job_id, "cancel" if verb == "cancel" else
-                                       ("pause" if verb == "pause" else None))
-        if verb == "resume":
-            ctx.app.jobs.wake()
+            await ctx.app.jobs.control(job_id, verb, reason)
         return Result(tag=f"{word} JOB" if stmt.job_id is not None else f"{word} JOBS {len(ids)}")
 
 

@@ -57,7 +57,7 @@ from engine.redact import SECRET_QUERY_PARAMS, redact_uri
 from .astjson import to_json
 from .format import format_statement
 from .nodes import (BackupOptions, BoolLit, CheckConnectionOptions, Expr, FuncCall, Node,
-                    NumLit, Placeholder, RestoreOptions, ScheduleOptions, ShowBackupOptions,
+                    NumLit, Placeholder, RestoreOptions, ScalarExpr, ScheduleOptions, ShowBackupOptions,
                     ShowSource, StrLit, TablePattern, Targets)
 from .parser import may_intercept, may_intercept_bytes, parse_statement, split_statements
 from .placeholders import bind_placeholders, count_placeholders
@@ -69,7 +69,7 @@ __all__ = [
     "split_statements", "may_intercept", "may_intercept_bytes", "parse_statement", "format_statement",
     "count_placeholders", "bind_placeholders", "rewrite_show_sources", "to_json",
     "SECRET_QUERY_PARAMS", "redact_uri",
-    "Node", "Expr", "StrLit", "NumLit", "BoolLit", "Placeholder", "FuncCall",
+    "Node", "Expr", "StrLit", "NumLit", "BoolLit", "Placeholder", "FuncCall", "ScalarExpr",
     "TablePattern", "Targets", "BackupOptions", "RestoreOptions", "ShowBackupOptions",
     "ScheduleOptions", "CheckConnectionOptions", "ShowSource",
     *_statement_names,

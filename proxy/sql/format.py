@@ -13,7 +13,7 @@ from dataclasses import fields
 from engine.redact import redact_kms_uri, redact_uri
 
 from .errors import quote_string
-from .nodes import (BackupOptions, BoolLit, FuncCall, NumLit, Placeholder, StrLit, TablePattern,
+from .nodes import (BackupOptions, BoolLit, FuncCall, NumLit, Placeholder, ScalarExpr, StrLit, TablePattern,
                     Targets)
 from .parser_base import RESERVED
 from .statements import (AlterBackup, AlterBackupSchedule, AlterJobOwner, AlterExternalConnection, Backup, CancelJobs,
@@ -71,6 +71,8 @@ def format_expr(expr, redact: bool = False, uri: str = "") -> str:
         return "true" if expr.value else "false"
     if isinstance(expr, FuncCall):
         return f"{expr.name}({', '.join(format_expr(a) for a in expr.args)})"
+    if isinstance(expr, ScalarExpr):
+        return expr.sql
     raise TypeError(f"not an expression: {expr!r}")
 
 
@@ -99,6 +101,9 @@ def _options(opts, redact: bool) -> list[str]:
         value = getattr(opts, f.name)
         name = _DISPLAY.get(f.name, f.name)
         if value is None:
+            continue
+        if f.name == "unknown":     # ScheduleOptions' keys no schedule knows, as written
+            out += [k if v is None else f"{k} = {format_expr(v, redact)}" for k, v in value]
             continue
         if f.name == "detached" and isinstance(opts, BackupOptions):
             out.append("detached" if value else "detached = FALSE")

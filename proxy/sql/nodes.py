@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Union
 
 __all__ = [
-    "Node", "StrLit", "NumLit", "BoolLit", "Placeholder", "FuncCall", "Expr",
+    "Node", "StrLit", "NumLit", "BoolLit", "Placeholder", "FuncCall", "ScalarExpr", "Expr",
     "TablePattern", "Targets", "BackupOptions", "RestoreOptions", "ShowBackupOptions",
     "ScheduleOptions", "CheckConnectionOptions", "ShowSource",
 ]
@@ -58,7 +58,16 @@ class FuncCall(Node):
     args: tuple["Expr", ...] = ()
 
 
-Expr = Union[StrLit, NumLit, BoolLit, Placeholder, FuncCall]
+@dataclass(frozen=True)
+class ScalarExpr(Node):
+    """A job or schedule ID written as an expression (`1 + 2`, `(SELECT max(id) FROM t)`, as
+    CockroachDB's a_expr): kept as its text and evaluated by the upstream, on the client's own
+    connection, when the statement runs."""
+
+    sql: str
+
+
+Expr = Union[StrLit, NumLit, BoolLit, Placeholder, FuncCall, ScalarExpr]
 
 
 @dataclass(frozen=True)
@@ -146,6 +155,9 @@ class ScheduleOptions(Node):
     on_previous_running: Expr | None = None
     ignore_existing_backups: bool = False
     updates_cluster_last_backup_time_metric: Expr | None = None
+    # Keys CockroachDB's grammar takes (any kv_option) that no schedule knows: (key, value or
+    # None), refused with CockroachDB's error when the statement runs.
+    unknown: tuple[tuple[str, Expr | None], ...] = ()
 
 
 @dataclass(frozen=True)

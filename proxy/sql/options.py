@@ -128,6 +128,11 @@ _ENUMS = {"on_execution_failure": ON_EXECUTION_FAILURE,
           "on_previous_running": ON_PREVIOUS_RUNNING}
 
 
+# Schedule options are CockroachDB's kv_options: any key parses, an unknown one is refused when
+# the statement runs (ScheduleOptions.unknown).
+_UNKNOWN = OptionSpec(("?",), "unknown", "unknown")
+
+
 def _option_key(p: Parser, table: dict[str, list[OptionSpec]], allow_string_keys: bool):
     tok = p.peek()
     if tok.kind == STRING and allow_string_keys:
@@ -136,7 +141,14 @@ def _option_key(p: Parser, table: dict[str, list[OptionSpec]], allow_string_keys
             if len(spec.words) == 1:
                 p.i += 1
                 return spec, tok
+        if table is SCHEDULE_OPTIONS:
+            p.i += 1
+            return _UNKNOWN, tok
         raise p.error(tok)
+    if table is SCHEDULE_OPTIONS and tok.kind == IDENT and (
+            tok.value not in table or not any(p.at_seq(*s.words) for s in table[tok.value])):
+        p.i += 1
+        return _UNKNOWN, tok
     if tok.kind != IDENT or tok.value not in table:
         raise p.error(tok)
     for spec in table[tok.value]:
@@ -151,6 +163,9 @@ def parse_one_option(p: Parser, table: dict[str, list[OptionSpec]],
     """One option: returns (spec, value, the token that named it)."""
     spec, tok = _option_key(p, table, allow_string_keys)
     kind, what = spec.kind, spec.label
+    if kind == "unknown":
+        value = p.string_or_placeholder(tok.value) if p.accept_op("=") else None
+        return spec, ((tok.value.lower(), value),), tok
     if kind == "flag":
         return spec, True, tok
     if kind == "bool":
@@ -192,11 +207,15 @@ def parse_options(p: Parser, table: dict[str, list[OptionSpec]], empty, *,
     seen = set() if seen is None else seen
     while True:
         spec, value, tok = parse_one_option(p, table, allow_string_keys)
-        if spec.field in seen:
-            raise p.error(tok, f"{spec.label} specified multiple times")
-        seen.add(spec.field)
-        values[spec.field] = value
-        p.option_tokens[spec.field] = tok
+        key, label = (value[0][0], value[0][0]) if spec is _UNKNOWN else (spec.field, spec.label)
+        if key in seen:
+            raise p.error(tok, f"{label} specified multiple times")
+        seen.add(key)
+        if spec is _UNKNOWN:
+            values["unknown"] = values.get("unknown", ()) + value
+        else:
+            values[spec.field] = value
+            p.option_tokens[spec.field] = tok
         if not p.accept_op(","):
             break
     return replace(empty, **values)

@@ -309,12 +309,8 @@ def parse_alter_backup_schedule(p: Parser) -> AlterBackupSchedule:
                 once("into", at)
                 commands.append(SetInto(_collection(p)))
             elif p.accept_kw("with"):
-                spec, value, opt_tok = parse_one_option(p, BACKUP_OPTIONS)
+                spec, value, opt_tok = parse_one_option(p, BACKUP_OPTIONS)   # bare: = true
                 once(spec.label, opt_tok)
-                if spec.kind == "bool" and p.tokens[p.i - 1] is opt_tok:
-                    raise p.value_error(opt_tok, f"{spec.label} requires an explicit value in "
-                                                 "ALTER BACKUP SCHEDULE, e.g. "
-                                                 f"SET WITH {spec.label} = true")
                 commands.append(SetWith(BackupOptions(**{spec.field: value})))
             elif p.accept_kw("recurring"):
                 once("recurring", at)

@@ -128,7 +128,7 @@ def parse_reset_cluster_setting(p: Parser) -> SetClusterSetting:
 def parse_show_schedules(p: Parser):
     p.expect_kw("show")
     if p.accept_kw("schedule"):
-        schedule_id = p.int_value("schedule ID")
+        schedule_id = p.id_value("schedule ID")
         p.expect_end()
         return ShowSchedule(schedule_id)
     state = None
@@ -157,7 +157,7 @@ def parse_show_create(p: Parser):
         p.expect_end()
         return ShowCreateExternalConnections(None)
     if p.accept_kw("schedule"):
-        schedule_id = p.int_value("schedule ID")
+        schedule_id = p.id_value("schedule ID")
         p.expect_end()
         return ShowCreateSchedule(schedule_id)
     p.expect_kw("external", "connection")
@@ -174,7 +174,7 @@ def parse_control_schedules(p: Parser):
             start, end, _ = p.query_span()
             node = cls(query=query_node(p, start, end))
         else:
-            node = cls(schedule_id=p.int_value("schedule ID"))
+            node = cls(schedule_id=p.id_value("schedule ID"))
     else:
         p.expect_kw("schedules")
         start, end, _ = p.query_span()
@@ -185,7 +185,7 @@ def parse_control_schedules(p: Parser):
 
 def parse_execute_schedule(p: Parser) -> ExecuteSchedule:
     p.expect_kw("execute", "schedule")
-    schedule_id = p.int_value("schedule ID")
+    schedule_id = p.id_value("schedule ID")
     p.expect_end()
     return ExecuteSchedule(schedule_id)
 
@@ -205,7 +205,7 @@ def _for_schedules(p: Parser) -> dict:
         start, end, _ = p.query_span()
         return {"schedules_query": query_node(p, start, end)}
     p.expect_kw("schedule")
-    return {"schedule_id": p.int_value("schedule ID")}
+    return {"schedule_id": p.id_value("schedule ID")}
 
 
 def parse_show_jobs(p: Parser):
@@ -220,7 +220,7 @@ def parse_show_jobs(p: Parser):
             node = ShowJobs(query=query_node(p, start, end), block=block,
                             execution_details=_execution_details(p))
         else:
-            node = ShowJob(p.int_value("job ID"), block, _execution_details(p))
+            node = ShowJob(p.id_value("job ID"), block, _execution_details(p))
         p.expect_end()
         return node
     p.expect_kw("jobs")
@@ -287,7 +287,7 @@ def parse_control_jobs(p: Parser):
             start, end, _ = p.query_span(stop=("reason",))
             fields["query"] = query_node(p, start, end)
         else:
-            fields["job_id"] = p.int_value("job ID")
+            fields["job_id"] = p.id_value("job ID")
     else:
         p.expect_kw("jobs")
         if p.at_kw("for"):

@@ -12,7 +12,8 @@ from proxy.errors import PgError
 
 from .errors import syntax_error, unsupported, value_error
 from .lexer import BITSTRING, DECIMAL, EOF, IDENT, INT, OP, PARAM, QIDENT, STRING, Token
-from .nodes import BoolLit, Expr, FuncCall, NumLit, Placeholder, StrLit, TablePattern, Targets
+from .nodes import (BoolLit, Expr, FuncCall, NumLit, Placeholder, ScalarExpr, StrLit, TablePattern,
+                    Targets)
 
 __all__ = ["Parser", "RESERVED", "BOOL_WORDS"]
 
@@ -35,6 +36,21 @@ _AOST_FUNCTIONS = frozenset({"follower_read_timestamp", "experimental_follower_r
 _ROLE_STOP = frozenset({"to", "from", "with", "for", "on", "as", "in", "granted", "cascade",
                         "restrict"})
 _QUERY_STARTS = frozenset({"select", "with", "values", "table"})
+
+
+def _check_expression(sql: str, start: int, text: str) -> None:
+    """A syntax error in an ID expression is the statement's 42601, at the token PostgreSQL
+    names, not an error the upstream answers later."""
+    import pglast
+    prefix = "SELECT ("
+    try:
+        pglast.parser.parse_sql(f"{prefix}{text})")
+    except pglast.parser.ParseError as e:
+        message, at = e.args[0], e.args[1] if len(e.args) > 1 else 0
+        position = start + max(0, min(len(text), at - len(prefix))) + 1
+        near = message.removeprefix("syntax error ")      # pgkeep's wording: at or near "x": syntax error
+        raise PgError(f"{near}: syntax error" if near.startswith("at or near") else message,
+                      sqlstate="42601", position=position) from None
 
 
 class Parser:
@@ -279,6 +295,34 @@ class Parser:
         if tok.kind in (INT, DECIMAL) or (tok.kind == OP and tok.value == "-"):
             raise self.value_error(tok, f"{what}: expected a non-negative integer")
         raise self.error()
+
+    def id_value(self, what: str) -> Expr:
+        """A job or schedule ID: any scalar expression, as CockroachDB's grammar. A literal, a
+        placeholder or a string of digits alone is int_value's; anything else, up to the end of
+        the statement or a `WITH` at nesting depth 0, is kept as text (ScalarExpr)."""
+        def ends(t: Token) -> bool:
+            return t.kind == EOF or (t.kind == IDENT and t.value == "with")
+        tok, nxt = self.peek(), self.peek(1)
+        if (tok.kind in (INT, STRING, PARAM, DECIMAL) and ends(nxt)) or (
+                tok.kind == OP and tok.value == "-" and nxt.kind in (INT, DECIMAL) and ends(self.peek(2))):
+            return self.int_value(what)   # a lone literal: its own errors (negative, 1.5, 'abc')
+        depth, last = 0, None
+        while True:
+            t = self.peek()
+            if t.kind == EOF or (depth == 0 and last is not None and t.kind == IDENT and t.value == "with"):
+                break
+            if t.kind == OP and t.value in ("(", "["):
+                depth += 1
+            elif t.kind == OP and t.value in (")", "]"):
+                depth -= 1
+                if depth < 0:
+                    raise self.error(t)
+            last = self.next()
+        if last is None or depth:
+            raise self.error()
+        text = self.sql[tok.start:last.end]
+        _check_expression(self.sql, tok.start, text)
+        return ScalarExpr(text)
 
     def as_of(self) -> Expr:
         """The expression after AS OF SYSTEM TIME: a string ('-10s', a timestamp), a decimal

@@ -14,7 +14,7 @@ from proxy.errors import PgError
 
 from .errors import quote_string
 from .lexer import PARAM, tokenize
-from .nodes import Placeholder, StrLit
+from .nodes import Placeholder, ScalarExpr, StrLit
 from .statements import SelectFromShow, Statement
 
 __all__ = ["count_placeholders", "bind_placeholders"]
@@ -28,7 +28,7 @@ def count_placeholders(node) -> int:
     """The highest $n used anywhere in `node` (0 when it has none)."""
     if isinstance(node, Placeholder):
         return node.index
-    if isinstance(node, SelectFromShow):
+    if isinstance(node, (SelectFromShow, ScalarExpr)):
         return _query_params(node.sql)
     if isinstance(node, tuple):
         return max((count_placeholders(x) for x in node), default=0)
@@ -61,6 +61,8 @@ def _substitute(node, values: Sequence[str | None]):
     if isinstance(node, SelectFromShow):
         # Offsets move with the new text; the re-parse in bind_placeholders finds them again.
         return SelectFromShow(_substitute_query(node.sql, values), ())
+    if isinstance(node, ScalarExpr):
+        return ScalarExpr(_substitute_query(node.sql, values))
     if isinstance(node, tuple):
         return tuple(_substitute(x, values) for x in node)
     if is_dataclass(node) and not isinstance(node, type):

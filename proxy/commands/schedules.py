@@ -369,6 +369,11 @@ class BackupExecutor:
 
     async def start_run(self, conn, schedule: Schedule, slot: dt.datetime, now: dt.datetime) -> int:
         stmt = _parse_backup(await self.app.catalog.schedules.statement(schedule.schedule_id, conn))
+        # Each run is its owner's BACKUP: the owner's privileges are checked again now, so a
+        # revoked grant (or a dropped owner) stops the schedule's backups, before any I/O.
+        owner = CommandContext(self.app, user=schedule.owner, database=schedule.database,
+                               txn_status=b"I")
+        await authz.authorize_backup(owner, backup_spec(stmt, schedule.owner, schedule.database, now)[0])
         if stmt.latest:
             uri = collection_uri(stmt.collection)
             store = await self.app.engine.store(uri)

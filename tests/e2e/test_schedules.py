@@ -317,6 +317,28 @@ def test_who_may_show_pause_alter_drop(env):
     assert q(p, f"SHOW SCHEDULE {sid}") == []
 
 
+def test_a_revoked_owner_stops_its_schedules_backups(env):
+    """Each run is checked against its owner's privileges as they are when it runs: a grant
+    revoked after CREATE SCHEDULE stops the backups (the run fails to start, no job, the state
+    says why), and the next run after a new grant goes ahead."""
+    _, p = env
+    q(p, "GRANT BACKUP ON DATABASE shop TO bob; GRANT SYSTEM EXTERNALIOIMPLICITACCESS TO bob")
+    try:
+        first = T0 + dt.timedelta(days=1)
+        [row] = q(p, f"CREATE SCHEDULE FOR BACKUP DATABASE shop INTO '{coll()}' RECURRING '@weekly' "
+                     f"FULL BACKUP ALWAYS WITH SCHEDULE OPTIONS first_run = '{first.isoformat()}'", user="bob")
+        sid = row[0]
+        q(p, "REVOKE BACKUP ON DATABASE shop FROM bob")
+        set_clock(p, first)
+        s = wait_for("a refused run", lambda: (lambda r: r if "does not have BACKUP privilege" in (r["state"] or "")
+                                               else None)(schedule(p, sid)))
+        assert s["state"].startswith("reschedule: failed to start the backup")
+        assert jobs_for(p, sid) == []
+        q(p, f"DROP SCHEDULE {sid}")
+    finally:
+        q(p, "REVOKE SYSTEM EXTERNALIOIMPLICITACCESS FROM bob; REVOKE BACKUP ON DATABASE shop FROM bob")
+
+
 def test_alter_backup_schedule(env):
     _, p = env
     c, c2 = coll(), coll()

@@ -35,7 +35,9 @@ deps: $(VENV)/.installed-test
 # relay (PGKEEP_PURE_PYTHON=1), the fallback where the compiled one is not built.
 PURE_PYTHON_TESTS := tests/wire tests/e2e/test_passthrough.py tests/e2e/test_intercept.py \
 	tests/e2e/test_cancel.py tests/e2e/test_failures.py tests/e2e/test_workers.py \
-	tests/e2e/test_tls.py tests/e2e/test_jdbc.py tests/e2e/test_fidelity.py
+	tests/e2e/test_tls.py tests/e2e/test_jdbc.py tests/e2e/test_fidelity.py \
+	tests/e2e/test_early_frames.py tests/e2e/test_startup_packets.py tests/e2e/test_auth.py \
+	tests/e2e/test_lifecycle.py tests/e2e/test_privileges.py
 
 # Installs everything the tests need, then runs the whole suite (the compiled relay) on one
 # pytest-xdist worker per core (each with its own PostgreSQL clusters, pgkeep and object stores;
